@@ -1,0 +1,364 @@
+"""A registry of pretrained backbones.
+
+Each :class:`BackboneSpec` knows how to build its keras.applications model, its default and minimum
+input size, the preprocessing its weights expect (applied inside the model, so saved and exported
+models take raw 0-255 pixels), and how to split its layers into blocks for unfreezing from the top.
+TF-Hub feature-vector models are backbones too: ``hub:<handle-or-SavedModel-dir>``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from tlkeras._backend import keras, tf
+from tlkeras.errors import TLKerasError
+
+__all__ = [
+    "BackboneSpec",
+    "register_backbone",
+    "get_backbone",
+    "list_backbones",
+    "block_ids",
+]
+
+PREPROCESSING = {
+    # mode: what the weights expect, given raw RGB pixels in [0, 255]
+    "tf": "scale to [-1, 1]",
+    "caffe": "RGB -> BGR, subtract the ImageNet channel means",
+    "builtin": "none (the model rescales internally)",
+    "unit": "scale to [0, 1]",
+}
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone family and how to fine-tune it.
+
+    Attributes:
+        name: registry name (lower case).
+        constructor: name of the ``keras.applications`` function.
+        default_size: the input size its ImageNet weights were trained at.
+        min_size: the smallest input size the architecture accepts.
+        preprocessing: a key of ``PREPROCESSING``.
+        block_pattern: regex whose first group names the block a layer belongs to; layers that do
+            not match belong to the block before them (the stem is block "stem").
+        block_end_pattern: alternatively, a regex matching the last layer of each block (for
+            architectures whose layer names do not carry a block id, like InceptionV3).
+        has_alpha: whether the family takes a width multiplier ``alpha``.
+        alphas: the widths with published ImageNet weights.
+        imagenet_sizes: input sizes with published ImageNet weights (others load the default).
+        aliases: other accepted names.
+    """
+
+    name: str
+    constructor: str
+    default_size: int
+    min_size: int
+    preprocessing: str
+    block_pattern: str | None = None
+    block_end_pattern: str | None = None
+    has_alpha: bool = False
+    alphas: tuple[float, ...] = ()
+    imagenet_sizes: tuple[int, ...] = ()
+    aliases: tuple[str, ...] = ()
+    extra_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}: keras.applications.{self.constructor}, default {self.default_size}px "
+            f"(min {self.min_size}), preprocessing: {PREPROCESSING[self.preprocessing]}"
+        )
+
+    def build(self, input_tensor, *, alpha: float | None, weights: str | None, size: int):
+        """Returns the keras.applications model built on ``input_tensor`` (no top, no pooling)."""
+        fn: Callable = getattr(keras.applications, self.constructor)
+        kwargs = dict(self.extra_kwargs)
+        if self.has_alpha and alpha is not None:
+            kwargs["alpha"] = alpha
+        return fn(
+            include_top=False,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=(size, size, 3),
+            pooling=None,
+            **kwargs,
+        )
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    """Adds ``spec`` to the registry (overwrites an entry of the same name). Returns it."""
+    _REGISTRY[spec.name] = spec
+    for alias in spec.aliases:
+        _ALIASES[alias] = spec.name
+    return spec
+
+
+def list_backbones() -> list[str]:
+    """Returns the registered backbone names, sorted. ``hub:<handle>`` is accepted too."""
+    return sorted(_REGISTRY)
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """Looks up a backbone by name or alias (case and ``-``/``_`` insensitive).
+
+    Raises:
+        TLKerasError: for an unknown name, listing the closest registered names.
+    """
+    key = str(name).strip().lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    candidates = sorted(set(_REGISTRY) | set(_ALIASES))
+    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.5)
+    close = sorted({_ALIASES.get(c, c) for c in close})
+    hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(list_backbones())}"
+    raise TLKerasError(f"unknown backbone {name!r}; {hint} (or hub:<handle-or-dir>)")
+
+
+_MOBILENET_SIZES = (128, 160, 192, 224)
+for _spec in [
+    BackboneSpec(
+        "mobilenet", "MobileNet", 224, 32, "tf",
+        block_pattern=r"^conv_(?:pad|dw|pw)_(\d+)",
+        has_alpha=True, alphas=(0.25, 0.5, 0.75, 1.0), imagenet_sizes=_MOBILENET_SIZES,
+        aliases=("mobilenet_v1", "mobilenetv1"),
+    ),
+    BackboneSpec(
+        "mobilenet_v2", "MobileNetV2", 224, 32, "tf",
+        block_pattern=r"^(block_\d+|expanded_conv)_",
+        has_alpha=True, alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+        imagenet_sizes=(96, 128, 160, 192, 224), aliases=("mobilenetv2",),
+    ),
+    BackboneSpec(
+        "mobilenet_v3_small", "MobileNetV3Small", 224, 32, "builtin",
+        block_pattern=r"^(expanded_conv(?:_\d+)?)/",
+        has_alpha=True, alphas=(0.75, 1.0), aliases=("mobilenetv3small",),
+    ),
+    BackboneSpec(
+        "mobilenet_v3_large", "MobileNetV3Large", 224, 32, "builtin",
+        block_pattern=r"^(expanded_conv(?:_\d+)?)/",
+        has_alpha=True, alphas=(0.75, 1.0), aliases=("mobilenetv3large",),
+    ),
+    BackboneSpec(
+        "inception_v3", "InceptionV3", 299, 75, "tf",
+        block_end_pattern=r"^mixed\d+$", aliases=("inceptionv3",),
+    ),
+    BackboneSpec("resnet50", "ResNet50", 224, 32, "caffe", block_pattern=r"^(conv\d_block\d+)_"),
+    BackboneSpec(
+        "resnet50_v2", "ResNet50V2", 224, 32, "tf",
+        block_pattern=r"^(conv\d_block\d+)_", aliases=("resnet50v2",),
+    ),
+    BackboneSpec("efficientnet_b0", "EfficientNetB0", 224, 32, "builtin", block_pattern=r"^(block\d+[a-z])_"),
+    BackboneSpec("efficientnet_b1", "EfficientNetB1", 240, 32, "builtin", block_pattern=r"^(block\d+[a-z])_"),
+    BackboneSpec("efficientnet_b2", "EfficientNetB2", 260, 32, "builtin", block_pattern=r"^(block\d+[a-z])_"),
+    BackboneSpec("efficientnet_b3", "EfficientNetB3", 300, 32, "builtin", block_pattern=r"^(block\d+[a-z])_"),
+    BackboneSpec(
+        "efficientnet_v2_b0", "EfficientNetV2B0", 224, 32, "builtin",
+        block_pattern=r"^(block\d+[a-z])_", aliases=("efficientnetv2b0", "efficientnet_v2b0"),
+    ),
+]:
+    register_backbone(_spec)
+for _n in ("b0", "b1", "b2", "b3"):
+    _ALIASES[f"efficientnet{_n}"] = f"efficientnet_{_n}"
+
+
+def block_ids(spec: BackboneSpec, layer_names: list[str]) -> list[str]:
+    """Assigns each backbone layer (in topological order) to a block.
+
+    Layers matching ``block_pattern`` take the block its first group names; the others stay in the
+    current block (the stem before the first match, the final convolutions after the last block).
+    With ``block_end_pattern``, a new block starts after each matching layer.
+    """
+    ids: list[str] = []
+    if spec.block_end_pattern:
+        index = 0
+        end = re.compile(spec.block_end_pattern)
+        for name in layer_names:
+            ids.append(f"block{index}")
+            if end.search(name):
+                index += 1
+        return ids
+    pattern = re.compile(spec.block_pattern or r"$^")
+    current = "stem"
+    for name in layer_names:
+        match = pattern.search(name)
+        if match:
+            current = match.group(1)
+        ids.append(current)
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocessing layers (no Lambda layers: models must load with Keras' safe mode on)
+
+
+def preprocessing_layers(mode: str) -> list:
+    """Returns the layers that turn raw 0-255 RGB pixels into what the backbone expects."""
+    if mode == "tf":
+        return [keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess_scale")]
+    if mode == "unit":
+        return [keras.layers.Rescaling(1.0 / 255.0, name="preprocess_scale")]
+    if mode == "builtin":
+        return []
+    if mode == "caffe":
+        # RGB -> BGR and mean subtraction as one frozen 1x1 convolution: a builtin op that
+        # TFLite converts and tfmot understands, unlike a Lambda layer.
+        means_bgr = np.array([103.939, 116.779, 123.68], dtype="float32")
+        kernel = np.zeros((1, 1, 3, 3), dtype="float32")
+        for out_channel, in_channel in enumerate((2, 1, 0)):
+            kernel[0, 0, in_channel, out_channel] = 1.0
+        layer = keras.layers.Conv2D(
+            3, 1, name="preprocess_caffe", trainable=False,
+            kernel_initializer=keras.initializers.Constant(kernel),
+            bias_initializer=keras.initializers.Constant(-means_bgr),
+        )
+        return [layer]
+    raise ValueError(f"unknown preprocessing mode {mode!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights
+
+
+def _weights_cache_hint(spec: BackboneSpec) -> str:
+    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    return (
+        f"could not download ImageNet weights for {spec.name} (no network?); use --weights none, "
+        f"--weights /path/to/weights.h5, or pre-fill Keras' cache {cache} on a machine with network"
+    )
+
+
+def _short(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) < 160 else text[:157] + "..."
+
+
+def load_backbone_weights(spec: BackboneSpec, target, *, alpha: float | None, weights: str, size: int) -> None:
+    """Loads ``weights`` (``imagenet`` or a file) into ``target``, the backbone built in the model.
+
+    The weights load into a standalone copy of the architecture first (the layout Keras' weight
+    files expect), then move layer by layer into ``target``; errors become one-line messages.
+
+    Raises:
+        TLKerasError: weights offline, a missing file, or a file for another architecture/width.
+    """
+    if weights == "imagenet":
+        if spec.has_alpha and spec.alphas and alpha is not None and alpha not in spec.alphas:
+            raise TLKerasError(
+                f"{spec.name} has ImageNet weights only for alpha in {list(spec.alphas)}, got "
+                f"{alpha}; pick one of those or use --weights none"
+            )
+        source_weights = "imagenet"
+        weight_size = size
+        if spec.imagenet_sizes and size not in spec.imagenet_sizes:
+            weight_size = spec.default_size  # convolution weights do not depend on input size
+    else:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise TLKerasError(
+                f"weights file {weights} does not exist; pass imagenet, none or a path to a "
+                f"weights file for {spec.name}"
+            )
+        source_weights = str(path)
+        weight_size = size
+    try:
+        standalone = spec.build(None, alpha=alpha, weights=source_weights, size=weight_size)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for these cases
+        text = str(exc)
+        if "URL fetch failure" in text or "Name or service not known" in text or isinstance(exc, OSError) and weights == "imagenet":
+            raise TLKerasError(_weights_cache_hint(spec)) from None
+        width = f" alpha={alpha}" if spec.has_alpha else ""
+        raise TLKerasError(
+            f"weights file {weights} does not fit {spec.name}{width} at {weight_size}px "
+            f"({_short(exc)}); pass the weights made for this architecture and width"
+        ) from None
+    source_layers = [l for l in standalone.layers if l.weights]
+    target_layers = [l for l in target if l.weights]
+    if len(source_layers) != len(target_layers):  # pragma: no cover - same constructor both sides
+        raise TLKerasError(f"internal error: {spec.name} layer layout differs between builds")
+    for src, dst in zip(source_layers, target_layers):
+        dst.set_weights(src.get_weights())
+    del standalone
+
+
+# ---------------------------------------------------------------------------------------------
+# TF-Hub
+
+
+@keras.saving.register_keras_serializable(package="tlkeras")
+class HubBackbone(keras.layers.Layer):
+    """A TF-Hub feature-vector model as one layer, always run in inference mode.
+
+    ``hub.KerasLayer`` would run the SavedModel's BatchNorm in training mode once it is trainable;
+    fine-tuning a few hundred images that way wrecks the pretrained statistics, so this wrapper
+    always calls it with ``training=False`` while its weights still train in phase 2.
+    """
+
+    def __init__(self, handle: str, output_dim: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.handle = handle
+        self.output_dim = output_dim
+        hub = __import__("tlkeras._backend", fromlist=["hub"]).hub()
+        self._hub_layer = hub.KerasLayer(handle, trainable=True, name=f"{self.name}_module")
+
+    def build(self, input_shape):
+        self._hub_layer.build(input_shape)
+        super().build(input_shape)
+
+    def call(self, inputs):
+        features = self._hub_layer(inputs, training=False)
+        if isinstance(features, dict):
+            features = features.get("default", next(iter(features.values())))
+        return features
+
+    def get_config(self):
+        return {**super().get_config(), "handle": self.handle, "output_dim": self.output_dim}
+
+
+def build_hub_backbone(handle: str, image_tensor):
+    """Builds a TF-Hub backbone on ``image_tensor`` (values in [0, 1]); returns its output tensor.
+
+    Raises:
+        TLKerasError: if the handle is a URL and there is no network, or the directory is not a
+            SavedModel.
+    """
+    is_url = "://" in handle or handle.startswith(("tfhub.dev", "www.kaggle.com", "kaggle.com"))
+    if not is_url:
+        path = Path(handle).expanduser()
+        if not path.exists():
+            raise TLKerasError(
+                f"TF-Hub backbone {handle} is neither a URL nor an existing SavedModel directory"
+            )
+        if not (path / "saved_model.pb").is_file():
+            raise TLKerasError(f"{handle} is not a SavedModel directory (no saved_model.pb)")
+        handle = str(path.resolve())
+    try:
+        layer = HubBackbone(handle, name="backbone_hub", trainable=False)
+        out = layer(image_tensor)
+    except TLKerasError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - hub raises many types
+        if is_url:
+            raise TLKerasError(
+                f"could not fetch TF-Hub model {handle} (no network?); download it where there is "
+                f"network and pass the local SavedModel directory as hub:<dir>, or set "
+                f"TFHUB_CACHE_DIR to a pre-filled cache"
+            ) from None
+        raise TLKerasError(f"could not load TF-Hub model {handle}: {_short(exc)}") from None
+    if len(out.shape) != 2:
+        raise TLKerasError(
+            f"TF-Hub model {handle} returns shape {tuple(out.shape)}; use a feature-vector model "
+            f"that returns (batch, features)"
+        )
+    return out

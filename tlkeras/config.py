@@ -1,0 +1,329 @@
+"""Configuration dataclasses shared by the Python API, the CLIs and YAML files.
+
+A run is described by one :class:`RunConfig` (data, model, training). The CLIs fill it from flags or
+from a YAML file (``--config run.yaml``); every run directory stores the full config it used as
+``config.yaml``, so ``python -m tlkeras.train --config runs/<name>/config.yaml`` replays it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from tlkeras.errors import TLKerasError
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "RunConfig",
+    "load_config",
+    "save_config",
+    "config_from_dict",
+    "config_to_dict",
+]
+
+AUGMENT_PRESETS = ("off", "light", "strong")
+HEADS = ("softmax", "sigmoid", "regression")
+
+
+def _choice(value: str, allowed: tuple[str, ...], key: str) -> None:
+    if value not in allowed:
+        raise TLKerasError(f"{key}={value!r} is not valid; choose one of {', '.join(allowed)}")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are fed.
+
+    Attributes:
+        source: an image folder (one subfolder per class, optionally under train/ val/ test/),
+            a CSV file of ``path,label`` rows, ``tfds:<name>`` for a cached TensorFlow Datasets
+            set, or None for the embedded offline demo.
+        image_size: square input size in pixels; None uses the backbone's default size.
+        batch_size: images per batch.
+        val_fraction: share of the images held out for validation when the source has no split.
+        test_fraction: share held out for testing when the source has no split.
+        augment: augmentation preset: ``off``, ``light`` (flip, small rotation and zoom) or
+            ``strong`` (adds larger rotation/zoom, contrast and translation).
+        on_corrupt: ``skip`` unreadable images with a warning and a count, or ``error`` out
+            naming the first bad file.
+        class_weight: ``auto`` (balanced weights when the largest class is 1.5x the smallest or
+            more), ``balanced`` or ``none``.
+        label_separator: separator of several labels in one CSV cell (multi-label heads).
+    """
+
+    source: str | None = None
+    image_size: int | None = None
+    batch_size: int = 32
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    augment: str = "light"
+    on_corrupt: str = "skip"
+    class_weight: str = "auto"
+    label_separator: str = ";"
+
+    def validate(self) -> None:
+        _choice(self.augment, AUGMENT_PRESETS, "augment")
+        _choice(self.on_corrupt, ("skip", "error"), "on_corrupt")
+        _choice(self.class_weight, ("auto", "balanced", "none"), "class_weight")
+        if self.batch_size < 1:
+            raise TLKerasError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.image_size is not None and self.image_size < 1:
+            raise TLKerasError(f"image_size must be a positive number of pixels, got {self.image_size}")
+        for key in ("val_fraction", "test_fraction"):
+            value = getattr(self, key)
+            if not 0.0 <= value < 1.0:
+                raise TLKerasError(f"{key} must be in [0, 1), got {value}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise TLKerasError("val_fraction + test_fraction must leave some images for training")
+
+
+@dataclass
+class ModelConfig:
+    """The backbone and the new head.
+
+    Attributes:
+        backbone: a registered backbone name (see ``tlkeras.list_backbones()``) or
+            ``hub:<handle-or-SavedModel-dir>`` for a TF-Hub feature-vector model.
+        weights: ``imagenet`` (Keras' download cache), ``none`` (random init) or a path to a
+            weights file made for this backbone.
+        alpha: width multiplier for the MobileNet families (None: the family's default, 1.0).
+        head: ``softmax`` (single-label), ``sigmoid`` (multi-label) or ``regression``.
+        dropout: dropout rate before the output layer.
+        hidden_units: sizes of optional hidden Dense layers in the head.
+    """
+
+    backbone: str = "mobilenet_v2"
+    weights: str = "imagenet"
+    alpha: float | None = None
+    head: str = "softmax"
+    dropout: float = 0.2
+    hidden_units: list[int] = field(default_factory=list)
+
+    def validate(self) -> None:
+        _choice(self.head, HEADS, "head")
+        if not 0.0 <= self.dropout < 1.0:
+            raise TLKerasError(f"dropout must be in [0, 1), got {self.dropout}")
+        if any(int(u) < 1 for u in self.hidden_units):
+            raise TLKerasError(f"hidden_units must be positive, got {self.hidden_units}")
+
+
+@dataclass
+class TrainConfig:
+    """Two-phase training: a frozen backbone first, then fine-tuning from the top.
+
+    Attributes:
+        phase1_epochs: epochs of head training on the frozen backbone.
+        phase1_lr: phase-1 learning rate.
+        phase2_epochs: fine-tuning epochs (0 skips phase 2).
+        phase2_lr_factor: phase-2 learning rate = phase1_lr * this factor (must be < 1;
+            0.01-0.1 is the usual range).
+        unfreeze: what phase 2 trains: ``layers:N`` (top N backbone layers), ``blocks:N`` (top N
+            whole blocks), ``all`` or ``none``. BatchNorm layers always stay frozen.
+        optimizer: ``adam``, ``adamw`` or ``sgd`` (momentum 0.9).
+        weight_decay: decoupled weight decay (adamw only).
+        schedule: learning-rate schedule per phase: ``cosine`` or ``constant``.
+        warmup_epochs: linear warm-up at the start of phase 2 (in epochs).
+        label_smoothing: label smoothing of the softmax loss.
+        early_stopping_patience: epochs without val-loss improvement before stopping (0: off);
+            the best weights are restored either way.
+        feature_cache: ``auto`` (phase 1 trains the head on backbone features computed once when
+            that gives the same model), ``on`` or ``off``.
+        feature_cache_views: with augmentation on and the cache forced ``on``, the number of
+            augmented views of each training image whose features are computed once.
+        mixed_precision: train with the ``mixed_float16`` policy (GPU).
+        xla: compile the train step with XLA.
+        distribute: ``auto`` (MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy
+            with several GPUs, else none), ``none``, ``mirrored`` or ``multiworker``.
+        verbose: Keras progress display: 0 silent, 1 progress bar, 2 one line per epoch.
+    """
+
+    phase1_epochs: int = 20
+    phase1_lr: float = 1e-3
+    phase2_epochs: int = 5
+    phase2_lr_factor: float = 0.1
+    unfreeze: str = "blocks:2"
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 5
+    feature_cache: str = "auto"
+    feature_cache_views: int = 1
+    mixed_precision: bool = False
+    xla: bool = False
+    distribute: str = "auto"
+    verbose: int = 2
+
+    def validate(self) -> None:
+        _choice(self.optimizer, ("adam", "adamw", "sgd"), "optimizer")
+        _choice(self.schedule, ("cosine", "constant"), "schedule")
+        _choice(self.feature_cache, ("auto", "on", "off"), "feature_cache")
+        _choice(self.distribute, ("auto", "none", "mirrored", "multiworker"), "distribute")
+        if self.phase1_epochs < 0 or self.phase2_epochs < 0:
+            raise TLKerasError("phase1_epochs and phase2_epochs must be >= 0")
+        if self.phase1_lr <= 0:
+            raise TLKerasError(f"phase1_lr must be > 0, got {self.phase1_lr}")
+        if not 0.0 < self.phase2_lr_factor < 1.0:
+            raise TLKerasError(
+                f"phase2_lr_factor must be in (0, 1) so fine-tuning uses a lower learning rate, "
+                f"got {self.phase2_lr_factor}"
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise TLKerasError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.feature_cache_views < 1:
+            raise TLKerasError("feature_cache_views must be >= 1")
+        parse_unfreeze(self.unfreeze)
+
+
+def parse_unfreeze(spec: str) -> tuple[str, int]:
+    """Parses ``layers:N``, ``blocks:N``, ``all`` or ``none`` into (kind, count)."""
+    spec = str(spec).strip().lower()
+    if spec in ("all", "none"):
+        return spec, 0
+    kind, _, count = spec.partition(":")
+    if kind in ("layers", "blocks") and count.isdigit() and int(count) > 0:
+        return kind, int(count)
+    raise TLKerasError(
+        f"unfreeze={spec!r} is not valid; use layers:N, blocks:N (N >= 1), all or none"
+    )
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run needs; written to ``runs/<name>/config.yaml``.
+
+    Attributes:
+        data: the data section.
+        model: the model section.
+        train: the training section.
+        output_dir: parent folder of run directories.
+        name: run directory name (default: ``<backbone>-<timestamp>``).
+        seed: seeds the split, shuffling, augmentation and weight initialization.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str = "runs"
+    name: str | None = None
+    seed: int = 42
+
+    def validate(self) -> "RunConfig":
+        """Checks every section; raises TLKerasError naming the bad key. Returns self."""
+        self.data.validate()
+        self.model.validate()
+        self.train.validate()
+        return self
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """Returns a plain dict (YAML-safe) of a RunConfig."""
+    return dataclasses.asdict(config)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Converts a YAML scalar to the type a dataclass field declares, or raises TLKerasError."""
+    hint = annotation
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if value is None:
+        if type(None) in args or hint is Any:
+            return None
+        raise TLKerasError(f"{key} must not be empty")
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        if not isinstance(value, (list, tuple)):
+            raise TLKerasError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, args[0], key) for v in value]
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                lowered = value.lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    return True
+                if lowered in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise TLKerasError(f"{key} must be of type {getattr(hint, '__name__', hint)}, got {value!r}") from None
+    return value
+
+
+def _fill(cls, values: dict[str, Any], prefix: str):
+    if not isinstance(values, dict):
+        raise TLKerasError(f"{prefix or 'config'} must be a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        import difflib
+
+        key = unknown[0]
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hint = f"; did you mean {prefix}{close[0]}?" if close else f"; known keys: {', '.join(sorted(known))}"
+        raise TLKerasError(f"unknown config key {prefix}{key}{hint}")
+    kwargs = {}
+    for name, value in values.items():
+        if name in _SECTIONS and cls is RunConfig:
+            kwargs[name] = _fill(_SECTIONS[name], value or {}, f"{name}.")
+        else:
+            kwargs[name] = _coerce(value, hints[name], prefix + name)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> RunConfig:
+    """Builds and validates a RunConfig from a nested dict (as read from YAML).
+
+    Raises:
+        TLKerasError: on an unknown key (with a close match), a wrongly typed or invalid value.
+    """
+    return _fill(RunConfig, values or {}, "").validate()
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    """Reads a YAML config with the safe loader and validates it.
+
+    Raises:
+        TLKerasError: if the file is missing, not YAML, or holds unknown or invalid keys.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            values = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise TLKerasError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise TLKerasError(f"config file {path} is not valid YAML{where}; fix the syntax") from None
+    return config_from_dict(values or {})
+
+
+def save_config(config: RunConfig, path: str | os.PathLike) -> None:
+    """Writes ``config`` as YAML, atomically (a reader never sees a partial file)."""
+    from tlkeras.runs import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

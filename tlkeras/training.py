@@ -1,0 +1,407 @@
+"""Two-phase transfer training.
+
+Phase 1 trains the new head on a frozen backbone. When the backbone is frozen and the inputs are not
+augmented, the backbone's output never changes, so tlkeras computes the pooled features once and
+trains the head on them (seconds instead of minutes); the head's layers are shared with the full
+model, so the result is the same model. Phase 2 unfreezes the top of the backbone (BatchNorm stays
+frozen, so it keeps using its moving statistics), recompiles with a learning rate lowered by
+``phase2_lr_factor``, and fine-tunes with warm-up/cosine schedules and early stopping that restores
+the best weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from tlkeras._backend import keras, tf
+from tlkeras.config import RunConfig, save_config
+from tlkeras.data import DataBundle, class_weights, encode_labels, load_data, make_dataset
+from tlkeras.errors import TLKerasError
+from tlkeras.evaluation import evaluate_model, write_reports
+from tlkeras.models import (
+    build_model,
+    feature_extractor,
+    freeze_backbone,
+    head_model,
+    resolve_image_size,
+    trainable_backbone_layers,
+    unfreeze_backbone,
+)
+from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, staged_directory, write_json
+
+__all__ = ["TrainResult", "train_model", "fit_two_phase", "compile_model", "select_strategy", "uses_feature_cache"]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` made.
+
+    Attributes:
+        model: the trained Keras model (compiled).
+        history: per-epoch metrics of both phases (``phase`` says which).
+        metrics: ``{"val": ..., "final": ..., "final_split": "test"|"val"}`` from scikit-learn.
+        timings: wall seconds per stage (``phase1``, ``phase2``, ``data``, ``total``).
+        run_dir: the run directory (None when not written).
+        config: the config used (with the resolved image size).
+    """
+
+    model: Any
+    history: dict[str, list]
+    metrics: dict[str, Any]
+    timings: dict[str, float]
+    run_dir: Path | None
+    config: RunConfig
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategy, precision, compile
+
+
+def select_strategy(mode: str = "auto"):
+    """Picks a tf.distribute strategy.
+
+    ``auto``: MultiWorkerMirroredStrategy when ``TF_CONFIG`` names a cluster, MirroredStrategy
+    with two or more GPUs, else the default (no-op) strategy.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if mode == "multiworker" or (mode == "auto" and os.environ.get("TF_CONFIG")):
+        try:
+            cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster")
+        except json.JSONDecodeError:
+            raise TLKerasError("TF_CONFIG is not valid JSON; see tf.distribute docs for its format") from None
+        if not cluster:
+            raise TLKerasError("distribute=multiworker needs TF_CONFIG with a cluster spec")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if mode == "mirrored" or (mode == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _is_chief() -> bool:
+    """Whether this process writes the run directory (the chief, or worker 0 without a chief)."""
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except json.JSONDecodeError:
+        return True
+    task = tf_config.get("task") or {}
+    kind = task.get("type")
+    if kind is None or kind == "chief":
+        return True
+    return kind == "worker" and int(task.get("index", 0)) == 0 and "chief" not in tf_config.get("cluster", {})
+
+
+def _loss_and_metrics(head: str, num_outputs: int, label_smoothing: float):
+    if head == "softmax":
+        k = min(5, num_outputs - 1) if num_outputs > 2 else 1
+        return (
+            keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+            [keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.TopKCategoricalAccuracy(k=k, name=f"top{k}")],
+        )
+    if head == "sigmoid":
+        return keras.losses.BinaryCrossentropy(), [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(multi_label=True, name="auc")]
+    return keras.losses.MeanSquaredError(), [keras.metrics.MeanAbsoluteError(name="mae")]
+
+
+def _optimizer(name: str, learning_rate, weight_decay: float):
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9)
+    return keras.optimizers.Adam(learning_rate=learning_rate)
+
+
+def _schedule(lr: float, schedule: str, steps: int, warmup_steps: int):
+    if schedule == "constant" and warmup_steps == 0:
+        return lr
+    decay_steps = max(1, steps - warmup_steps)
+    if warmup_steps:
+        # CosineDecay warms up linearly from initial_learning_rate to warmup_target.
+        return keras.optimizers.schedules.CosineDecay(
+            lr * 0.01, decay_steps, alpha=1.0 if schedule == "constant" else 0.0,
+            warmup_target=lr, warmup_steps=warmup_steps,
+        )
+    return keras.optimizers.schedules.CosineDecay(lr, decay_steps, alpha=0.0)
+
+
+def compile_model(model, config: RunConfig, num_outputs: int, learning_rate, jit: bool | None = None) -> None:
+    """Compiles ``model`` with the loss and metrics of its head and ``learning_rate``.
+
+    Side effect: replaces the model's optimizer (recompiling is required after changing
+    ``trainable`` flags).
+    """
+    loss, metrics = _loss_and_metrics(config.model.head, num_outputs, config.train.label_smoothing)
+    model.compile(
+        optimizer=_optimizer(config.train.optimizer, learning_rate, config.train.weight_decay),
+        loss=loss, metrics=metrics, jit_compile=config.train.xla if jit is None else jit,
+    )
+
+
+def uses_feature_cache(config: RunConfig) -> bool:
+    """Whether phase 1 trains the head on cached backbone features."""
+    mode = config.train.feature_cache
+    if mode == "on":
+        return True
+    return mode == "auto" and config.data.augment == "off"
+
+
+# ---------------------------------------------------------------------------------------------
+# Two-phase fit
+
+
+class _PhaseHistory:
+    """Accumulates Keras histories of several fits into one dict with a ``phase`` column."""
+
+    def __init__(self):
+        self.values: dict[str, list] = {"phase": []}
+
+    def add(self, history, phase: int) -> None:
+        logs = history.history if history is not None else {}
+        epochs = len(next(iter(logs.values()))) if logs else 0
+        for key, series in logs.items():
+            if key == "lr":
+                continue
+            self.values.setdefault(key, [None] * len(self.values["phase"]))
+            self.values[key].extend(float(v) for v in series)
+        self.values["phase"].extend([phase] * epochs)
+        for series in self.values.values():
+            series.extend([None] * (len(self.values["phase"]) - len(series)))
+
+
+def _callbacks(patience: int, log_dir: Path | None, extra: list) -> list:
+    callbacks = list(extra)
+    if patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True))
+    else:
+        # Even without early stopping the best epoch's weights are kept.
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=10**9, restore_best_weights=True))
+    if log_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0, write_graph=False))
+    return callbacks
+
+
+def _features(model, x: np.ndarray, batch_size: int, augment: str, views: int, seed: int) -> np.ndarray:
+    """Pooled backbone features of ``x``; with augmentation, of ``views`` augmented copies."""
+    from tlkeras.data import augmenter
+
+    extractor = feature_extractor(model)
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(batch_size).map(lambda b: tf.cast(b, tf.float32))
+    outputs = [extractor.predict(ds, verbose=0)]
+    aug = augmenter(augment, seed)
+    if aug is not None:
+        for _ in range(views - 1):
+            view = ds.map(lambda b: tf.clip_by_value(aug(b, training=True), 0.0, 255.0))
+            outputs.append(extractor.predict(view, verbose=0))
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def fit_two_phase(model, bundle: DataBundle, config: RunConfig, *, log_dir: Path | None = None, callbacks: list | None = None, strategy=None) -> tuple[dict, dict]:
+    """Trains ``model`` in place: phase 1 (frozen backbone), then phase 2 (fine-tuning).
+
+    Args:
+        model: a model from :func:`tlkeras.build_model` (its backbone frozen).
+        bundle: the data; ``bundle.train`` is fitted, ``bundle.val`` drives early stopping.
+        config: training settings (``config.train``) and augmentation (``config.data``).
+        log_dir: TensorBoard log folder (None: no logs).
+        callbacks: extra Keras callbacks for both phases.
+        strategy: a tf.distribute strategy whose scope built ``model`` (default: none).
+
+    Returns:
+        (history, timings): per-epoch values of both phases and wall seconds per phase.
+
+    Side effects: changes the model's weights, ``trainable`` flags and optimizer.
+    """
+    tc, dc = config.train, config.data
+    strategy = strategy or tf.distribute.get_strategy()
+    extra = list(callbacks or [])
+    history = _PhaseHistory()
+    timings: dict[str, float] = {}
+    weights = class_weights(bundle, dc.class_weight)
+    n, bs = bundle.num_outputs, dc.batch_size
+    steps = max(1, math.ceil(len(bundle.train) / bs))
+    val_ds = make_dataset(bundle.val, head=bundle.head, num_outputs=n, batch_size=bs)
+    train_ds = None
+
+    start = time.perf_counter()
+    if tc.phase1_epochs > 0:
+        freeze_backbone(model)
+        if uses_feature_cache(config):
+            views = tc.feature_cache_views if dc.augment != "off" else 1
+            train_feats = _features(model, bundle.train.x, bs, dc.augment, views, config.seed)
+            val_feats = _features(model, bundle.val.x, bs, "off", 1, config.seed)
+            targets = np.tile(encode_labels(bundle.train.y, bundle.head, n), (views, 1))
+            with strategy.scope():
+                head = head_model(model)
+                feat_steps = max(1, math.ceil(len(train_feats) / bs))
+                compile_model(head, config, n, _schedule(tc.phase1_lr, tc.schedule, feat_steps * tc.phase1_epochs, 0), jit=False)
+            feats_ds = (
+                tf.data.Dataset.from_tensor_slices((train_feats, targets))
+                .shuffle(len(train_feats), seed=config.seed, reshuffle_each_iteration=True)
+                .batch(bs)
+                .prefetch(tf.data.AUTOTUNE)
+            )
+            val_feats_ds = tf.data.Dataset.from_tensor_slices((val_feats, encode_labels(bundle.val.y, bundle.head, n))).batch(bs)
+            h = head.fit(
+                feats_ds, validation_data=val_feats_ds, epochs=tc.phase1_epochs, class_weight=weights,
+                callbacks=_callbacks(tc.early_stopping_patience, log_dir / "phase1" if log_dir else None, extra),
+                verbose=tc.verbose,
+            )
+        else:
+            train_ds = make_dataset(bundle.train, head=bundle.head, num_outputs=n, batch_size=bs, shuffle=True, augment=dc.augment, seed=config.seed)
+            with strategy.scope():
+                compile_model(model, config, n, _schedule(tc.phase1_lr, tc.schedule, steps * tc.phase1_epochs, 0))
+            h = model.fit(
+                train_ds, validation_data=val_ds, epochs=tc.phase1_epochs, class_weight=weights,
+                callbacks=_callbacks(tc.early_stopping_patience, log_dir / "phase1" if log_dir else None, extra),
+                verbose=tc.verbose,
+            )
+        history.add(h, 1)
+    timings["phase1"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    opened: list[str] = []
+    if tc.phase2_epochs > 0 and tc.unfreeze != "none":
+        opened = unfreeze_backbone(model, config.model.backbone, tc.unfreeze)
+        lr2 = tc.phase1_lr * tc.phase2_lr_factor
+        warmup = int(round(tc.warmup_epochs * steps))
+        with strategy.scope():
+            compile_model(model, config, n, _schedule(lr2, tc.schedule, steps * tc.phase2_epochs, warmup))
+        if train_ds is None:
+            train_ds = make_dataset(bundle.train, head=bundle.head, num_outputs=n, batch_size=bs, shuffle=True, augment=dc.augment, seed=config.seed)
+        h = model.fit(
+            train_ds, validation_data=val_ds, epochs=tc.phase2_epochs, class_weight=weights,
+            callbacks=_callbacks(tc.early_stopping_patience, log_dir / "phase2" if log_dir else None, extra),
+            verbose=tc.verbose,
+        )
+        history.add(h, 2)
+    timings["phase2"] = time.perf_counter() - start
+    timings["phase2_trainable_layers"] = len(opened)
+    # Leave the model compiled (for evaluate()) with a fresh optimizer, so model.keras does not
+    # carry optimizer state it will never use.
+    with strategy.scope():
+        compile_model(model, config, n, tc.phase1_lr * (tc.phase2_lr_factor if opened else 1.0))
+    return history.values, timings
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole run
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("tlkeras", "tensorflow", "tf-keras", "tensorflow-hub", "keras-tuner", "tensorflow-model-optimization", "ai-edge-litert"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[dist] = md.version(dist)
+    return out
+
+
+@contextlib.contextmanager
+def _precision(enabled: bool):
+    if not enabled:
+        yield
+        return
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def train_model(
+    config: RunConfig,
+    data: DataBundle | None = None,
+    *,
+    write: bool = True,
+    callbacks: list | None = None,
+    extra_files: dict[str, Callable[[Path], None]] | None = None,
+    model=None,
+) -> TrainResult:
+    """Loads data, builds the model, trains both phases, evaluates, and writes the run directory.
+
+    Args:
+        config: the run's settings (validated here).
+        data: a ready DataBundle (e.g. from :func:`tlkeras.data.from_arrays`); default: load
+            ``config.data.source``.
+        write: write ``<output_dir>/<name>/`` (config.yaml, model.keras, labels.txt,
+            history.json, metrics.json, plots, TensorBoard logs).
+        callbacks: extra Keras callbacks.
+        extra_files: ``{filename: writer(path)}`` for more artifacts in the run directory.
+        model: a prebuilt model to train instead of building one from ``config.model``.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        TLKerasError: for bad input; nothing is left in ``output_dir`` then.
+
+    Side effects: seeds Python, NumPy and TensorFlow from ``config.seed``; writes the run
+    directory atomically (assembled under a hidden name, renamed when complete).
+    """
+    config.validate()
+    t0 = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    size = resolve_image_size(config.model, config.data.image_size if data is None else data.image_size)
+    if data is None:
+        data = load_data(config.data, size, config.model.head, config.seed)
+    elif data.head != config.model.head:
+        raise TLKerasError(f"the data is labelled for a {data.head} head but model.head is {config.model.head}")
+    config.data.image_size = size
+    t_data = time.perf_counter() - t0
+
+    strategy = select_strategy(config.train.distribute)
+    with _precision(config.train.mixed_precision):
+        if model is None:
+            with strategy.scope():
+                model = build_model(config.model, data.num_outputs, size)
+        name = config.name or default_run_name(config.model.backbone.replace("hub:", "hub-").split("/")[-1])
+        config.name = name
+        final_dir = Path(config.output_dir) / name
+        chief = _is_chief()
+        stage = staged_directory(final_dir) if write and chief else contextlib.nullcontext(None)
+        with stage as run_dir:
+            log_dir = Path(run_dir) / "logs" if run_dir else None
+            history, timings = fit_two_phase(model, data, config, log_dir=log_dir, callbacks=callbacks, strategy=strategy)
+            split_name, split = data.eval_split
+            metrics = {
+                "val": evaluate_model(model, data.val, data.class_names, data.head, config.data.batch_size),
+                "final_split": split_name,
+                "final": evaluate_model(model, split, data.class_names, data.head, config.data.batch_size),
+            }
+            timings["data"] = t_data
+            timings["total"] = time.perf_counter() - t0
+            info = {
+                "versions": _versions(),
+                "data": {
+                    "source": data.source, "train": len(data.train), "val": len(data.val),
+                    "test": len(data.test) if data.test is not None else 0, "skipped": data.skipped,
+                },
+                "feature_cache": uses_feature_cache(config),
+                "trainable_backbone_layers": trainable_backbone_layers(model),
+                "timings": timings,
+            }
+            metrics["timings"] = timings
+            if run_dir is not None:
+                save_config(config, run_dir / "config.yaml")
+                with atomic_path(run_dir / "model.keras") as tmp:
+                    model.save(tmp)
+                atomic_write_text(run_dir / "labels.txt", "\n".join(data.class_names) + "\n")
+                write_json(run_dir / "history.json", history)
+                write_json(run_dir / "run.json", info)
+                write_reports(run_dir, metrics, data.class_names, data.head, history)
+                for filename, writer in (extra_files or {}).items():
+                    writer(Path(run_dir) / filename)
+    return TrainResult(model, history, metrics, timings, final_dir if write and chief else None, config, info)
