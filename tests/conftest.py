@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny synthetic image folders and a tiny trained run, all made offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FLOWERS5 = SHARED / "data" / "flowers5"
+MOBILENET_025 = SHARED / "weights" / "mobilenet_0.25_224_imagenet_no_top.h5"
+
+
+def make_image_folder(root: Path, classes=("red", "green", "blue"), per_class: int = 12, size: int = 40, seed: int = 0, ext: str = ".png") -> Path:
+    """Writes a learnable folder dataset: each class is a colour with noise and a bright stripe."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    palette = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (200, 200, 40), (160, 40, 200)]
+    for c, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = np.clip(np.array(palette[c % len(palette)]) + rng.normal(0, 25, (size, size, 3)), 0, 255).astype("uint8")
+            row = rng.integers(0, size - 4)
+            img[row : row + 3] = 255
+            Image.fromarray(img).save(folder / f"{name}_{i:03d}{ext}")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """A 3-class folder (12 PNGs of 40x40 per class), no split subfolders."""
+    return make_image_folder(tmp_path / "images")
+
+
+def tiny_config(**overrides):
+    """A RunConfig for fast tests: MobileNet-0.25, random init, 32 px, one short epoch per phase."""
+    from tlkeras.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    config = RunConfig(
+        data=DataConfig(image_size=32, batch_size=16, augment="off"),
+        model=ModelConfig(backbone="mobilenet", alpha=0.25, weights="none", dropout=0.0),
+        train=TrainConfig(phase1_epochs=2, phase2_epochs=1, verbose=0, early_stopping_patience=0),
+    )
+    for key, value in overrides.items():
+        section, _, name = key.partition("__")
+        if name:
+            setattr(getattr(config, section), name, value)
+        else:
+            setattr(config, key, value)
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A trained run directory (3 classes, 32 px MobileNet-0.25, random init) with a test split."""
+    from tlkeras.training import train_model
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    data = make_image_folder(root / "images", per_class=16)
+    config = tiny_config(output_dir=str(root / "runs"), name="tiny")
+    config.data.source = str(data)
+    result = train_model(config)
+    return result.run_dir
+
+
+@pytest.fixture
+def flowers5() -> Path:
+    if not FLOWERS5.is_dir():
+        pytest.skip("../shared/data/flowers5 is not present")
+    return FLOWERS5
+
+
+@pytest.fixture
+def mobilenet_weights() -> Path:
+    if not MOBILENET_025.is_file():
+        pytest.skip("../shared/weights/mobilenet_0.25_224_imagenet_no_top.h5 is not present")
+    return MOBILENET_025
