@@ -33,6 +33,37 @@ def make_image_folder(root: Path, classes=("red", "green", "blue"), per_class: i
     return root
 
 
+_CALIBRATED: dict[int, Path] = {}
+
+
+def calibrated_weights(size: int = 32) -> Path:
+    """A MobileNet-0.25 weights file whose BatchNorm statistics fit its random weights.
+
+    Random-init weights with the initial BatchNorm statistics (mean 0, variance 1) make the
+    activations vanish through 13 blocks, so a "pretrained" backbone made that way learns nothing
+    in tests. One step with momentum 0 and learning rate 0 sets every moving statistic to the
+    batch statistics, which gives a frozen backbone with healthy activations, offline, in seconds.
+    """
+    if size in _CALIBRATED:
+        return _CALIBRATED[size]
+    import tempfile
+
+    from tlkeras._backend import keras
+
+    keras.utils.set_random_seed(123)
+    net = keras.applications.MobileNet(alpha=0.25, include_top=False, weights=None, input_shape=(size, size, 3))
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    pixels = np.random.default_rng(5).uniform(-1, 1, (64, size, size, 3)).astype("float32")
+    net.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    net.fit(pixels, net.predict(pixels, verbose=0), batch_size=64, epochs=1, verbose=0)
+    path = Path(tempfile.mkdtemp(prefix="tlkeras-test-weights-")) / f"mobilenet_0.25_{size}_calibrated.h5"
+    net.save_weights(str(path))
+    _CALIBRATED[size] = path
+    return path
+
+
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     """A 3-class folder (12 PNGs of 40x40 per class), no split subfolders."""
@@ -40,12 +71,12 @@ def image_folder(tmp_path) -> Path:
 
 
 def tiny_config(**overrides):
-    """A RunConfig for fast tests: MobileNet-0.25, random init, 32 px, one short epoch per phase."""
+    """A RunConfig for fast tests: MobileNet-0.25 with calibrated random weights, 32 px, short phases."""
     from tlkeras.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
     config = RunConfig(
         data=DataConfig(image_size=32, batch_size=16, augment="off"),
-        model=ModelConfig(backbone="mobilenet", alpha=0.25, weights="none", dropout=0.0),
+        model=ModelConfig(backbone="mobilenet", alpha=0.25, weights=str(calibrated_weights(32)), dropout=0.0),
         train=TrainConfig(phase1_epochs=2, phase2_epochs=1, verbose=0, early_stopping_patience=0),
     )
     for key, value in overrides.items():
@@ -59,7 +90,7 @@ def tiny_config(**overrides):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """A trained run directory (3 classes, 32 px MobileNet-0.25, random init) with a test split."""
+    """A trained run directory (3 classes, 32 px MobileNet-0.25, calibrated weights) with a test split."""
     from tlkeras.training import train_model
 
     root = tmp_path_factory.mktemp("tiny_run")

@@ -188,7 +188,7 @@ def _spec_of_model(model: keras.Model, backbone: str) -> BackboneSpec | None:
     return None if backbone.startswith(HUB_PREFIX) else get_backbone(backbone)
 
 
-def unfreeze_backbone(model: keras.Model, backbone: str, unfreeze: str) -> list[str]:
+def unfreeze_backbone(model: keras.Model, backbone: str, unfreeze: str, keep_batchnorm_frozen: bool = True) -> list[str]:
     """Phase 2: unfreezes the top of the backbone, keeping BatchNorm layers frozen.
 
     Args:
@@ -196,6 +196,9 @@ def unfreeze_backbone(model: keras.Model, backbone: str, unfreeze: str) -> list[
         backbone: the backbone name it was built with (selects the block layout).
         unfreeze: ``layers:N`` (top N backbone layers), ``blocks:N`` (top N whole blocks),
             ``all`` or ``none``.
+        keep_batchnorm_frozen: keep BatchNorm in inference mode (right for pretrained weights).
+            A network trained from random init (``weights=none``) needs its BatchNorm to train:
+            with frozen initial statistics its activations vanish and nothing learns.
 
     Returns:
         The names of the backbone layers that are now trainable.
@@ -222,7 +225,7 @@ def unfreeze_backbone(model: keras.Model, backbone: str, unfreeze: str) -> list[
             chosen = [l for l, b in zip(layers, ids) if b in keep]
     opened = []
     for layer in chosen:
-        if isinstance(layer, keras.layers.BatchNormalization):
+        if keep_batchnorm_frozen and isinstance(layer, keras.layers.BatchNormalization):
             continue  # stays in inference mode: trainable=False BN uses its moving statistics
         layer.trainable = True
         if layer.weights:

@@ -272,7 +272,8 @@ def fit_two_phase(model, bundle: DataBundle, config: RunConfig, *, log_dir: Path
     start = time.perf_counter()
     opened: list[str] = []
     if tc.phase2_epochs > 0 and tc.unfreeze != "none":
-        opened = unfreeze_backbone(model, config.model.backbone, tc.unfreeze)
+        pretrained = str(config.model.weights).lower() != "none"
+        opened = unfreeze_backbone(model, config.model.backbone, tc.unfreeze, keep_batchnorm_frozen=pretrained)
         lr2 = tc.phase1_lr * tc.phase2_lr_factor
         warmup = int(round(tc.warmup_epochs * steps))
         with strategy.scope():

@@ -1,0 +1,163 @@
+"""Two-phase training: feature caching, learning rates, frozen BatchNorm, run directories."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import make_image_folder, tiny_config
+from tlkeras import build_model, from_arrays, load_config
+from tlkeras._backend import keras, tf
+from tlkeras.data import DataConfig
+from tlkeras.training import fit_two_phase, train_model, uses_feature_cache
+
+
+def _bundle(n=48, size=32, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = rng.integers(0, 80, (n, size, size, 3)).astype(np.uint8)
+    for c in range(classes):
+        x[y == c, :, :, c] += 150  # a learnable colour cue
+    return from_arrays(x, y, config=DataConfig(val_fraction=0.25, test_fraction=0.0), seed=seed)
+
+
+def test_feature_cache_gives_the_same_model_as_training_through_the_backbone():
+    bundle = _bundle()
+    config = tiny_config(train__phase1_epochs=3, train__phase2_epochs=0)
+    keras.utils.set_random_seed(0)
+    cached = build_model(config.model, bundle.num_outputs, 32)
+    direct = keras.models.clone_model(cached)
+    direct.set_weights(cached.get_weights())
+    config.train.feature_cache = "on"
+    assert uses_feature_cache(config)
+    fit_two_phase(cached, bundle, config)
+    config.train.feature_cache = "off"
+    assert not uses_feature_cache(config)
+    fit_two_phase(direct, bundle, config)
+    before = build_model(config.model, bundle.num_outputs, 32)  # different init: the check can fail
+    dense_cached = cached.get_layer("head_dense").get_weights()[0]
+    assert not np.allclose(dense_cached, before.get_layer("head_dense").get_weights()[0], atol=1e-3)
+    for a, b in zip(cached.get_weights(), direct.get_weights()):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+    probe = bundle.val.x.astype("float32")
+    np.testing.assert_allclose(cached.predict(probe, verbose=0), direct.predict(probe, verbose=0), atol=1e-5)
+
+
+class _RecordLearningRate(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_begin(self, logs=None):
+        lr = self.model.optimizer.learning_rate
+        self.rates.append(float(lr(0) if callable(lr) else keras.backend.get_value(lr)))
+
+
+def test_phase2_trains_top_layers_at_a_lower_rate_and_batchnorm_stays_frozen():
+    bundle = _bundle()
+    config = tiny_config(train__phase1_epochs=1, train__phase2_epochs=2, train__unfreeze="blocks:2", train__phase2_lr_factor=0.05)
+    config.data.augment = "light"
+    model = build_model(config.model, bundle.num_outputs, 32)
+    bn = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    stats_before = [l.moving_mean.numpy().copy() for l in bn]
+    frozen_before = model.get_layer("conv_pw_1").get_weights()[0].copy()
+    top_before = model.get_layer("conv_pw_13").get_weights()[0].copy()
+    recorder = _RecordLearningRate()
+    history, timings = fit_two_phase(model, bundle, config, callbacks=[recorder])
+    assert recorder.rates[1] == pytest.approx(recorder.rates[0] * 0.05)
+    assert history["phase"] == [1, 2, 2]
+    for layer, before in zip(bn, stats_before):
+        np.testing.assert_array_equal(layer.moving_mean.numpy(), before)
+    np.testing.assert_array_equal(model.get_layer("conv_pw_1").get_weights()[0], frozen_before)
+    assert not np.array_equal(model.get_layer("conv_pw_13").get_weights()[0], top_before)
+    assert timings["phase2_trainable_layers"] == 4  # conv_dw/pw 12 and 13
+
+
+def test_train_writes_a_complete_run_directory_and_replays(tmp_path):
+    data = make_image_folder(tmp_path / "images", per_class=10)
+    config = tiny_config(output_dir=str(tmp_path / "runs"), name="first")
+    config.data.source = str(data)
+    result = train_model(config)
+    run = result.run_dir
+    for name in ("config.yaml", "model.keras", "labels.txt", "history.json", "metrics.json", "run.json", "confusion_matrix.png", "training_curves.png"):
+        assert (run / name).is_file(), name
+    assert (run / "logs").is_dir()
+    assert (run / "labels.txt").read_text().split() == ["blue", "green", "red"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["final_split"] == "test" and 0.0 <= metrics["final"]["accuracy"] <= 1.0
+    assert set(metrics["final"]["per_class"]) == {"blue", "green", "red"}
+    assert np.array(metrics["final"]["confusion_matrix"]).sum() == metrics["final"]["count"]
+    assert not [p for p in run.parent.iterdir() if p.name.startswith(".")], "no staging leftovers"
+    # The stored config replays the run: same seed, same data, same CPU -> same metrics.
+    replay = load_config(run / "config.yaml")
+    replay.name = "replay"
+    again = train_model(replay)
+    assert again.metrics["final"]["accuracy"] == pytest.approx(metrics["final"]["accuracy"])
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["backbone"] == "mobilenet"
+
+
+def test_saved_model_loads_in_safe_mode_and_predicts_the_same(tiny_run):
+    from tlkeras.evaluation import load_run_model
+
+    model = load_run_model(tiny_run)
+    assert not any(isinstance(l, keras.layers.Lambda) for l in model.layers)
+    again = load_run_model(tiny_run)
+    x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), again.predict(x, verbose=0), atol=1e-6)
+
+
+def test_evaluate_run_recomputes_the_stored_metrics(tiny_run):
+    from tlkeras.evaluation import evaluate_run
+
+    stored = json.loads((tiny_run / "metrics.json").read_text())["final"]
+    metrics = evaluate_run(tiny_run)
+    assert metrics["final"]["accuracy"] == pytest.approx(stored["accuracy"])
+    assert (tiny_run / "eval_metrics.json").is_file()
+
+
+def _tiny_hub_module(path):
+    """Writes a reusable SavedModel (the TF-Hub convention: __call__, variables, trainable_variables)."""
+    kernel = tf.Variable(tf.random.stateless_normal([3, 8], seed=[1, 2]), name="kernel")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def call(images):
+        return tf.nn.relu(tf.matmul(tf.reduce_mean(images, axis=[1, 2]) * 4.0, kernel))
+
+    root = tf.train.Checkpoint()
+    root.kernel = kernel
+    root.variables = [kernel]
+    root.trainable_variables = [kernel]
+    root.__call__ = call
+    tf.saved_model.save(root, str(path))
+    return path
+
+
+def test_tfhub_backbone_from_a_local_savedmodel_trains_in_phase2(tmp_path):
+    module = _tiny_hub_module(tmp_path / "hub_module")
+    bundle = _bundle(n=24)
+    config = tiny_config(output_dir=str(tmp_path / "runs"), name="hub", train__unfreeze="all")
+    config.model.backbone = f"hub:{module}"
+    model = build_model(config.model, bundle.num_outputs, 32)
+    hub_layer = model.get_layer("backbone_hub")
+    assert not hub_layer.trainable_weights
+    before = hub_layer.get_weights()[0].copy()
+    result = train_model(config, bundle, model=model)
+    assert not np.array_equal(hub_layer.get_weights()[0], before), "phase 2 trains the TF-Hub weights"
+    from tlkeras.evaluation import load_run_model
+
+    reloaded = load_run_model(result.run_dir)
+    x = bundle.val.x.astype("float32")
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_tfhub_bad_handles(tmp_path):
+    from tlkeras import ModelConfig, TLKerasError
+
+    with pytest.raises(TLKerasError, match="neither a URL nor an existing"):
+        build_model(ModelConfig(backbone=f"hub:{tmp_path / 'nothing'}"), 2, 32)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TLKerasError, match="not a SavedModel"):
+        build_model(ModelConfig(backbone=f"hub:{tmp_path / 'empty'}"), 2, 32)
