@@ -8,7 +8,7 @@ graph later. Layer names tell the parts apart after saving and loading: ``prepro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 
 from tlkeras._backend import keras, tf
 from tlkeras.backbones import (
@@ -24,6 +24,7 @@ from tlkeras.errors import TLKerasError
 
 __all__ = [
     "build_model",
+    "check_model_config",
     "resolve_image_size",
     "backbone_layers",
     "feature_layer_name",
@@ -58,6 +59,25 @@ def resolve_image_size(config: ModelConfig, image_size: int | None) -> int:
             f"{spec.name} needs an input of at least {spec.min_size}x{spec.min_size} pixels, "
             f"got {size}; pass --image-size {spec.min_size} or larger"
         )
+    return size
+
+
+def check_model_config(config: ModelConfig, image_size: int | None = None) -> int:
+    """Cheap checks before any data is read: backbone name, input size, weights path.
+
+    Returns the resolved input size. Raises TLKerasError on the first problem, so a bad flag fails
+    in a second instead of after loading thousands of images.
+    """
+    config.validate()
+    size = resolve_image_size(config, image_size)
+    weights = str(config.weights).strip()
+    if weights.lower() not in ("imagenet", "none") and not config.backbone.startswith(HUB_PREFIX):
+        if not Path(weights).expanduser().is_file():
+            spec = _spec_for(config)
+            raise TLKerasError(
+                f"weights file {weights} does not exist; pass imagenet, none or a path to a "
+                f"weights file for {spec.name if spec else config.backbone}"
+            )
     return size
 
 

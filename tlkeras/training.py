@@ -31,10 +31,10 @@ from tlkeras.errors import TLKerasError
 from tlkeras.evaluation import evaluate_model, write_reports
 from tlkeras.models import (
     build_model,
+    check_model_config,
     feature_extractor,
     freeze_backbone,
     head_model,
-    resolve_image_size,
     trainable_backbone_layers,
     unfreeze_backbone,
 )
@@ -353,9 +353,11 @@ def train_model(
     directory atomically (assembled under a hidden name, renamed when complete).
     """
     config.validate()
+    if write and config.name and (Path(config.output_dir) / config.name).exists():
+        raise TLKerasError(f"{Path(config.output_dir) / config.name} already exists; choose another --name or remove it")
     t0 = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
-    size = resolve_image_size(config.model, config.data.image_size if data is None else data.image_size)
+    size = check_model_config(config.model, config.data.image_size if data is None else data.image_size)
     if data is None:
         data = load_data(config.data, size, config.model.head, config.seed)
     elif data.head != config.model.head:
