@@ -1,0 +1,287 @@
+"""Hyperparameter search (tlkeras.tuning, python -m tlkeras.tune) with real KerasTuner, offline.
+
+Trials train MobileNet-0.25 (random init) at 32 px on a synthetic 3-class folder; most trials
+keep phase 2 off so a trial costs a few seconds on a busy 2-core machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import make_image_folder, tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+CHEAP = {"augment": "off", "unfreeze": "none", "hidden_units": 0}
+TINY_FLAGS = [
+    "--backbone", "mobilenet", "--alpha", "0.25", "--weights", "none", "--image-size", "32",
+    "--batch-size", "16", "--early-stopping-patience", "0",
+]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("tune") / "images", per_class=10)
+
+
+def _base(images: Path, root: Path, name: str, **overrides):
+    config = tiny_config(output_dir=str(root / "runs"), name=name, **overrides)
+    config.data.source = str(images)
+    return config
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ---------------------------------------------------------------------------------------------
+# Search space parsing (no training)
+
+
+def test_space_entries_parse_to_pins_choices_and_ranges():
+    from tlkeras.tuning import parse_param_spec
+
+    lr = parse_param_spec("phase1_lr", "1e-4..1e-2/log")
+    assert (lr.kind, lr.min, lr.max, lr.sampling) == ("range", 1e-4, 1e-2, "log")
+    drop = parse_param_spec("dropout", {"min": 0, "max": 0.5, "step": 0.1})
+    assert (drop.kind, drop.step) == ("range", 0.1)
+    assert parse_param_spec("dropout", "0..0.5/0.1").step == 0.1
+    # YAML 1.1 reads a bare `off` as False; it means the preset "off".
+    assert parse_param_spec("augment", [False, "light"]).values == ("off", "light")
+    assert parse_param_spec("image_size", "160").kind == "fixed"
+    assert parse_param_spec("hidden_units", [0, "128"]).values == (0, 128)
+    assert parse_param_spec("unfreeze", ["blocks:2"]).kind == "fixed"
+
+
+def test_default_space_searches_training_and_pins_backbone_and_size(images, tmp_path):
+    from tlkeras.tuning import SearchSpace
+
+    space = SearchSpace.create({"dropout": 0.1}, _base(images, tmp_path, "x"))
+    assert space.params["backbone"].values == ("mobilenet",)
+    assert space.params["image_size"].values == (32,)
+    assert space.params["dropout"].kind == "fixed"
+    assert set(space.searched()) == {"hidden_units", "phase1_lr", "phase2_lr_factor", "unfreeze", "augment", "label_smoothing", "weight_decay"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Searches
+
+
+def test_random_search_writes_results_and_best_config_retrains(images, tmp_path):
+    from tlkeras import train
+    from tlkeras.config import load_config
+    from tlkeras.runs import read_json
+    from tlkeras.tuning import SearchOptions, run_search, trial_config
+
+    base = _base(images, tmp_path, "rand")
+    result = run_search(base, {**CHEAP, "dropout": [0.0, 0.3], "label_smoothing": 0.0}, SearchOptions(tuner="random", max_trials=2, verbose=0))
+    d = result.directory
+    for name in ("trials.csv", "trials.md", "best.yaml", "objective.png", "search.json", "search.yaml", "oracle.json"):
+        assert (d / name).is_file(), name
+    assert (d / "objective.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = _read_csv(d / "trials.csv")
+    assert [r["status"] for r in rows] == ["COMPLETED", "COMPLETED"]
+    scores = [float(r["val_accuracy"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert {float(r["dropout"]) for r in rows} == {0.0, 0.3}  # random search over a 2-value space
+    md = (d / "trials.md").read_text().splitlines()
+    assert md[0].startswith("# Trials, best val_accuracy first") and md[4].startswith(f"| 1 | {rows[0]['trial']} |")
+
+    # Both trials trained the head on features computed once (frozen backbone, no augmentation).
+    assert result.info["feature_cache"] == {"computed": 2, "reused": 2}
+
+    # best.yaml is the best trial's full-length RunConfig.
+    best = load_config(d / "best.yaml")
+    assert best.model.dropout == float(rows[0]["dropout"])
+    expected = trial_config(base, result.best_values)
+    expected.data.source = str(images.resolve())
+    assert (best.model, best.train, best.data) == (expected.model, expected.train, expected.data)
+    assert best.train.phase1_epochs == base.train.phase1_epochs and best.data.source == str(images.resolve())
+
+    # ... and retrains through tlkeras.train to the score the trial reported: a trial is a run.
+    assert train.main(["--config", str(d / "best.yaml"), "--output-dir", str(tmp_path / "retrain"), "--name", "best"]) == 0
+    metrics = read_json(tmp_path / "retrain" / "best" / "metrics.json")
+    assert metrics["val"]["accuracy"] == pytest.approx(float(rows[0]["val_accuracy"]), abs=1e-6)
+    assert metrics["val"]["f1_macro"] == pytest.approx(float(rows[0]["val_f1_macro"]), abs=1e-6)
+
+
+def test_hyperband_cli_gives_early_rounds_fewer_epochs(images, tmp_path, capsys):
+    from tlkeras import tune
+
+    out = tmp_path / "runs"
+    rc = tune.main([
+        "--data", str(images), *TINY_FLAGS, "--phase1-epochs", "2", "--phase2-epochs", "0",
+        "--augment", "off", "--unfreeze", "none", "--hp", "hidden_units=0", "--hp", "dropout=0..0.3/0.1",
+        "--tuner", "hyperband", "--hyperband-factor", "2", "--max-trials", "3",
+        "--output-dir", str(out), "--name", "hb", "--quiet",
+    ])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "retrain the best: python -m tlkeras.train --config" in captured.out
+    rows = _read_csv(out / "hb" / "trials.csv")
+    assert len(rows) == 3 and all(r["status"] == "COMPLETED" for r in rows)
+    # Hyperband (max 2 epochs, factor 2) starts a bracket at 1 epoch and promotes to 2.
+    assert sorted(int(r["phase1_epochs"]) for r in rows) == [1, 1, 2]
+    pinned = yaml.safe_load((out / "hb" / "search.yaml").read_text())["space"]
+    assert (pinned["augment"], pinned["unfreeze"], pinned["hidden_units"]) == ("off", "none", 0)
+    assert json.loads((out / "hb" / "search.json").read_text())["stopped_by"] == "max_trials"
+
+
+class _InterruptOnFit:
+    """A Keras callback factory that raises KeyboardInterrupt when the n-th fit starts."""
+
+    def __init__(self, n: int):
+        from tlkeras._backend import keras
+
+        outer = self
+        self.fits = 0
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                outer.fits += 1
+                if outer.fits == n:
+                    raise KeyboardInterrupt
+
+        self.callback = Callback()
+
+
+def test_bayesian_search_resumes_without_repeating_finished_trials(images, tmp_path):
+    from tlkeras.errors import TLKerasError
+    from tlkeras.tuning import SearchOptions, run_search
+
+    base = _base(images, tmp_path, "bo", train__phase2_epochs=0)
+    space = {**CHEAP, "dropout": {"min": 0.0, "max": 0.4, "step": 0.1}}
+    options = SearchOptions(tuner="bayesian", max_trials=2, verbose=0)
+    interrupt = _InterruptOnFit(2)  # one fit per trial (phase 2 off): the second trial is cut
+    with pytest.raises(KeyboardInterrupt):
+        run_search(base, space, options, callbacks=[interrupt.callback])
+    d = tmp_path / "runs" / "bo"
+    rows = _read_csv(d / "trials.csv")  # the finished trials were reported before re-raising
+    assert sorted(r["status"] for r in rows) == ["COMPLETED", "RUNNING"]
+    finished = {r["trial"]: (d / f"trial_{r['trial']}" / "trial.json").read_bytes() for r in rows if r["status"] == "COMPLETED"}
+
+    with pytest.raises(TLKerasError, match=r"space\.dropout differs"):
+        run_search(base, {**space, "dropout": 0.2}, options)
+
+    result = run_search(base, space, options)
+    assert result.info["trials_started_here"] == 1  # only the interrupted trial ran again
+    assert result.info["status_counts"] == {"COMPLETED": 2}
+    for trial_id, content in finished.items():
+        assert (d / f"trial_{trial_id}" / "trial.json").read_bytes() == content
+
+
+def test_time_budget_stops_the_search_cleanly(images, tmp_path):
+    from tlkeras.tuning import SearchOptions, run_search
+
+    base = _base(images, tmp_path, "budget", train__phase1_epochs=1000, train__phase2_epochs=0)
+    start = time.monotonic()
+    result = run_search(base, CHEAP, SearchOptions(tuner="random", max_trials=5, time_budget=2, verbose=0))
+    assert time.monotonic() - start < 60
+    assert result.info["stopped_by"] == "time_budget"
+    assert result.trials[0]["status"] == "STOPPED" and "time budget" in result.trials[0]["note"]
+    assert result.best_values is None and not (result.directory / "best.yaml").exists()
+    assert (result.directory / "trials.md").is_file()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(path: Path, text: str, procs, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.exists() and text in path.read_text():
+            return
+        if any(p.poll() not in (None, 0) for p in procs):
+            break
+        time.sleep(0.5)
+    raise AssertionError(f"{path.name} never said {text!r}: {path.read_text() if path.exists() else ''}")
+
+
+def test_chief_and_two_workers_share_one_search(images, tmp_path):
+    port = _free_port()
+    out = tmp_path / "runs"
+    command = [
+        sys.executable, "-m", "tlkeras.tune", "--data", str(images), *TINY_FLAGS,
+        "--phase1-epochs", "1", "--phase2-epochs", "0", "--augment", "off", "--unfreeze", "none",
+        "--tuner", "random", "--max-trials", "3", "--output-dir", str(out), "--name", "dist",
+    ]
+    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    procs, logs = [], {}
+    try:
+        # Workers first: both wait on the chief, so both are ready when trials are handed out.
+        for tuner_id in ("tuner1", "tuner2"):
+            logs[tuner_id] = tmp_path / f"{tuner_id}.log"
+            procs.append(subprocess.Popen(command, cwd=REPO, env={**env, "KERASTUNER_TUNER_ID": tuner_id}, stdout=open(logs[tuner_id], "w"), stderr=subprocess.STDOUT))
+        for tuner_id in ("tuner1", "tuner2"):
+            _wait_for(logs[tuner_id], "worker ready", procs, 120)
+        logs["chief"] = tmp_path / "chief.log"
+        chief = subprocess.Popen(command, cwd=REPO, env={**env, "KERASTUNER_TUNER_ID": "chief"}, stdout=open(logs["chief"], "w"), stderr=subprocess.STDOUT)
+        procs.append(chief)
+        for p in procs:
+            p.wait(timeout=150)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    text = {k: v.read_text() for k, v in logs.items()}
+    assert [p.returncode for p in procs] == [0, 0, 0], text
+    rows = _read_csv(out / "dist" / "trials.csv")
+    assert len(rows) == 3 and all(r["status"] == "COMPLETED" for r in rows), text["chief"]
+    ran = {w: [line.split(" trial ")[1].split(":")[0] for line in text[w].splitlines() if f"[{w}] trial " in line] for w in ("tuner1", "tuner2")}
+    # Every trial ran exactly once, on one of the two workers, and both workers took part.
+    assert sorted(ran["tuner1"] + ran["tuner2"]) == sorted(r["trial"] for r in rows), ran
+    assert ran["tuner1"] and ran["tuner2"], ran
+    assert (out / "dist" / "best.yaml").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line naming the key, exit 2, nothing written
+
+
+def _space_file(tmp_path: Path, content: str) -> str:
+    path = tmp_path / "space.yaml"
+    path.write_text(content)
+    return str(path)
+
+
+BAD = [
+    ("unknown name", lambda t: ["--space", _space_file(t, "dropuot: [0.1, 0.2]\n")], "dropuot"),
+    ("min above max", lambda t: ["--space", _space_file(t, "dropout: {min: 0.5, max: 0.1}\n")], "dropout"),
+    ("range without max", lambda t: ["--space", _space_file(t, "phase1_lr: {min: 0.001}\n")], "phase1_lr"),
+    ("log range from 0", lambda t: ["--space", _space_file(t, "phase1_lr: {min: 0, max: 0.1, sampling: log}\n")], "phase1_lr"),
+    ("unknown range field", lambda t: ["--space", _space_file(t, "dropout: {min: 0, max: 0.5, stride: 0.1}\n")], "dropout"),
+    ("range of names", lambda t: ["--hp", "unfreeze=1..3"], "unfreeze"),
+    ("empty choice", lambda t: ["--space", _space_file(t, "augment: []\n")], "augment"),
+    ("bad value", lambda t: ["--hp", "augment=off,heavy"], "augment"),
+    ("unreported objective", lambda t: ["--objective", "val_auc"], "val_auc"),
+    ("zero trials", lambda t: ["--max-trials", "0"], "max_trials"),
+    ("zero time", lambda t: ["--time-budget", "0"], "time_budget"),
+    ("zero epochs", lambda t: ["--phase1-epochs", "0", "--phase2-epochs", "0"], "phase1_epochs"),
+    ("pinned twice", lambda t: ["--dropout", "0.2", "--hp", "dropout=0.1,0.3"], "dropout"),
+]
+
+
+@pytest.mark.parametrize("case, extra, key", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_one_line_naming_the_key(images, tmp_path, capsys, case, extra, key):
+    from tlkeras import tune
+
+    out = tmp_path / "out"
+    rc = tune.main(["--data", str(images), *TINY_FLAGS, "--output-dir", str(out), "--name", "bad", *extra(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("tlkeras.tune: error:") and key in err[0], err
+    assert not out.exists()
