@@ -111,7 +111,11 @@ def _import_backend_silently() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        import tlkeras._backend  # noqa: F401
+        from tlkeras._backend import tf
+
+        # Device discovery prints its own C++ lines (e.g. cuInit on a machine without a GPU
+        # driver); trigger it now, while stderr is still pointed away.
+        tf.config.list_physical_devices()
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -407,4 +407,11 @@ def train_model(
                 write_reports(run_dir, metrics, data.class_names, data.head, history)
                 for filename, writer in (extra_files or {}).items():
                     writer(Path(run_dir) / filename)
+            if run_dir is None and write and not chief:
+                # Saving a MultiWorkerMirroredStrategy model runs collective ops: every worker
+                # must save, or the chief waits forever. Non-chief workers save to a scratch dir.
+                import tempfile
+
+                with tempfile.TemporaryDirectory(prefix="tlkeras-worker-") as scratch:
+                    model.save(Path(scratch) / "model.keras")
     return TrainResult(model, history, metrics, timings, final_dir if write and chief else None, config, info)
