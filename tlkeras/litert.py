@@ -34,6 +34,8 @@ __all__ = [
     "dequantize",
     "run_model",
     "measure_latency",
+    "set_random_input",
+    "time_invokes",
     "TensorInfo",
     "OperatorInfo",
     "ModelInfo",
@@ -176,6 +178,24 @@ def run_model(model, images: np.ndarray, num_threads: int | None = None) -> np.n
     return np.stack(results) if results else np.zeros((0,) + tuple(o_desc["shape"][1:]), np.float32)
 
 
+def set_random_input(interpreter, seed: int = 0) -> None:
+    """Fills the model's first input with random pixels (quantized if the input is integer)."""
+    detail = interpreter.get_input_details()[0]
+    desc = _describe(detail)
+    pixels = np.random.default_rng(seed).integers(0, 256, size=desc["shape"]).astype(np.float32)
+    interpreter.set_tensor(detail["index"], quantize(pixels, desc["dtype"], desc["scale"], desc["zero_point"]))
+
+
+def time_invokes(interpreter, iterations: int) -> np.ndarray:
+    """Milliseconds of each of ``iterations`` back-to-back ``invoke()`` calls."""
+    times = np.empty(iterations, np.float64)
+    for i in range(iterations):
+        start = time.perf_counter_ns()
+        interpreter.invoke()
+        times[i] = (time.perf_counter_ns() - start) / 1e6
+    return times
+
+
 def measure_latency(
     model: bytes | str | os.PathLike,
     num_threads: int = 1,
@@ -195,18 +215,9 @@ def measure_latency(
     if iterations < 1:
         raise TLKerasError(f"iterations must be >= 1, got {iterations}")
     interpreter = load_interpreter(model, num_threads)
-    detail = interpreter.get_input_details()[0]
-    desc = _describe(detail)
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, size=desc["shape"]).astype(np.float32)
-    interpreter.set_tensor(detail["index"], quantize(pixels, desc["dtype"], desc["scale"], desc["zero_point"]))
-    for _ in range(max(0, warmup)):
-        interpreter.invoke()
-    times = np.empty(iterations, np.float64)
-    for i in range(iterations):
-        start = time.perf_counter_ns()
-        interpreter.invoke()
-        times[i] = (time.perf_counter_ns() - start) / 1e6
+    set_random_input(interpreter, seed)
+    time_invokes(interpreter, max(0, warmup))
+    times = time_invokes(interpreter, iterations)
     return {
         "p50_ms": float(np.percentile(times, 50)),
         "p90_ms": float(np.percentile(times, 90)),
