@@ -58,7 +58,7 @@ class _RecordLearningRate(keras.callbacks.Callback):
 
 def test_phase2_trains_top_layers_at_a_lower_rate_and_batchnorm_stays_frozen():
     bundle = _bundle()
-    config = tiny_config(train__phase1_epochs=1, train__phase2_epochs=2, train__unfreeze="blocks:2", train__phase2_lr_factor=0.05)
+    config = tiny_config(train__phase1_epochs=1, train__phase2_epochs=2, train__unfreeze="blocks:2", train__phase2_lr_factor=0.05, train__warmup_epochs=0.0)
     config.data.augment = "light"
     model = build_model(config.model, bundle.num_outputs, 32)
     bn = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]

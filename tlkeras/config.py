@@ -133,10 +133,14 @@ class TrainConfig:
         label_smoothing: label smoothing of the softmax loss.
         early_stopping_patience: epochs without val-loss improvement before stopping (0: off);
             the best weights are restored either way.
-        feature_cache: ``auto`` (phase 1 trains the head on backbone features computed once when
-            that gives the same model), ``on`` or ``off``.
-        feature_cache_views: with augmentation on and the cache forced ``on``, the number of
-            augmented views of each training image whose features are computed once.
+        phase1_augment: augment phase 1 too. Off by default: a linear head gains little from
+            augmentation, and without it phase 1 can run on cached features; phase 2 always uses
+            the ``augment`` preset.
+        feature_cache: ``auto`` (phase 1 trains the head on backbone features computed once
+            whenever phase 1 is not augmented, which gives the same model), ``on`` or ``off``.
+        feature_cache_views: with ``phase1_augment`` and the cache forced ``on``, the number of
+            views of each training image (the original plus augmented copies) whose features are
+            computed once.
         mixed_precision: train with the ``mixed_float16`` policy (GPU).
         xla: compile the train step with XLA.
         distribute: ``auto`` (MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy
@@ -144,17 +148,18 @@ class TrainConfig:
         verbose: Keras progress display: 0 silent, 1 progress bar, 2 one line per epoch.
     """
 
-    phase1_epochs: int = 20
-    phase1_lr: float = 1e-3
-    phase2_epochs: int = 5
+    phase1_epochs: int = 30
+    phase1_lr: float = 3e-3
+    phase2_epochs: int = 8
     phase2_lr_factor: float = 0.1
-    unfreeze: str = "blocks:2"
+    unfreeze: str = "blocks:6"
     optimizer: str = "adam"
     weight_decay: float = 0.0
     schedule: str = "cosine"
-    warmup_epochs: float = 0.0
+    warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
     early_stopping_patience: int = 5
+    phase1_augment: bool = False
     feature_cache: str = "auto"
     feature_cache_views: int = 1
     mixed_precision: bool = False

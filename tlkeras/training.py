@@ -153,7 +153,12 @@ def uses_feature_cache(config: RunConfig) -> bool:
     mode = config.train.feature_cache
     if mode == "on":
         return True
-    return mode == "auto" and config.data.augment == "off"
+    return mode == "auto" and phase1_augmentation(config) == "off"
+
+
+def phase1_augmentation(config: RunConfig) -> str:
+    """The augmentation preset phase 1 uses: the data preset only with ``phase1_augment``."""
+    return config.data.augment if config.train.phase1_augment else "off"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,14 +236,14 @@ def fit_two_phase(model, bundle: DataBundle, config: RunConfig, *, log_dir: Path
     n, bs = bundle.num_outputs, dc.batch_size
     steps = max(1, math.ceil(len(bundle.train) / bs))
     val_ds = make_dataset(bundle.val, head=bundle.head, num_outputs=n, batch_size=bs)
-    train_ds = None
 
     start = time.perf_counter()
     if tc.phase1_epochs > 0:
         freeze_backbone(model)
         if uses_feature_cache(config):
-            views = tc.feature_cache_views if dc.augment != "off" else 1
-            train_feats = _features(model, bundle.train.x, bs, dc.augment, views, config.seed)
+            augment1 = phase1_augmentation(config)
+            views = tc.feature_cache_views if augment1 != "off" else 1
+            train_feats = _features(model, bundle.train.x, bs, augment1, views, config.seed)
             val_feats = _features(model, bundle.val.x, bs, "off", 1, config.seed)
             targets = np.tile(encode_labels(bundle.train.y, bundle.head, n), (views, 1))
             with strategy.scope():
@@ -258,11 +263,11 @@ def fit_two_phase(model, bundle: DataBundle, config: RunConfig, *, log_dir: Path
                 verbose=tc.verbose,
             )
         else:
-            train_ds = make_dataset(bundle.train, head=bundle.head, num_outputs=n, batch_size=bs, shuffle=True, augment=dc.augment, seed=config.seed)
+            phase1_ds = make_dataset(bundle.train, head=bundle.head, num_outputs=n, batch_size=bs, shuffle=True, augment=phase1_augmentation(config), seed=config.seed)
             with strategy.scope():
                 compile_model(model, config, n, _schedule(tc.phase1_lr, tc.schedule, steps * tc.phase1_epochs, 0))
             h = model.fit(
-                train_ds, validation_data=val_ds, epochs=tc.phase1_epochs, class_weight=weights,
+                phase1_ds, validation_data=val_ds, epochs=tc.phase1_epochs, class_weight=weights,
                 callbacks=_callbacks(tc.early_stopping_patience, log_dir / "phase1" if log_dir else None, extra),
                 verbose=tc.verbose,
             )
@@ -278,8 +283,7 @@ def fit_two_phase(model, bundle: DataBundle, config: RunConfig, *, log_dir: Path
         warmup = int(round(tc.warmup_epochs * steps))
         with strategy.scope():
             compile_model(model, config, n, _schedule(lr2, tc.schedule, steps * tc.phase2_epochs, warmup))
-        if train_ds is None:
-            train_ds = make_dataset(bundle.train, head=bundle.head, num_outputs=n, batch_size=bs, shuffle=True, augment=dc.augment, seed=config.seed)
+        train_ds = make_dataset(bundle.train, head=bundle.head, num_outputs=n, batch_size=bs, shuffle=True, augment=dc.augment, seed=config.seed)
         h = model.fit(
             train_ds, validation_data=val_ds, epochs=tc.phase2_epochs, class_weight=weights,
             callbacks=_callbacks(tc.early_stopping_patience, log_dir / "phase2" if log_dir else None, extra),
