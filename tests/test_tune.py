@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import make_image_folder, tiny_config
+from conftest import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
 CHEAP = {"augment": "off", "unfreeze": "none", "hidden_units": 0}
@@ -34,10 +34,17 @@ def images(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("tune") / "images", per_class=10)
 
 
-def _base(images: Path, root: Path, name: str, **overrides):
-    config = tiny_config(output_dir=str(root / "runs"), name=name, **overrides)
-    config.data.source = str(images)
-    return config
+def _base(images: Path, root: Path, name: str, **train):
+    """MobileNet-0.25, random init, 32 px, two head epochs and one fine-tuning epoch."""
+    from tlkeras.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    train = {"phase1_epochs": 2, "phase2_epochs": 1, "verbose": 0, "early_stopping_patience": 0, **train}
+    return RunConfig(
+        data=DataConfig(source=str(images), image_size=32, batch_size=16, augment="off"),
+        model=ModelConfig(backbone="mobilenet", alpha=0.25, weights="none", dropout=0.0),
+        train=TrainConfig(**train),
+        output_dir=str(root / "runs"), name=name,
+    )
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -72,6 +79,23 @@ def test_default_space_searches_training_and_pins_backbone_and_size(images, tmp_
     assert space.params["image_size"].values == (32,)
     assert space.params["dropout"].kind == "fixed"
     assert set(space.searched()) == {"hidden_units", "phase1_lr", "phase2_lr_factor", "unfreeze", "augment", "label_smoothing", "weight_decay"}
+
+
+def test_hyperband_budget_shortens_fine_tuning_and_keeps_cached_phase1_whole(images, tmp_path):
+    from tlkeras._backend import keras_tuner
+    from tlkeras.tuning import SearchSpace, TransferHyperModel
+
+    base = _base(images, tmp_path, "x", phase1_epochs=30, phase2_epochs=8)
+    model = TransferHyperModel(base, SearchSpace.create(None, base))
+    hp = keras_tuner().HyperParameters()
+    model.declare_hyperparameters(hp)
+    hp.values["tuner/epochs"] = 3  # a Hyperband round with 3 of 8 units
+    short = model.config_for(hp)
+    assert (short.train.phase1_epochs, short.train.phase2_epochs) == (30, 3)
+    base.train.phase1_augment = True  # phase 1 on images: both phases share the budget
+    model = TransferHyperModel(base, SearchSpace.create(None, base))
+    short = model.config_for(hp)
+    assert (short.train.phase1_epochs, short.train.phase2_epochs) == (3, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,20 +162,24 @@ def test_hyperband_cli_gives_early_rounds_fewer_epochs(images, tmp_path, capsys)
     assert json.loads((out / "hb" / "search.json").read_text())["stopped_by"] == "max_trials"
 
 
-class _InterruptOnFit:
-    """A Keras callback factory that raises KeyboardInterrupt when the n-th fit starts."""
+class _InterruptTrial:
+    """A Keras callback that raises KeyboardInterrupt when the n-th trial starts training.
+
+    Trials are told apart by the model being fitted (each trial builds new ones; with phase 2
+    off, one per trial); holding them keeps their ids from being reused.
+    """
 
     def __init__(self, n: int):
         from tlkeras._backend import keras
 
-        outer = self
-        self.fits = 0
+        seen: list = []
 
         class Callback(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
-                outer.fits += 1
-                if outer.fits == n:
-                    raise KeyboardInterrupt
+                if not any(m is self.model for m in seen):
+                    seen.append(self.model)
+                    if len(seen) == n:
+                        raise KeyboardInterrupt
 
         self.callback = Callback()
 
@@ -160,10 +188,10 @@ def test_bayesian_search_resumes_without_repeating_finished_trials(images, tmp_p
     from tlkeras.errors import TLKerasError
     from tlkeras.tuning import SearchOptions, run_search
 
-    base = _base(images, tmp_path, "bo", train__phase2_epochs=0)
+    base = _base(images, tmp_path, "bo", phase2_epochs=0)
     space = {**CHEAP, "dropout": {"min": 0.0, "max": 0.4, "step": 0.1}}
     options = SearchOptions(tuner="bayesian", max_trials=2, verbose=0)
-    interrupt = _InterruptOnFit(2)  # one fit per trial (phase 2 off): the second trial is cut
+    interrupt = _InterruptTrial(2)  # the second trial is cut
     with pytest.raises(KeyboardInterrupt):
         run_search(base, space, options, callbacks=[interrupt.callback])
     d = tmp_path / "runs" / "bo"
@@ -184,7 +212,7 @@ def test_bayesian_search_resumes_without_repeating_finished_trials(images, tmp_p
 def test_time_budget_stops_the_search_cleanly(images, tmp_path):
     from tlkeras.tuning import SearchOptions, run_search
 
-    base = _base(images, tmp_path, "budget", train__phase1_epochs=1000, train__phase2_epochs=0)
+    base = _base(images, tmp_path, "budget", phase1_epochs=1000, phase2_epochs=0)
     start = time.monotonic()
     result = run_search(base, CHEAP, SearchOptions(tuner="random", max_trials=5, time_budget=2, verbose=0))
     assert time.monotonic() - start < 60
@@ -217,12 +245,16 @@ def test_chief_and_two_workers_share_one_search(images, tmp_path):
     command = [
         sys.executable, "-m", "tlkeras.tune", "--data", str(images), *TINY_FLAGS,
         "--phase1-epochs", "1", "--phase2-epochs", "0", "--augment", "off", "--unfreeze", "none",
-        "--tuner", "random", "--max-trials", "3", "--output-dir", str(out), "--name", "dist",
+        "--tuner", "random", "--max-trials", "2", "--output-dir", str(out), "--name", "dist",
     ]
-    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    # One TensorFlow thread pool each: three processes on two busy cores.
+    env = {
+        **os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port), "PYTHONUNBUFFERED": "1",
+        "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+    }
     procs, logs = [], {}
     try:
-        # Workers first: both wait on the chief, so both are ready when trials are handed out.
+        # Workers first: both wait on the chief, so each gets one of the two trials.
         for tuner_id in ("tuner1", "tuner2"):
             logs[tuner_id] = tmp_path / f"{tuner_id}.log"
             procs.append(subprocess.Popen(command, cwd=REPO, env={**env, "KERASTUNER_TUNER_ID": tuner_id}, stdout=open(logs[tuner_id], "w"), stderr=subprocess.STDOUT))
@@ -240,7 +272,7 @@ def test_chief_and_two_workers_share_one_search(images, tmp_path):
     text = {k: v.read_text() for k, v in logs.items()}
     assert [p.returncode for p in procs] == [0, 0, 0], text
     rows = _read_csv(out / "dist" / "trials.csv")
-    assert len(rows) == 3 and all(r["status"] == "COMPLETED" for r in rows), text["chief"]
+    assert len(rows) == 2 and all(r["status"] == "COMPLETED" for r in rows), text["chief"]
     ran = {w: [line.split(" trial ")[1].split(":")[0] for line in text[w].splitlines() if f"[{w}] trial " in line] for w in ("tuner1", "tuner2")}
     # Every trial ran exactly once, on one of the two workers, and both workers took part.
     assert sorted(ran["tuner1"] + ran["tuner2"]) == sorted(r["trial"] for r in rows), ran

@@ -14,12 +14,13 @@ weight decay (:data:`HYPERPARAMETERS`). Each is pinned (one value), a choice (a 
 (``{min, max, step, sampling}``); unnamed ones take the defaults of :func:`default_space`.
 
 Budgets: ``max_trials``, the epochs of a full trial (``train.phase1_epochs``/``phase2_epochs`` of
-the base config; Hyperband gives early rounds a proportional share) and a wall-clock
-``time_budget`` after which no trial starts and a running trial is stopped and marked STOPPED.
+the base config; Hyperband's early rounds shorten fine-tuning, and phase 1 too when it is not
+run on cached features) and a wall-clock ``time_budget`` after which no trial starts and a
+running trial is stopped and marked STOPPED.
 
-Cheap trials stay cheap: with augmentation off, phase 1 trains the head on pooled backbone
-features, and those features are computed once per (backbone weights, image size) for the whole
-search instead of once per trial.
+Cheap trials stay cheap: an unaugmented phase 1 trains the head on pooled backbone features, and
+those features are computed once per (backbone weights, image size) for the whole search instead
+of once per trial.
 
 Resume and distribution are KerasTuner's own: the search directory holds the oracle's state
 (``overwrite=False``), so rerunning the same command continues without redoing finished trials,
@@ -328,7 +329,7 @@ def default_space(base: RunConfig) -> dict[str, ParamSpec]:
         "hidden_units": ParamSpec("hidden_units", (0, 128, 256)),
         "phase1_lr": ParamSpec("phase1_lr", (), 1e-4, 1e-2, None, "log"),
         "phase2_lr_factor": ParamSpec("phase2_lr_factor", (), 0.01, 0.3, None, "log"),
-        "unfreeze": ParamSpec("unfreeze", ("none", "blocks:1", "blocks:2", "blocks:4")),
+        "unfreeze": ParamSpec("unfreeze", ("none", "blocks:2", "blocks:4", "blocks:6")),
         "augment": ParamSpec("augment", ("off", "light", "strong")),
         "label_smoothing": ParamSpec("label_smoothing", (), 0.0, 0.2, 0.05),
         "weight_decay": ParamSpec("weight_decay", (0.0, 1e-4, 1e-3)),
@@ -536,19 +537,44 @@ def _resolve_objective(objective: str | None, head: str, num_classes: int | None
 # Trials
 
 
+def _phase1_is_cheap(base: RunConfig) -> bool:
+    """Whether every trial's phase 1 runs on cached features (whatever the trial's ``augment``)."""
+    t = base.train
+    return t.feature_cache == "on" or (t.feature_cache == "auto" and not t.phase1_augment)
+
+
+def _shortens_phase1(base: RunConfig) -> bool:
+    """Whether Hyperband's early rounds shorten phase 1 too (see :func:`_epoch_unit`)."""
+    return not (_phase1_is_cheap(base) and base.train.phase2_epochs > 0)
+
+
 def _epoch_unit(base: RunConfig) -> int:
-    """Hyperband's max_epochs: one unit is one epoch of the longer phase."""
-    return max(base.train.phase1_epochs, base.train.phase2_epochs, 1)
+    """Hyperband's ``max_epochs``: the epochs of the phase(s) a budget shortens.
+
+    When phase 1 trains the head on cached features it costs seconds, so Hyperband shortens
+    only phase 2 (fine-tuning, the expensive part) and its unit is one phase-2 epoch; otherwise
+    both phases are shortened and the unit is one epoch of the longer phase.
+    """
+    t = base.train
+    if not _shortens_phase1(base):
+        return t.phase2_epochs
+    return max(t.phase1_epochs, t.phase2_epochs, 1)
 
 
-def trial_config(base: RunConfig, values: dict[str, Any], fraction: float = 1.0) -> RunConfig:
+def _clean(value: Any) -> Any:
+    """Drops float noise of stepped ranges (0.15000000000000002 -> 0.15)."""
+    return float(f"{value:.10g}") if isinstance(value, float) else value
+
+
+def trial_config(base: RunConfig, values: dict[str, Any], fraction: float = 1.0, *, shorten_phase1: bool = True) -> RunConfig:
     """The RunConfig of one trial: ``base`` with the hyperparameter ``values`` applied.
 
     Args:
         base: the base config (data source, epochs, seed, everything not searched).
         values: hyperparameter name -> value (KerasTuner's ``tuner/*`` entries are ignored).
-        fraction: share of the base epochs each phase trains (Hyperband's early rounds); each
-            phase with epochs trains at least one.
+        fraction: share of the base epochs a shortened phase trains (Hyperband's early rounds);
+            ``shorten_phase1`` False leaves phase 1 at full length. A shortened phase with
+            epochs still trains at least one.
 
     Returns:
         A validated copy; ``name`` is None so ``tlkeras.train`` picks a fresh run directory.
@@ -558,6 +584,7 @@ def trial_config(base: RunConfig, values: dict[str, Any], fraction: float = 1.0)
     for name, value in values.items():
         if name not in _PARAMS:
             continue
+        value = _clean(value)
         if name == "backbone":
             config.model.backbone = value
             if _canonical_backbone(value) != home:
@@ -578,7 +605,8 @@ def trial_config(base: RunConfig, values: dict[str, Any], fraction: float = 1.0)
             setattr(config.train, name, value)
     if fraction < 1.0:
         t = config.train
-        t.phase1_epochs = math.ceil(t.phase1_epochs * fraction) if t.phase1_epochs else 0
+        if shorten_phase1:
+            t.phase1_epochs = math.ceil(t.phase1_epochs * fraction) if t.phase1_epochs else 0
         t.phase2_epochs = math.ceil(t.phase2_epochs * fraction) if t.phase2_epochs else 0
     config.name = None
     return config.validate()
@@ -724,7 +752,7 @@ class TransferHyperModel(kt.HyperModel):
         values = self.space.declare(hp)
         epochs = hp.values.get("tuner/epochs")
         fraction = min(1.0, float(epochs) / _epoch_unit(self.base)) if epochs else 1.0
-        config = trial_config(self.base, values, fraction)
+        config = trial_config(self.base, values, fraction, shorten_phase1=_shortens_phase1(self.base))
         config.train.verbose = self.trial_verbose
         return config
 
@@ -906,7 +934,7 @@ def _trial_rows(oracle, objective: str, direction: str) -> list[dict[str, Any]]:
         metrics = {name: _float(trial.metrics.get_last_value(name)) for name in trial.metrics.metrics}
         row[objective] = metrics.get(objective) if trial.status == "COMPLETED" else None
         for name in _PARAMS:
-            row[name] = values.get(name)
+            row[name] = _clean(values.get(name))
         row["phase1_epochs"] = _as_int(metrics.get("phase1_epochs"))
         row["phase2_epochs"] = _as_int(metrics.get("phase2_epochs"))
         row["seconds"] = round(metrics["seconds"], 1) if metrics.get("seconds") is not None else None
@@ -1226,7 +1254,7 @@ def _finish(tuner, base, space, options, directory, objective, direction, starte
     if completed:
         best = completed[0]
         best_trial = oracle.trials[best["trial"]]
-        values = {k: v for k, v in best_trial.hyperparameters.values.items() if k in _PARAMS}
+        values = {k: _clean(v) for k, v in best_trial.hyperparameters.values.items() if k in _PARAMS}
         best_config = trial_config(base, values)
         best_config.train.verbose = base.train.verbose
         save_config(best_config, directory / "best.yaml")
