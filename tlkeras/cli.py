@@ -152,7 +152,7 @@ def run(prog: str, main: Callable[[Sequence[str] | None], int | None], argv: Seq
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; no partial run directory was kept", file=sys.stderr)
+        print(f"{prog}: interrupted; a run with a finished epoch continues with --resume --name <name>", file=sys.stderr)
         return 130
     except OSError as exc:
         if exc.errno is None:

@@ -145,7 +145,10 @@ class TrainConfig:
         xla: compile the train step with XLA.
         distribute: ``auto`` (MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy
             with several GPUs, else none), ``none``, ``mirrored`` or ``multiworker``.
-        verbose: Keras progress display: 0 silent, 1 progress bar, 2 one line per epoch.
+        deterministic: make TensorFlow ops deterministic
+            (``tf.config.experimental.enable_op_determinism``): same seed, data and machine give
+            the same metrics, at some speed cost on GPU. On CPU runs repeat without it too.
+        verbose: progress display: 0 silent, 1 Keras progress bar, 2 one line per epoch.
     """
 
     phase1_epochs: int = 30
@@ -165,6 +168,7 @@ class TrainConfig:
     mixed_precision: bool = False
     xla: bool = False
     distribute: str = "auto"
+    deterministic: bool = False
     verbose: int = 2
 
     def validate(self) -> None:

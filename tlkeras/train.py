@@ -25,6 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--list-backbones", action="store_true", help="print the registered backbones and exit")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue the interrupted run --name (under --output-dir) from its last completed epoch, "
+        "with the config it was started with",
+    )
     cli.add_config_flags(parser)
     return parser
 
@@ -53,6 +58,11 @@ def _main(argv: Sequence[str] | None) -> int:
         print("hub:<handle-or-dir>: a TF-Hub feature-vector model (URL or local SavedModel directory)")
         return 0
     config = cli.config_from_args(args)
+    if args.resume:
+        from tlkeras.training import train_model
+
+        _print_summary(train_model(config, resume=True))
+        return 0
     if config.data.source is None:
         from tlkeras.demo import run_demo
 

@@ -38,7 +38,7 @@ from tlkeras.models import (
     trainable_backbone_layers,
     unfreeze_backbone,
 )
-from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, staged_directory, write_json
+from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, write_json
 
 __all__ = ["TrainResult", "train_model", "fit_two_phase", "compile_model", "select_strategy", "uses_feature_cache"]
 
@@ -166,13 +166,12 @@ def phase1_augmentation(config: RunConfig) -> str:
 
 
 class _PhaseHistory:
-    """Accumulates Keras histories of several fits into one dict with a ``phase`` column."""
+    """Accumulates per-epoch logs of both phases into one dict with a ``phase`` column."""
 
     def __init__(self):
         self.values: dict[str, list] = {"phase": []}
 
-    def add(self, history, phase: int) -> None:
-        logs = history.history if history is not None else {}
+    def add(self, logs: dict[str, list], phase: int) -> None:
         epochs = len(next(iter(logs.values()))) if logs else 0
         for key, series in logs.items():
             if key == "lr":
@@ -184,16 +183,109 @@ class _PhaseHistory:
             series.extend([None] * (len(self.values["phase"]) - len(series)))
 
 
-def _callbacks(patience: int, log_dir: Path | None, extra: list) -> list:
-    callbacks = list(extra)
-    if patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True))
-    else:
-        # Even without early stopping the best epoch's weights are kept.
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=10**9, restore_best_weights=True))
-    if log_dir is not None:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0, write_graph=False))
-    return callbacks
+def _epoch_seed(seed: int, phase: int, epoch: int) -> int:
+    # The shuffle order of an epoch depends only on (seed, phase, epoch), so a resumed run sees
+    # the same batches as an uninterrupted one.
+    return (seed * 1_000_003 + phase * 10_007 + epoch) % (2**31 - 1)
+
+
+def _run_phase(
+    fit_model,
+    make_train_ds: Callable[[int], Any],
+    val_ds,
+    *,
+    phase: int,
+    epochs: int,
+    patience: int,
+    verbose: int,
+    class_weight,
+    callbacks: list,
+    checkpoint_dir: Path | None,
+) -> dict[str, list]:
+    """Trains ``fit_model`` one epoch per ``fit`` call, with early stopping and checkpoints.
+
+    After every epoch the weights, the optimizer state (with its step counter, which drives the
+    learning-rate schedule), the early-stopping state and the history are checkpointed under
+    ``checkpoint_dir`` (when given); a later call with the same directory continues after the last
+    completed epoch. At the end the best epoch's weights (lowest val loss) are restored.
+
+    Returns:
+        The phase's per-epoch logs.
+    """
+    from tlkeras.runs import read_json
+
+    state: dict[str, Any] = {"epoch": 0, "best": None, "wait": 0, "history": {}, "done": False, "checkpoint": None}
+    checkpoint = tf.train.Checkpoint(model=fit_model, optimizer=fit_model.optimizer)
+    best_weights = None
+    if checkpoint_dir is not None and (checkpoint_dir / "state.json").is_file():
+        state = read_json(checkpoint_dir / "state.json")
+        if state["done"]:
+            fit_model.load_weights(str(checkpoint_dir / "final.weights.h5"))
+            return state["history"]
+        if state["checkpoint"]:
+            checkpoint.read(str(checkpoint_dir / state["checkpoint"])).expect_partial()
+        if (checkpoint_dir / "best.npz").is_file():
+            with np.load(checkpoint_dir / "best.npz") as saved:
+                best_weights = [saved[f"w{i}"] for i in range(len(saved.files))]
+    elif checkpoint_dir is not None:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+
+    for epoch in range(state["epoch"], epochs):
+        started = time.perf_counter()
+        result = fit_model.fit(
+            make_train_ds(epoch), validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
+            class_weight=class_weight, callbacks=callbacks, verbose=1 if verbose == 1 else 0,
+        )
+        logs = {k: float(v[-1]) for k, v in result.history.items()}
+        for key, value in logs.items():
+            state["history"].setdefault(key, []).append(value)
+        if verbose == 2:
+            shown = " - ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "lr")
+            print(f"phase {phase} epoch {epoch + 1}/{epochs} - {shown} - {time.perf_counter() - started:.1f}s", flush=True)
+        val_loss = logs.get("val_loss", logs.get("loss"))
+        improved = state["best"] is None or val_loss < state["best"]
+        if improved:
+            state["best"], state["wait"] = val_loss, 0
+            best_weights = fit_model.get_weights()
+        else:
+            state["wait"] += 1
+        state["epoch"] = epoch + 1
+        if checkpoint_dir is not None:
+            _checkpoint_epoch(checkpoint_dir, checkpoint, state, best_weights if improved else None)
+        if patience > 0 and state["wait"] >= patience:
+            break
+        if getattr(fit_model, "stop_training", False):
+            break  # a user callback asked to stop
+    if best_weights is not None:
+        fit_model.set_weights(best_weights)
+    if checkpoint_dir is not None:
+        with atomic_path(checkpoint_dir / "final.weights.h5") as tmp:
+            fit_model.save_weights(str(tmp.with_suffix(".h5")))
+            tmp.with_suffix(".h5").replace(tmp)
+        state["done"] = True
+        write_json(checkpoint_dir / "state.json", state)
+    return state["history"]
+
+
+def _checkpoint_epoch(checkpoint_dir: Path, checkpoint, state: dict, best_weights) -> None:
+    """Writes one epoch's checkpoint; ``state.json`` is written last, as the commit point."""
+    if best_weights is not None:
+        with atomic_path(checkpoint_dir / "best.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **{f"w{i}": w for i, w in enumerate(best_weights)})
+    previous = state["checkpoint"]
+    state["checkpoint"] = f"epoch-{state['epoch']}"
+    checkpoint.write(str(checkpoint_dir / state["checkpoint"]))
+    write_json(checkpoint_dir / "state.json", state)
+    if previous and previous != state["checkpoint"]:
+        for stale in checkpoint_dir.glob(f"{previous}.*"):
+            stale.unlink()
+
+
+def _tensorboard(log_dir: Path | None) -> list:
+    if log_dir is None:
+        return []
+    return [keras.callbacks.TensorBoard(log_dir=str(log_dir), profile_batch=0, write_graph=False)]
 
 
 def _features(model, x: np.ndarray, batch_size: int, augment: str, views: int, seed: int) -> np.ndarray:
@@ -211,7 +303,16 @@ def _features(model, x: np.ndarray, batch_size: int, augment: str, views: int, s
     return np.concatenate(outputs).astype(np.float32)
 
 
-def fit_two_phase(model, bundle: DataBundle, config: RunConfig, *, log_dir: Path | None = None, callbacks: list | None = None, strategy=None) -> tuple[dict, dict]:
+def fit_two_phase(
+    model,
+    bundle: DataBundle,
+    config: RunConfig,
+    *,
+    log_dir: Path | None = None,
+    callbacks: list | None = None,
+    strategy=None,
+    checkpoint_dir: Path | None = None,
+) -> tuple[dict, dict]:
     """Trains ``model`` in place: phase 1 (frozen backbone), then phase 2 (fine-tuning).
 
     Args:
@@ -221,11 +322,14 @@ def fit_two_phase(model, bundle: DataBundle, config: RunConfig, *, log_dir: Path
         log_dir: TensorBoard log folder (None: no logs).
         callbacks: extra Keras callbacks for both phases.
         strategy: a tf.distribute strategy whose scope built ``model`` (default: none).
+        checkpoint_dir: where to checkpoint after every epoch; if it holds checkpoints of an
+            interrupted call, training continues after the last completed epoch.
 
     Returns:
         (history, timings): per-epoch values of both phases and wall seconds per phase.
 
-    Side effects: changes the model's weights, ``trainable`` flags and optimizer.
+    Side effects: changes the model's weights, ``trainable`` flags and optimizer; writes
+    checkpoints under ``checkpoint_dir``.
     """
     tc, dc = config.train, config.data
     strategy = strategy or tf.distribute.get_strategy()
@@ -237,41 +341,44 @@ def fit_two_phase(model, bundle: DataBundle, config: RunConfig, *, log_dir: Path
     steps = max(1, math.ceil(len(bundle.train) / bs))
     val_ds = make_dataset(bundle.val, head=bundle.head, num_outputs=n, batch_size=bs)
 
+    def ckpt(phase: int) -> Path | None:
+        return checkpoint_dir / f"phase{phase}" if checkpoint_dir is not None else None
+
+    common = dict(patience=tc.early_stopping_patience, verbose=tc.verbose, class_weight=weights)
+
     start = time.perf_counter()
     if tc.phase1_epochs > 0:
         freeze_backbone(model)
+        augment1 = phase1_augmentation(config)
         if uses_feature_cache(config):
-            augment1 = phase1_augmentation(config)
             views = tc.feature_cache_views if augment1 != "off" else 1
             train_feats = _features(model, bundle.train.x, bs, augment1, views, config.seed)
             val_feats = _features(model, bundle.val.x, bs, "off", 1, config.seed)
             targets = np.tile(encode_labels(bundle.train.y, bundle.head, n), (views, 1))
             with strategy.scope():
-                head = head_model(model)
+                fit_model = head_model(model)
                 feat_steps = max(1, math.ceil(len(train_feats) / bs))
-                compile_model(head, config, n, _schedule(tc.phase1_lr, tc.schedule, feat_steps * tc.phase1_epochs, 0), jit=False)
-            feats_ds = (
-                tf.data.Dataset.from_tensor_slices((train_feats, targets))
-                .shuffle(len(train_feats), seed=config.seed, reshuffle_each_iteration=True)
-                .batch(bs)
-                .prefetch(tf.data.AUTOTUNE)
-            )
-            val_feats_ds = tf.data.Dataset.from_tensor_slices((val_feats, encode_labels(bundle.val.y, bundle.head, n))).batch(bs)
-            h = head.fit(
-                feats_ds, validation_data=val_feats_ds, epochs=tc.phase1_epochs, class_weight=weights,
-                callbacks=_callbacks(tc.early_stopping_patience, log_dir / "phase1" if log_dir else None, extra),
-                verbose=tc.verbose,
-            )
+                compile_model(fit_model, config, n, _schedule(tc.phase1_lr, tc.schedule, feat_steps * tc.phase1_epochs, 0), jit=False)
+            features = tf.data.Dataset.from_tensor_slices((train_feats, targets))
+
+            def make_phase1_ds(epoch):
+                seed = _epoch_seed(config.seed, 1, epoch)
+                return features.shuffle(len(train_feats), seed=seed).batch(bs).prefetch(tf.data.AUTOTUNE)
+
+            phase1_val = tf.data.Dataset.from_tensor_slices((val_feats, encode_labels(bundle.val.y, bundle.head, n))).batch(bs)
         else:
-            phase1_ds = make_dataset(bundle.train, head=bundle.head, num_outputs=n, batch_size=bs, shuffle=True, augment=phase1_augmentation(config), seed=config.seed)
+            fit_model, phase1_val = model, val_ds
             with strategy.scope():
                 compile_model(model, config, n, _schedule(tc.phase1_lr, tc.schedule, steps * tc.phase1_epochs, 0))
-            h = model.fit(
-                phase1_ds, validation_data=val_ds, epochs=tc.phase1_epochs, class_weight=weights,
-                callbacks=_callbacks(tc.early_stopping_patience, log_dir / "phase1" if log_dir else None, extra),
-                verbose=tc.verbose,
-            )
-        history.add(h, 1)
+
+            def make_phase1_ds(epoch):
+                return make_dataset(bundle.train, head=bundle.head, num_outputs=n, batch_size=bs, shuffle=True, augment=augment1, seed=_epoch_seed(config.seed, 1, epoch))
+
+        logs = _run_phase(
+            fit_model, make_phase1_ds, phase1_val, phase=1, epochs=tc.phase1_epochs,
+            callbacks=extra + _tensorboard(log_dir / "phase1" if log_dir else None), checkpoint_dir=ckpt(1), **common,
+        )
+        history.add(logs, 1)
     timings["phase1"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -283,13 +390,15 @@ def fit_two_phase(model, bundle: DataBundle, config: RunConfig, *, log_dir: Path
         warmup = int(round(tc.warmup_epochs * steps))
         with strategy.scope():
             compile_model(model, config, n, _schedule(lr2, tc.schedule, steps * tc.phase2_epochs, warmup))
-        train_ds = make_dataset(bundle.train, head=bundle.head, num_outputs=n, batch_size=bs, shuffle=True, augment=dc.augment, seed=config.seed)
-        h = model.fit(
-            train_ds, validation_data=val_ds, epochs=tc.phase2_epochs, class_weight=weights,
-            callbacks=_callbacks(tc.early_stopping_patience, log_dir / "phase2" if log_dir else None, extra),
-            verbose=tc.verbose,
+
+        def make_phase2_ds(epoch):
+            return make_dataset(bundle.train, head=bundle.head, num_outputs=n, batch_size=bs, shuffle=True, augment=dc.augment, seed=_epoch_seed(config.seed, 2, epoch))
+
+        logs = _run_phase(
+            model, make_phase2_ds, val_ds, phase=2, epochs=tc.phase2_epochs,
+            callbacks=extra + _tensorboard(log_dir / "phase2" if log_dir else None), checkpoint_dir=ckpt(2), **common,
         )
-        history.add(h, 2)
+        history.add(logs, 2)
     timings["phase2"] = time.perf_counter() - start
     timings["phase2_trainable_layers"] = len(opened)
     # Leave the model compiled (for evaluate()) with a fresh optimizer, so model.keras does not
@@ -334,6 +443,7 @@ def train_model(
     callbacks: list | None = None,
     extra_files: dict[str, Callable[[Path], None]] | None = None,
     model=None,
+    resume: bool = False,
 ) -> TrainResult:
     """Loads data, builds the model, trains both phases, evaluates, and writes the run directory.
 
@@ -346,6 +456,9 @@ def train_model(
         callbacks: extra Keras callbacks.
         extra_files: ``{filename: writer(path)}`` for more artifacts in the run directory.
         model: a prebuilt model to train instead of building one from ``config.model``.
+        resume: continue the interrupted run ``<output_dir>/.<name>.partial`` from its last
+            completed epoch, with the config stored there (only ``output_dir`` and ``name`` of
+            ``config`` are used).
 
     Returns:
         A :class:`TrainResult`.
@@ -353,14 +466,20 @@ def train_model(
     Raises:
         TLKerasError: for bad input; nothing is left in ``output_dir`` then.
 
-    Side effects: seeds Python, NumPy and TensorFlow from ``config.seed``; writes the run
-    directory atomically (assembled under a hidden name, renamed when complete).
+    Side effects: seeds Python, NumPy and TensorFlow from ``config.seed``. The run is assembled
+    in ``<output_dir>/.<name>.partial/`` with a checkpoint after every epoch, and renamed to
+    ``<output_dir>/<name>/`` when complete. If training dies, the partial directory stays (when
+    at least one epoch finished) so ``resume=True`` can continue it; a bad input leaves nothing.
     """
-    config.validate()
-    if write and config.name and (Path(config.output_dir) / config.name).exists():
-        raise TLKerasError(f"{Path(config.output_dir) / config.name} already exists; choose another --name or remove it")
     t0 = time.perf_counter()
+    chief = _is_chief()
+    stage = _Stage(config, write=write and chief, resume=resume)
+    if resume:
+        config = stage.stored_config()
+    config.validate()
     keras.utils.set_random_seed(config.seed)
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
     size = check_model_config(config.model, config.data.image_size if data is None else data.image_size)
     if data is None:
         data = load_data(config.data, size, config.model.head, config.seed)
@@ -374,14 +493,10 @@ def train_model(
         if model is None:
             with strategy.scope():
                 model = build_model(config.model, data.num_outputs, size)
-        name = config.name or default_run_name(config.model.backbone.replace("hub:", "hub-").split("/")[-1])
-        config.name = name
-        final_dir = Path(config.output_dir) / name
-        chief = _is_chief()
-        stage = staged_directory(final_dir) if write and chief else contextlib.nullcontext(None)
-        with stage as run_dir:
-            log_dir = Path(run_dir) / "logs" if run_dir else None
-            history, timings = fit_two_phase(model, data, config, log_dir=log_dir, callbacks=callbacks, strategy=strategy)
+        with stage.open(config) as run_dir:
+            log_dir = run_dir / "logs" if run_dir else None
+            checkpoints = run_dir / "checkpoints" if run_dir else None
+            history, timings = fit_two_phase(model, data, config, log_dir=log_dir, callbacks=callbacks, strategy=strategy, checkpoint_dir=checkpoints)
             split_name, split = data.eval_split
             metrics = {
                 "val": evaluate_model(model, data.val, data.class_names, data.head, config.data.batch_size),
@@ -398,11 +513,11 @@ def train_model(
                 },
                 "feature_cache": uses_feature_cache(config),
                 "trainable_backbone_layers": trainable_backbone_layers(model),
+                "resumed": resume,
                 "timings": timings,
             }
             metrics["timings"] = timings
             if run_dir is not None:
-                save_config(config, run_dir / "config.yaml")
                 with atomic_path(run_dir / "model.keras") as tmp:
                     model.save(tmp)
                 atomic_write_text(run_dir / "labels.txt", "\n".join(data.class_names) + "\n")
@@ -411,11 +526,65 @@ def train_model(
                 write_reports(run_dir, metrics, data.class_names, data.head, history)
                 for filename, writer in (extra_files or {}).items():
                     writer(Path(run_dir) / filename)
-            if run_dir is None and write and not chief:
+                shutil.rmtree(checkpoints, ignore_errors=True)
+            elif write and not chief:
                 # Saving a MultiWorkerMirroredStrategy model runs collective ops: every worker
                 # must save, or the chief waits forever. Non-chief workers save to a scratch dir.
                 import tempfile
 
                 with tempfile.TemporaryDirectory(prefix="tlkeras-worker-") as scratch:
                     model.save(Path(scratch) / "model.keras")
-    return TrainResult(model, history, metrics, timings, final_dir if write and chief else None, config, info)
+    return TrainResult(model, history, metrics, timings, stage.final if write and chief else None, config, info)
+
+
+class _Stage:
+    """The run directory's life cycle: ``.<name>.partial`` while training, ``<name>`` when done."""
+
+    def __init__(self, config: RunConfig, *, write: bool, resume: bool):
+        self.write, self.resume = write, resume
+        if resume and not config.name:
+            raise TLKerasError("--resume needs the --name of the interrupted run")
+        name = config.name or default_run_name(config.model.backbone.replace("hub:", "hub-").split("/")[-1].split("\\")[-1])
+        config.name = name
+        self.final = Path(config.output_dir) / name
+        self.partial = Path(config.output_dir) / f".{name}.partial"
+        if resume:
+            if self.final.exists():
+                raise TLKerasError(f"{self.final} is already complete; nothing to resume")
+            if not (self.partial / "config.yaml").is_file():
+                raise TLKerasError(f"nothing to resume: no interrupted run {self.partial}; start it without --resume")
+        elif write:
+            if self.final.exists():
+                raise TLKerasError(f"{self.final} already exists; choose another --name or remove it")
+            if self.partial.exists():
+                raise TLKerasError(
+                    f"an interrupted run {self.partial} exists; continue it with --resume --name {name} "
+                    f"or remove it"
+                )
+
+    def stored_config(self) -> RunConfig:
+        from tlkeras.config import load_config
+
+        stored = load_config(self.partial / "config.yaml")
+        stored.output_dir, stored.name = str(self.final.parent), self.final.name
+        return stored
+
+    @contextlib.contextmanager
+    def open(self, config: RunConfig):
+        if not self.write:
+            yield None
+            return
+        try:
+            self.partial.mkdir(parents=True, exist_ok=self.resume)
+        except OSError as exc:
+            raise TLKerasError(f"cannot create a run directory under {self.final.parent}: {exc.strerror}") from None
+        if not self.resume:
+            save_config(config, self.partial / "config.yaml")
+        try:
+            yield self.partial
+        except BaseException:
+            # Keep what a resume can use (a completed epoch); otherwise leave nothing behind.
+            if not any((self.partial / "checkpoints").glob("phase*/state.json")):
+                shutil.rmtree(self.partial, ignore_errors=True)
+            raise
+        os.replace(self.partial, self.final)

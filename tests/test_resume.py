@@ -1,0 +1,99 @@
+"""Resume after kill -9: the resumed run ends where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import calibrated_weights, make_image_folder, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _flags(data, out, name):
+    return [
+        "--data", str(data), "--backbone", "mobilenet", "--alpha", "0.25", "--weights", str(calibrated_weights(32)),
+        "--image-size", "32", "--batch-size", "8", "--augment", "off", "--dropout", "0", "--feature-cache", "off",
+        "--phase1-epochs", "6", "--phase2-epochs", "3", "--early-stopping-patience", "0", "--verbose", "0",
+        "--output-dir", str(out), "--name", name,
+    ]
+
+
+def _cli(args, **kwargs):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-m", "tlkeras.train", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _weights(run):
+    from tlkeras.evaluation import load_run_model
+
+    return load_run_model(run).get_weights()
+
+
+@pytest.mark.timeout(600)
+def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
+    data = make_image_folder(tmp_path / "images", per_class=12)
+    out = tmp_path / "runs"
+    whole = _cli(_flags(data, out, "whole"))
+    killed = _cli(_flags(data, out, "killed"))
+    state = out / ".killed.partial" / "checkpoints" / "phase1" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if state.is_file() and json.loads(state.read_text())["epoch"] >= 2:
+            break
+        assert killed.poll() is None, killed.communicate()[1][-2000:]
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.communicate(timeout=60)
+    assert not (out / "killed").exists() and (out / ".killed.partial").is_dir()
+    done_epochs = json.loads(state.read_text())["epoch"]
+    assert 2 <= done_epochs < 6, "killed in the middle of phase 1"
+    resumed = _cli(["--resume", "--output-dir", str(out), "--name", "killed", "--verbose", "0"])
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-2000:]
+    _, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err[-2000:]
+    assert not (out / ".killed.partial").exists() and not (out / "killed" / "checkpoints").exists()
+    first = json.loads((out / "whole" / "metrics.json").read_text())
+    second = json.loads((out / "killed" / "metrics.json").read_text())
+    assert second["final"]["accuracy"] == pytest.approx(first["final"]["accuracy"])
+    history_a = json.loads((out / "whole" / "history.json").read_text())
+    history_b = json.loads((out / "killed" / "history.json").read_text())
+    assert history_b["phase"] == history_a["phase"] == [1] * 6 + [2] * 3
+    np.testing.assert_allclose(history_b["val_loss"], history_a["val_loss"], rtol=1e-4)
+    for a, b in zip(_weights(out / "whole"), _weights(out / "killed")):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert json.loads((out / "killed" / "run.json").read_text())["resumed"] is True
+
+
+def test_resume_bad_inputs(tmp_path, capsys):
+    from tlkeras import train as train_cli
+
+    assert train_cli.main(["--resume", "--output-dir", str(tmp_path), "--name", "ghost"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert train_cli.main(["--resume", "--output-dir", str(tmp_path)]) == 2
+    assert "--resume needs the --name" in capsys.readouterr().err
+
+
+def test_an_error_before_the_first_epoch_leaves_nothing(tmp_path):
+    from tlkeras import from_arrays
+    from tlkeras.training import train_model
+    from tlkeras._backend import keras
+
+    class Boom(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise RuntimeError("disk full, say")
+
+    bundle = from_arrays(np.random.default_rng(0).integers(0, 255, (24, 32, 32, 3)), np.arange(24) % 2)
+    config = tiny_config(output_dir=str(tmp_path / "runs"), name="boom")
+    with pytest.raises(RuntimeError):
+        train_model(config, bundle, callbacks=[Boom()])
+    assert not any((tmp_path / "runs").iterdir())
