@@ -207,12 +207,14 @@ def plot_size_vs_accuracy(result: dict[str, Any], path: str | os.PathLike) -> No
 
     key = result["primary_metric"]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    # Variants that land on the same point (int8 with float, int8 or uint8 I/O) share one label.
+    points: dict[tuple[int, float], list[str]] = {}
     for r in result["rows"]:
-        if r.get(key) is None:
-            continue
-        x = r["bytes"] / 1024
-        ax.scatter([x], [r[key]], s=40)
-        ax.annotate(r["variant"], (x, r[key]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        if r.get(key) is not None:
+            points.setdefault((round(r["bytes"] / 1024), round(float(r[key]), 4)), []).append(r["variant"])
+    for (x, y), names in points.items():
+        ax.scatter([x], [y], s=40)
+        ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     keras_value = result["keras"].get(key)
     if keras_value is not None:
         ax.axhline(keras_value, color="grey", linestyle="--", linewidth=1, label=f"Keras float ({keras_value:.3f})")

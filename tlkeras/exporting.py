@@ -315,7 +315,7 @@ def bias_correct(model, images: np.ndarray, batch_size: int = 32, activations: b
     constant per channel, so only the quantized variants are converted from the copy.
 
     On flowers5 with MobileNet-0.25 this raised int8 top-1 agreement with the Keras model from
-    85% to 96% and int16x8 from 87% to 98% (see benchmarks/export.md).
+    0.91 to 0.95 and int16x8 from 0.91 to 0.97 (see benchmarks/export.md).
 
     Args:
         model: a Keras model (not modified).
