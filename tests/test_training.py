@@ -26,7 +26,7 @@ def _bundle(n=48, size=32, classes=3, seed=0):
 
 def test_feature_cache_gives_the_same_model_as_training_through_the_backbone():
     bundle = _bundle()
-    config = tiny_config(train__phase1_epochs=3, train__phase2_epochs=0)
+    config = tiny_config(train__phase1_epochs=3, train__phase2_epochs=0, train__phase1_solver="keras")
     keras.utils.set_random_seed(0)
     cached = build_model(config.model, bundle.num_outputs, 32)
     direct = keras.models.clone_model(cached)
@@ -58,7 +58,7 @@ class _RecordLearningRate(keras.callbacks.Callback):
 
 def test_phase2_trains_top_layers_at_a_lower_rate_and_batchnorm_stays_frozen():
     bundle = _bundle()
-    config = tiny_config(train__phase1_epochs=1, train__phase2_epochs=2, train__unfreeze="blocks:2", train__phase2_lr_factor=0.05, train__warmup_epochs=0.0)
+    config = tiny_config(train__phase1_epochs=1, train__phase2_epochs=2, train__unfreeze="blocks:2", train__phase2_lr_factor=0.05, train__warmup_epochs=0.0, train__phase1_solver="keras")
     config.data.augment = "light"
     model = build_model(config.model, bundle.num_outputs, 32)
     bn = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
@@ -161,3 +161,29 @@ def test_tfhub_bad_handles(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(TLKerasError, match="not a SavedModel"):
         build_model(ModelConfig(backbone=f"hub:{tmp_path / 'empty'}"), 2, 32)
+
+
+def test_linear_probe_phase1_puts_the_logistic_regression_into_the_head():
+    from sklearn.linear_model import LogisticRegression
+
+    from tlkeras.evaluation import predict
+    from tlkeras.models import feature_extractor
+    from tlkeras.training import uses_linear_probe
+
+    bundle = _bundle(n=36, classes=2)
+    config = tiny_config(train__phase2_epochs=0)
+    model = build_model(config.model, bundle.num_outputs, 32)
+    assert uses_linear_probe(model, config, "softmax")
+    history, _ = fit_two_phase(model, bundle, config)
+    chosen = history["probe_C"][0]
+    features = predict(feature_extractor(model), bundle.train.x)
+    reference = LogisticRegression(C=chosen, max_iter=2000).fit(features, bundle.train.y)
+    probe = bundle.val.x
+    np.testing.assert_allclose(
+        model.predict(probe.astype("float32"), verbose=0),
+        reference.predict_proba(predict(feature_extractor(model), probe)),
+        atol=1e-4,
+    )
+    hidden = tiny_config()
+    hidden.model.hidden_units = [8]
+    assert not uses_linear_probe(build_model(hidden.model, 2, 32), hidden, "softmax")

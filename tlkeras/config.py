@@ -133,6 +133,11 @@ class TrainConfig:
         label_smoothing: label smoothing of the softmax loss.
         early_stopping_patience: epochs without val-loss improvement before stopping (0: off);
             the best weights are restored either way.
+        phase1_solver: how phase 1 fits the head: ``auto`` fits a plain softmax head (no hidden
+            layers, cached features) as an L2-regularized logistic regression with scikit-learn's
+            L-BFGS, choosing the L2 strength by validation log-loss (the linear-probe-then-fine-tune
+            recipe; seconds, and better calibrated than a few epochs of Adam); ``keras`` always
+            trains the head with the optimizer for ``phase1_epochs``.
         phase1_augment: augment phase 1 too. Off by default: a linear head gains little from
             augmentation, and without it phase 1 can run on cached features; phase 2 always uses
             the ``augment`` preset.
@@ -162,6 +167,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
     early_stopping_patience: int = 5
+    phase1_solver: str = "auto"
     phase1_augment: bool = False
     feature_cache: str = "auto"
     feature_cache_views: int = 1
@@ -174,6 +180,7 @@ class TrainConfig:
     def validate(self) -> None:
         _choice(self.optimizer, ("adam", "adamw", "sgd"), "optimizer")
         _choice(self.schedule, ("cosine", "constant"), "schedule")
+        _choice(self.phase1_solver, ("auto", "keras"), "phase1_solver")
         _choice(self.feature_cache, ("auto", "on", "off"), "feature_cache")
         _choice(self.distribute, ("auto", "none", "mirrored", "multiworker"), "distribute")
         if self.phase1_epochs < 0 or self.phase2_epochs < 0:

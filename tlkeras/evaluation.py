@@ -167,7 +167,8 @@ def load_run_model(run_dir: str | os.PathLike):
     if not path.is_file():
         raise TLKerasError(f"{run_dir} has no model.keras; pass a directory written by tlkeras.train")
     try:
-        return keras.models.load_model(path, safe_mode=True)
+        # compile=False: evaluation only predicts, and the saved optimizer has no state to load.
+        return keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # noqa: BLE001
         raise TLKerasError(f"cannot load {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:150]}") from None
 

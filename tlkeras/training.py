@@ -40,7 +40,7 @@ from tlkeras.models import (
 )
 from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, write_json
 
-__all__ = ["TrainResult", "train_model", "fit_two_phase", "compile_model", "select_strategy", "uses_feature_cache"]
+__all__ = ["TrainResult", "train_model", "fit_two_phase", "compile_model", "select_strategy", "uses_feature_cache", "uses_linear_probe"]
 
 
 @dataclass
@@ -303,6 +303,46 @@ def _features(model, x: np.ndarray, batch_size: int, augment: str, views: int, s
     return np.concatenate(outputs).astype(np.float32)
 
 
+_PROBE_C = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def uses_linear_probe(model, config: RunConfig, head: str) -> bool:
+    """Whether phase 1 fits the head in closed form (see ``TrainConfig.phase1_solver``)."""
+    plain = all(not l.name.startswith("head_hidden") for l in model.layers)
+    return config.train.phase1_solver == "auto" and head == "softmax" and plain and uses_feature_cache(config)
+
+
+def _fit_linear_probe(model, train_feats, train_y, val_feats, val_y, num_classes: int, class_weight) -> dict[str, list]:
+    """Fits ``head_dense`` as a logistic regression on cached features; returns phase-1 logs.
+
+    The L2 strength is chosen by validation log-loss over a small grid. Side effect: sets the
+    weights of the model's ``head_dense`` layer.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    labels = list(range(num_classes))
+    best = None
+    for c in _PROBE_C:
+        clf = LogisticRegression(C=c, max_iter=2000, class_weight=class_weight).fit(train_feats, train_y)
+        loss = log_loss(val_y, clf.predict_proba(val_feats), labels=labels)
+        if best is None or loss < best[0]:
+            best = (loss, c, clf)
+    loss, c, clf = best
+    coef, intercept = clf.coef_, clf.intercept_
+    if num_classes == 2:  # sklearn gives one logit z; softmax of (-z/2, z/2) is sigmoid(z)
+        coef = np.concatenate([-coef / 2, coef / 2])
+        intercept = np.concatenate([-intercept / 2, intercept / 2])
+    model.get_layer("head_dense").set_weights([coef.T.astype(np.float32), intercept.astype(np.float32)])
+    return {
+        "loss": [float(log_loss(train_y, clf.predict_proba(train_feats), labels=labels))],
+        "accuracy": [float(clf.score(train_feats, train_y))],
+        "val_loss": [float(loss)],
+        "val_accuracy": [float(clf.score(val_feats, val_y))],
+        "probe_C": [float(c)],
+    }
+
+
 def fit_two_phase(
     model,
     bundle: DataBundle,
@@ -350,7 +390,13 @@ def fit_two_phase(
     if tc.phase1_epochs > 0:
         freeze_backbone(model)
         augment1 = phase1_augmentation(config)
-        if uses_feature_cache(config):
+        if uses_linear_probe(model, config, bundle.head):
+            views = tc.feature_cache_views if augment1 != "off" else 1
+            train_feats = _features(model, bundle.train.x, bs, augment1, views, config.seed)
+            val_feats = _features(model, bundle.val.x, bs, "off", 1, config.seed)
+            logs = _fit_linear_probe(model, train_feats, np.tile(bundle.train.y, views), val_feats, bundle.val.y, n, weights)
+            fit_model = None
+        elif uses_feature_cache(config):
             views = tc.feature_cache_views if augment1 != "off" else 1
             train_feats = _features(model, bundle.train.x, bs, augment1, views, config.seed)
             val_feats = _features(model, bundle.val.x, bs, "off", 1, config.seed)
@@ -374,10 +420,13 @@ def fit_two_phase(
             def make_phase1_ds(epoch):
                 return make_dataset(bundle.train, head=bundle.head, num_outputs=n, batch_size=bs, shuffle=True, augment=augment1, seed=_epoch_seed(config.seed, 1, epoch))
 
-        logs = _run_phase(
-            fit_model, make_phase1_ds, phase1_val, phase=1, epochs=tc.phase1_epochs,
-            callbacks=extra + _tensorboard(log_dir / "phase1" if log_dir else None), checkpoint_dir=ckpt(1), **common,
-        )
+        if fit_model is not None:
+            logs = _run_phase(
+                fit_model, make_phase1_ds, phase1_val, phase=1, epochs=tc.phase1_epochs,
+                callbacks=extra + _tensorboard(log_dir / "phase1" if log_dir else None), checkpoint_dir=ckpt(1), **common,
+            )
+        elif tc.verbose:
+            print(f"phase 1 linear probe (C={logs['probe_C'][0]}) - val_loss {logs['val_loss'][0]:.4f} - val_accuracy {logs['val_accuracy'][0]:.4f}", flush=True)
         history.add(logs, 1)
     timings["phase1"] = time.perf_counter() - start
 
