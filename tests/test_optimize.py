@@ -1,0 +1,339 @@
+"""Compression with tfmot (tlkeras.optimization, python -m tlkeras.optimize) on real tiny models.
+
+Every test fine-tunes the session's ``tiny_run`` (3 classes, 32 px MobileNet-0.25) for one short
+epoch with real tfmot, TensorFlow's TFLite converter and the LiteRT interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_image_folder, tiny_config
+
+
+@pytest.fixture(scope="module")
+def source(tiny_run):
+    """(config, data bundle) of the tiny run, loaded once."""
+    from tlkeras.config import load_config
+    from tlkeras.data import load_data
+
+    config = load_config(tiny_run / "config.yaml")
+    data = load_data(config.data, 32, config.model.head, config.seed)
+    return config, data
+
+
+def _fresh(tiny_run):
+    from tlkeras.optimization import load_model
+
+    return load_model(tiny_run)
+
+
+def _one_epoch(**kw):
+    from tlkeras.optimization import FineTuneOptions
+
+    return FineTuneOptions(epochs=1, verbose=0, **kw)
+
+
+def _layer_types(model):
+    return {type(l).__name__ for l in model.layers}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pruning
+
+
+def test_pruning_reaches_target_and_stripping_keeps_predictions(tiny_run, source):
+    from tlkeras.evaluation import predict
+    from tlkeras.optimization import PruningOptions, prune, weight_sparsity
+
+    config, data = source
+    model = _fresh(tiny_run)
+    result = prune(model, data, config, PruningOptions(target_sparsity=0.6), _one_epoch())
+    stripped = result.model
+    assert "PruneLowMagnitude" in _layer_types(result.wrapped)
+    assert "PruneLowMagnitude" not in _layer_types(stripped)
+    assert [l.name for l in stripped.layers] == [l.name for l in model.layers]
+    pruned = result.info["pruned_layers"]
+    assert {"conv_pw_13", "head_dense"} <= set(pruned) and not any(n.startswith("conv_dw") for n in pruned)
+    sparsity = weight_sparsity(stripped, pruned)
+    for name, row in sparsity["layers"].items():
+        # tfmot zeroes round(size * target) weights per kernel.
+        assert abs(row["sparsity"] - 0.6) <= 1.0 / row["weights"] + 1e-6, (name, row)
+    assert weight_sparsity(stripped, ["conv_dw_13"])["overall"] < 0.05  # depthwise kernels stay dense
+    np.testing.assert_allclose(predict(stripped, data.test.x), predict(result.wrapped, data.test.x), atol=1e-5)
+
+
+def test_zero_sparsity_changes_nothing(tiny_run, source):
+    from tlkeras.evaluation import predict
+    from tlkeras.optimization import PruningOptions, prune, weight_sparsity
+
+    config, data = source
+    model = _fresh(tiny_run)
+    before = predict(model, data.test.x)
+    kernels = {l.name: l.get_weights()[0].copy() for l in model.layers if l.name in ("conv1", "conv_pw_7", "head_dense")}
+    # A vanishing learning rate isolates the masks: fine-tuning itself cannot move the weights.
+    result = prune(model, data, config, PruningOptions(target_sparsity=0.0), _one_epoch(learning_rate=1e-12))
+    for name, kernel in kernels.items():
+        after = result.model.get_layer(name).get_weights()[0]
+        assert np.count_nonzero(after == 0) == np.count_nonzero(kernel == 0) == 0, name  # no weight masked
+        np.testing.assert_allclose(after, kernel, rtol=0, atol=1e-9)
+    assert weight_sparsity(result.model, result.info["pruned_layers"])["overall"] == 0.0
+    np.testing.assert_allclose(predict(result.model, data.test.x), before, atol=1e-6)
+
+
+def test_structured_2_4_sparsity(tiny_run, source):
+    from tlkeras.optimization import PruningOptions, prune
+
+    config, data = source
+    result = prune(_fresh(tiny_run), data, config, PruningOptions(structure="2:4"), _one_epoch())
+    assert "conv1" in result.info["dense_layers"]  # 3 input channels: no groups of 4
+    for name in result.info["pruned_layers"]:
+        kernel = result.model.get_layer(name).get_weights()[0]
+        groups = np.moveaxis(kernel, -2, -1).reshape(-1, 4)  # 4 consecutive input channels
+        assert (np.count_nonzero(groups == 0, axis=1) >= 2).all(), name
+
+
+# ---------------------------------------------------------------------------------------------
+# Clustering
+
+
+def test_clustered_layers_hold_at_most_n_values(tiny_run, source):
+    from tlkeras.evaluation import predict
+    from tlkeras.optimization import ClusteringOptions, cluster, unique_weights
+
+    config, data = source
+    model = _fresh(tiny_run)
+    before = {l.name: len(np.unique(l.get_weights()[0])) for l in model.layers if l.name in ("conv_pw_13", "head_dense")}
+    result = cluster(model, data, config, ClusteringOptions(clusters=4, init="linear"), _one_epoch())
+    assert "ClusterWeights" not in _layer_types(result.model)
+    counts = unique_weights(result.model, result.info["clustered_layers"])
+    assert set(before) <= set(counts)
+    assert all(before[n] > 4 for n in before)
+    assert max(counts.values()) <= 4
+    np.testing.assert_allclose(predict(result.model, data.test.x), predict(result.wrapped, data.test.x), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# QAT
+
+
+def test_qat_converts_to_int8_tflite_and_runs_on_litert(tiny_run, source, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tlkeras.evaluation import predict
+    from tlkeras.optimization import QATOptions, convert_int8, evaluate_tflite, load_model, quantize_aware, save_model
+
+    config, data = source
+    result = quantize_aware(_fresh(tiny_run), data, config, QATOptions(), _one_epoch())
+    qat = result.model
+    assert "QuantizeWrapperV2" in _layer_types(qat)
+    assert result.info["unsupported_layers"] == [] and result.info["scheme"] == "default_8bit"
+    assert qat.get_layer("quant_preprocess_scale")  # Rescaling: output quantized, not left float
+    # The saved QAT model reloads with the same outputs (tfmot's own .keras round trip fails).
+    save_model(qat, tmp_path / "qat.keras")
+    np.testing.assert_allclose(predict(load_model(tmp_path / "qat.keras"), data.test.x), predict(qat, data.test.x), atol=1e-6)
+
+    flat, integer = convert_int8(qat, data.train.x[:8])
+    assert integer
+    interpreter = Interpreter(model_content=flat)
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert "CONV_2D" in ops and "DEPTHWISE_CONV_2D" in ops
+    int8_tensors = [d for d in interpreter.get_tensor_details() if d["dtype"] == np.int8]
+    assert len(int8_tensors) > 20
+    metrics = evaluate_tflite(flat, data.test, data.class_names, data.head)
+    assert metrics["count"] == len(data.test) and 0.0 <= metrics["accuracy"] <= 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole run: PQAT through the CLI
+
+
+def test_pqat_run_keeps_sparsity_in_int8_tflite(tiny_run, tmp_path, capsys):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tlkeras.config import load_config
+    from tlkeras.evaluation import predict
+    from tlkeras.optimization import load_model, tflite_weight_sparsity
+    from tlkeras.optimize import main
+
+    code = main([str(tiny_run), "--prune", "0.5", "--qat", "--epochs", "1", "--verbose", "0", "--output-dir", str(tmp_path), "--name", "pqat"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    run = tmp_path / "pqat"
+    for name in ("config.yaml", "model.keras", "labels.txt", "history.json", "metrics.json", "run.json", "optimization.json",
+                 "optimization.md", "model_int8.tflite"):
+        assert (run / name).is_file(), name
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging leftovers
+    assert load_config(run / "config.yaml").name == "pqat"
+    report = json.loads((run / "optimization.json").read_text())
+    assert report["pipeline"].startswith("PQAT") and report["qat"]["scheme"].startswith("prune_preserve")
+    assert [s["stage"] for s in report["stages"]] == ["prune", "qat"]
+    assert report["sparsity"]["pruned_layers_overall"] == pytest.approx(0.5, abs=0.01)
+    assert report["sparsity"]["int8_tflite_overall"] >= 0.45  # QAT kept the zeros
+    for key in ("float", "int8", "int8_ptq_same_model"):
+        assert 0.0 <= report["accuracy"]["after"][key] <= 1.0
+    size = report["size"]
+    assert size["after"]["int8_tflite_gzip_bytes"] < size["before"]["int8_tflite_gzip_bytes"]
+    assert "## Sparsity" in (run / "optimization.md").read_text()
+    assert "PQAT" in out and "int8 TFLite weights" in out
+
+    # The written TFLite file is the report's: read its weights back with LiteRT.
+    flat = (run / "model_int8.tflite").read_bytes()
+    tensors = tflite_weight_sparsity(flat)
+    assert tensors["overall"] == pytest.approx(report["sparsity"]["int8_tflite_overall"])
+    assert min(row["sparsity"] for row in tensors["layers"].values()) >= 0.45
+    assert all(row["dtype"] == "int8" for row in tensors["layers"].values())
+    interpreter = Interpreter(model_content=flat)
+    interpreter.allocate_tensors()
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    probs = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    assert probs.shape == (1, 3) and abs(float(probs.sum()) - 1.0) < 0.02
+    # The saved QAT model loads and matches the metrics written beside it.
+    model = load_model(run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    from tlkeras.data import load_data
+
+    config = load_config(run / "config.yaml")
+    data = load_data(config.data, 32, config.model.head, config.seed)
+    accuracy = float((predict(model, data.test.x).argmax(1) == data.test.y).mean())
+    assert accuracy == pytest.approx(metrics["final"]["accuracy"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line, exit 2, no run directory
+
+
+def _assert_one_line_error(capsys, code, *needles):
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("tlkeras.optimize: error:"), err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "flags, needles",
+    [
+        (["--prune", "1.0"], ["[0, 1)"]),
+        (["--prune", "-0.1"], ["[0, 1)"]),
+        (["--cluster", "1"], [">= 2"]),
+        (["--prune", "0.3", "--prune-structure", "2:4"], ["50%"]),
+        ([], ["nothing to do"]),
+    ],
+)
+def test_bad_options_fail_in_one_line(tiny_run, tmp_path, capsys, flags, needles):
+    from tlkeras.optimize import main
+
+    code = main([str(tiny_run), *flags, "--output-dir", str(tmp_path / "out")])
+    _assert_one_line_error(capsys, code, *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_target_and_missing_run(tiny_run, tmp_path, capsys):
+    from tlkeras.optimize import main
+
+    (tmp_path / "taken").mkdir()
+    code = main([str(tiny_run), "--prune", "0.5", "--output-dir", str(tmp_path), "--name", "taken"])
+    _assert_one_line_error(capsys, code, "already exists")
+    code = main([str(tmp_path / "nope"), "--qat"])
+    _assert_one_line_error(capsys, code, "does not exist")
+
+
+def _write_run(root: Path, model, data_dir: Path, name: str) -> Path:
+    """A run directory around a hand-made model (what tlkeras.train would write, minus metrics)."""
+    from tlkeras.config import save_config
+    from tlkeras.runs import atomic_path
+
+    run = root / name
+    run.mkdir(parents=True)
+    config = tiny_config(output_dir=str(root), name=name)
+    config.data.source = str(data_dir)
+    save_config(config, run / "config.yaml")
+    with atomic_path(run / "model.keras") as tmp:
+        model.save(tmp)
+    (run / "labels.txt").write_text("blue\ngreen\nred\n")
+    return run
+
+
+@pytest.fixture(scope="module")
+def hub_run(tmp_path_factory):
+    """A run whose backbone is a (local, tiny) TF-Hub SavedModel."""
+    from tlkeras._backend import keras, tf
+    from tlkeras.config import ModelConfig
+    from tlkeras.models import build_model
+
+    root = tmp_path_factory.mktemp("hub")
+    inputs = keras.Input((32, 32, 3))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3, activation="relu")(inputs))
+    tf.saved_model.save(keras.Model(inputs, features), str(root / "hub_module"))
+    model = build_model(ModelConfig(backbone=f"hub:{root / 'hub_module'}", weights="none", dropout=0.0), 3, 32)
+    data = make_image_folder(root / "images", per_class=8, size=32)
+    return _write_run(root / "runs", model, data, "hub")
+
+
+def test_tfhub_backbone_needs_head_only(hub_run, tmp_path, capsys):
+    from tlkeras.optimization import load_model, weight_sparsity
+    from tlkeras.optimize import main
+
+    code = main([str(hub_run), "--prune", "0.5", "--output-dir", str(tmp_path)])
+    _assert_one_line_error(capsys, code, "TF-Hub", "--head-only")
+    assert list(tmp_path.iterdir()) == []
+
+    code = main([str(hub_run), "--prune", "0.5", "--head-only", "--epochs", "1", "--verbose", "0", "--no-tflite",
+                 "--output-dir", str(tmp_path), "--name", "head"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "head" / "optimization.json").read_text())
+    assert report["stages"][0]["pruned_layers"] == ["head_dense"]
+    model = load_model(tmp_path / "head")
+    assert weight_sparsity(model, ["head_dense"])["overall"] == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.fixture(scope="module")
+def custom_layer_run(tmp_path_factory):
+    """A run whose flat model holds a layer with weights that tfmot knows nothing about."""
+    from tlkeras._backend import keras
+
+    @keras.saving.register_keras_serializable(package="tlkeras_tests")
+    class ChannelScale(keras.layers.Layer):
+        def build(self, input_shape):
+            self.scale = self.add_weight(name="scale", shape=(int(input_shape[-1]),), initializer="ones")
+
+        def call(self, x):
+            return x * self.scale
+
+    root = tmp_path_factory.mktemp("custom")
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess_scale")(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(x)
+    x = ChannelScale(name="channel_scale")(x)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv_2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    x = keras.layers.Dense(3, name="head_dense")(x)
+    outputs = keras.layers.Activation("softmax", name="head_output")(x)
+    data = make_image_folder(root / "images", per_class=8, size=32)
+    return _write_run(root / "runs", keras.Model(inputs, outputs), data, "custom")
+
+
+def test_layers_tfmot_cannot_handle(custom_layer_run, tmp_path, capsys):
+    from tlkeras.optimize import main
+
+    for flags, verb in ((["--prune", "0.5"], "prune"), (["--cluster", "4"], "cluster")):
+        code = main([str(custom_layer_run), *flags, "--output-dir", str(tmp_path)])
+        _assert_one_line_error(capsys, code, f"cannot {verb}", "channel_scale (ChannelScale)", "--skip-layers")
+    assert list(tmp_path.iterdir()) == []
+
+    # QAT leaves such a layer in float and says so.
+    code = main([str(custom_layer_run), "--qat", "--epochs", "1", "--verbose", "0", "--no-tflite", "--output-dir", str(tmp_path), "--name", "q"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "left in float (unsupported by QAT): channel_scale" in captured.out
+    report = json.loads((tmp_path / "q" / "optimization.json").read_text())
+    assert report["qat"]["unsupported_layers"] == ["channel_scale"]
+    assert "channel_scale" in (tmp_path / "q" / "optimization.md").read_text()
