@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -38,7 +37,8 @@ def _base(images: Path, root: Path, name: str, **train):
     """MobileNet-0.25, random init, 32 px, two head epochs and one fine-tuning epoch."""
     from tlkeras.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
-    train = {"phase1_epochs": 2, "phase2_epochs": 1, "verbose": 0, "early_stopping_patience": 0, **train}
+    # phase1_solver keras: phase 1 trains epochs (callbacks fire), not a closed-form linear probe.
+    train = {"phase1_epochs": 2, "phase2_epochs": 1, "verbose": 0, "early_stopping_patience": 0, "phase1_solver": "keras", **train}
     return RunConfig(
         data=DataConfig(source=str(images), image_size=32, batch_size=16, augment="off"),
         model=ModelConfig(backbone="mobilenet", alpha=0.25, weights="none", dropout=0.0),
@@ -118,7 +118,11 @@ def test_random_search_writes_results_and_best_config_retrains(images, tmp_path)
     assert [r["status"] for r in rows] == ["COMPLETED", "COMPLETED"]
     scores = [float(r["val_accuracy"]) for r in rows]
     assert scores == sorted(scores, reverse=True)
-    assert {float(r["dropout"]) for r in rows} == {0.0, 0.3}  # random search over a 2-value space
+    # The first trial is the base configuration (what tlkeras.train would train), then samples.
+    first = next(r for r in rows if r["number"] == "1")
+    assert (float(first["dropout"]), float(first["phase1_lr"]), float(first["phase2_lr_factor"])) == (base.model.dropout, base.train.phase1_lr, base.train.phase2_lr_factor)
+    assert float(first["weight_decay"]) == base.train.weight_decay
+    assert len({(r["dropout"], r["phase1_lr"], r["phase2_lr_factor"], r["weight_decay"]) for r in rows}) == 2
     md = (d / "trials.md").read_text().splitlines()
     assert md[0].startswith("# Trials, best val_accuracy first") and md[4].startswith(f"| 1 | {rows[0]['trial']} |")
 
@@ -160,6 +164,14 @@ def test_hyperband_cli_gives_early_rounds_fewer_epochs(images, tmp_path, capsys)
     pinned = yaml.safe_load((out / "hb" / "search.yaml").read_text())["space"]
     assert (pinned["augment"], pinned["unfreeze"], pinned["hidden_units"]) == ("off", "none", 0)
     assert json.loads((out / "hb" / "search.json").read_text())["stopped_by"] == "max_trials"
+
+    # --resume reads the stored settings; a finished search runs nothing more.
+    before = {p.parent.name: p.read_bytes() for p in (out / "hb").glob("trial_*/trial.json")}
+    assert tune.main(["--resume", str(out / "hb"), "--max-trials", "3", "--quiet"]) == 0
+    assert json.loads((out / "hb" / "search.json").read_text())["trials_started_here"] == 0
+    assert {p.parent.name: p.read_bytes() for p in (out / "hb").glob("trial_*/trial.json")} == before
+    assert tune.main(["--resume", str(out / "hb"), "--dropout", "0.1"]) == 2
+    assert "--resume uses the search's stored settings; drop --dropout" in capsys.readouterr().err
 
 
 class _InterruptTrial:

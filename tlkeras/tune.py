@@ -31,7 +31,7 @@ _PIN_FLAGS = {
     "train.label_smoothing": "label_smoothing",
     "train.weight_decay": "weight_decay",
 }
-_TUNE_DESTS = ("tuner", "space", "hp", "objective", "max_trials", "time_budget", "hyperband_factor", "hyperband_iterations", "overwrite", "resume", "print_space", "quiet")
+_TUNE_DESTS = ("tuner", "space", "hp", "objective", "max_trials", "time_budget", "hyperband_factor", "hyperband_iterations", "overwrite", "start_from_base", "resume", "print_space", "quiet")
 _RESUME_OK = {"resume", "max_trials", "time_budget", "quiet", "train.verbose"}
 
 
@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--hyperband-factor", type=int, metavar="N", default=S, help="Hyperband reduction factor (default: 3)")
     group.add_argument("--hyperband-iterations", type=int, metavar="N", default=S, help="Hyperband iterations (default: 1)")
     group.add_argument("--overwrite", action="store_true", default=S, help="delete an existing search of the same --name instead of resuming it")
+    group.add_argument("--start-from-base", action=argparse.BooleanOptionalAction, default=S,
+                       help="make the first trial the base configuration (the flags' values), so a winner has to beat it (default: on)")
     group.add_argument("--resume", metavar="DIR", default=S, help="continue the search in DIR with its stored settings (only --max-trials, --time-budget, --quiet, --verbose may change)")
     group.add_argument("--print-space", action="store_true", default=S, help="print the resolved search space and exit")
     group.add_argument("--quiet", action="store_true", default=S, help="no per-trial summaries")
@@ -113,14 +115,14 @@ def _main(argv: Sequence[str] | None) -> int:
     from tlkeras.tuning import SearchOptions, SearchSpace, load_search, run_search
 
     if "resume" in given:
-        extra = sorted(set(given) - _RESUME_OK)
+        extra = sorted(k for k, v in given.items() if k not in _RESUME_OK and not (k == "config" and v is None))
         if extra:
             flag = "--" + extra[0].split(".")[-1].replace("_", "-")
             raise TLKerasError(f"--resume uses the search's stored settings; drop {flag} (only --max-trials, --time-budget, --quiet, --verbose may change)")
         base, space, options = load_search(given["resume"])
     else:
         base = cli.config_from_args(argparse.Namespace(**{k: v for k, v in given.items() if k not in _TUNE_DESTS}))
-        options = SearchOptions(**{k: given[k] for k in ("tuner", "objective", "max_trials", "time_budget", "hyperband_factor", "hyperband_iterations", "overwrite") if k in given})
+        options = SearchOptions(**{k: given[k] for k in ("tuner", "objective", "max_trials", "time_budget", "hyperband_factor", "hyperband_iterations", "overwrite", "start_from_base") if k in given})
         space = _space_overrides(args, given)
     for key in ("max_trials", "time_budget"):
         if key in given:

@@ -392,6 +392,31 @@ class SearchSpace:
         if base.train.optimizer == "sgd" and (decay.kind != "fixed" or decay.values[0] != 0):
             raise TLKerasError(f"{_where('weight_decay')}: optimizer sgd ignores weight decay; pin weight_decay: 0 or use --optimizer adam/adamw")
 
+    def base_values(self, base: RunConfig) -> dict[str, Any]:
+        """The point of the space closest to ``base``: its value where the space allows it,
+        else the pinned value, the first choice or the range's lower bound."""
+        t, m, d = base.train, base.model, base.data
+        units = m.hidden_units[0] if len(m.hidden_units) == 1 else (0 if not m.hidden_units else None)
+        wanted = {
+            "backbone": m.backbone, "image_size": d.image_size or resolve_image_size(m, None),
+            "dropout": m.dropout, "hidden_units": units, "phase1_lr": t.phase1_lr,
+            "phase2_lr_factor": t.phase2_lr_factor, "unfreeze": t.unfreeze, "augment": d.augment,
+            "label_smoothing": t.label_smoothing, "weight_decay": t.weight_decay,
+        }
+        values = {}
+        for name, spec in self.params.items():
+            value = wanted[name]
+            try:
+                value = _coerce(name, value) if value is not None else None
+            except TLKerasError:
+                value = None
+            if spec.kind == "range":
+                ok = value is not None and spec.min <= value <= spec.max
+                values[name] = value if ok else spec.min
+            else:
+                values[name] = value if value in spec.values else spec.values[0]
+        return values
+
     def declare(self, hp) -> dict[str, Any]:
         """Registers every hyperparameter on ``hp``; returns the values ``hp`` holds for them."""
         return {name: spec.declare(hp) for name, spec in self.params.items()}
@@ -469,6 +494,9 @@ class SearchOptions:
         hyperband_factor: Hyperband's reduction factor (>= 2).
         hyperband_iterations: Hyperband iterations.
         overwrite: delete an existing search directory of the same name first (default: resume).
+        start_from_base: make the first trial the base configuration (what ``tlkeras.train``
+            would train with the same flags, moved into the space where it lies outside), so
+            the search reports a winner only if it beats it on the objective.
         verbose: 0 silent, 1 KerasTuner's per-trial summary, 2 also per-epoch training lines.
     """
 
@@ -479,6 +507,7 @@ class SearchOptions:
     hyperband_factor: int = 3
     hyperband_iterations: int = 1
     overwrite: bool = False
+    start_from_base: bool = True
     verbose: int = 1
 
     def validate(self) -> "SearchOptions":
@@ -757,10 +786,14 @@ class TransferHyperModel(kt.HyperModel):
         return config
 
     def build(self, hp):
+        from tlkeras.training import select_strategy
+
         config = self.config_for(hp)
         bundle = self.data.get(config.data.image_size)
         keras.utils.set_random_seed(config.seed)  # as train_model does, so initial weights match
-        return build_model(config.model, bundle.num_outputs, config.data.image_size)
+        self._strategy = select_strategy(config.train.distribute)
+        with self._strategy.scope():
+            return build_model(config.model, bundle.num_outputs, config.data.image_size)
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs) -> dict[str, float]:
         from tlkeras.training import fit_two_phase, uses_feature_cache
@@ -768,7 +801,10 @@ class TransferHyperModel(kt.HyperModel):
         config = self.config_for(hp)
         bundle = self.data.get(config.data.image_size)
         with self.features.active(uses_feature_cache(config)):
-            fit_two_phase(model, bundle, config, callbacks=[*self.callbacks, *(callbacks or [])])
+            fit_two_phase(
+                model, bundle, config, callbacks=[*self.callbacks, *(callbacks or [])],
+                strategy=getattr(self, "_strategy", None),
+            )
         outputs = predict(model, bundle.val.x, config.data.batch_size)
         metrics = compute_metrics(bundle.val.y, outputs, bundle.class_names, bundle.head)
         result = {"val_loss": _val_loss(bundle.head, bundle.val.y, outputs, bundle.num_outputs)}
@@ -780,12 +816,36 @@ class TransferHyperModel(kt.HyperModel):
         return result
 
 
+@contextlib.contextmanager
+def _mixed_precision(enabled: bool):
+    """The ``mixed_float16`` policy for one trial (as ``train_model`` uses it), then the old one."""
+    if not enabled:
+        yield
+        return
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def _budgeted(base_cls):
     """A subclass of a KerasTuner oracle that stops handing out trials after a deadline."""
 
     class Budgeted(base_cls):
         deadline: float | None = None
         stopped_by: str | None = None
+        initial_values: dict | None = None
+
+        def _random_values(self):
+            # Every oracle draws its first (random) points here: hand out the base
+            # configuration once, then sample. The oracle's record of tried values (saved with
+            # its state) keeps a resumed search from proposing it again.
+            initial = self.initial_values
+            if initial is not None and not self._duplicate(initial):
+                return dict(initial)
+            return super()._random_values()
 
         @kt.synchronized
         def create_trial(self, tuner_id):
@@ -864,8 +924,9 @@ class _TransferTuner(kt.engine.base_tuner.BaseTuner):
         try:
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 raise _OutOfTime()
-            model = self.hypermodel.build(hp)
-            result = self.hypermodel.fit(hp, model, callbacks=callbacks)
+            with _mixed_precision(self.hypermodel.base.train.mixed_precision):
+                model = self.hypermodel.build(hp)
+                result = self.hypermodel.fit(hp, model, callbacks=callbacks)
         except _OutOfTime:
             self._stopped.add(trial.trial_id)
             raise kt.errors.FailedTrialError(_BUDGET_MESSAGE) from None
@@ -1059,6 +1120,7 @@ def _spec_document(base: RunConfig, space: SearchSpace, options: SearchOptions, 
             "tuner": options.tuner, "objective": objective, "max_trials": options.max_trials,
             "time_budget": options.time_budget, "hyperband_factor": int(options.hyperband_factor),
             "hyperband_iterations": int(options.hyperband_iterations),
+            "start_from_base": bool(options.start_from_base),
         },
         "space": space.to_dict(),
         "config": config_to_dict(base),
@@ -1205,6 +1267,8 @@ def run_search(
     deadline = started + options.time_budget if options.time_budget else None
     oracle = _make_oracle(options, objective, direction, base.seed, _epoch_unit(base))
     oracle.deadline = deadline
+    if options.start_from_base:
+        oracle.initial_values = space.base_values(base)
     tuner = _TransferTuner(
         oracle, hypermodel, deadline=deadline, worker_log=role == "worker",
         directory=str(directory.parent), project_name=directory.name, overwrite=False,
@@ -1228,7 +1292,8 @@ def run_search(
     except RuntimeError as exc:
         if "consecutive failures" not in str(exc):
             raise
-        result = _finish(tuner, base, space, options, directory, objective, direction, started, "failures", already, hypermodel) if role != "worker" else None
+        if role != "worker":
+            _finish(tuner, base, space, options, directory, objective, direction, started, "failures", already, hypermodel)
         last = _last_line(str(exc).split("\n", 1)[-1]) or "see trials.md"
         raise TLKerasError(f"{oracle.max_consecutive_failed_trials} trials in a row failed, the search stopped; last error: {last} ({directory / 'trials.md'})") from None
     if role == "worker":
