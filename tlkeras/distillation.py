@@ -1,0 +1,424 @@
+"""Knowledge distillation: a trained teacher run teaches a smaller student.
+
+The student (a narrower backbone, a lower input resolution, or both) learns from the teacher's
+temperature-softened class probabilities and from the hard labels (Hinton, Vinyals and Dean,
+2015)::
+
+    loss = (1 - w) * CE(y, softmax(z_s)) + w * T^2 * KL(softmax(z_t / T) || softmax(z_s / T))
+
+where ``z_t``, ``z_s`` are the teacher's and student's logits, ``T`` the temperature and ``w``
+the soft-target weight. The ``T^2`` factor keeps the soft term's gradients on the same scale as
+the hard term's when ``T`` changes. Teacher and student see the same augmented image in every
+step (the teacher at its own resolution, the student at a resized copy), which is what makes
+distillation on small datasets work ("consistent teaching", Beyer et al. 2022).
+
+Training follows the two phases of :func:`tlkeras.training.fit_two_phase` (frozen student
+backbone, then its top unfrozen at a lower learning rate, BatchNorm frozen, early stopping on the
+hard-label validation loss that restores the best weights). The student is written as an ordinary
+run directory (``config.yaml``, ``model.keras``, ``labels.txt``, ``metrics.json``, ...), so
+``python -m tlkeras.export`` and ``python -m tlkeras.evaluate`` take it like any run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tlkeras._backend import keras, tf
+from tlkeras.config import RunConfig, load_config, save_config
+from tlkeras.data import DataBundle, Split, class_weights, load_data, make_dataset
+from tlkeras.errors import TLKerasError
+
+__all__ = [
+    "DistillOptions",
+    "soft_target_loss",
+    "distillation_loss",
+    "student_config",
+    "logits_model",
+    "fit_distillation",
+    "distill",
+]
+
+
+@dataclass
+class DistillOptions:
+    """How the teacher teaches.
+
+    Attributes:
+        temperature: softens both distributions (1 = plain softmax; 2-8 is usual).
+        soft_weight: weight ``w`` of the soft-target term; the hard-label term gets ``1 - w``
+            (0 trains on the labels only, the "without teacher" baseline with the same pipeline).
+    """
+
+    temperature: float = 4.0
+    soft_weight: float = 0.7
+
+    def validate(self) -> "DistillOptions":
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise TLKerasError(f"temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.soft_weight <= 1.0:
+            raise TLKerasError(f"soft_weight must be in [0, 1], got {self.soft_weight}")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses
+
+
+def soft_target_loss(teacher_logits, student_logits, temperature: float):
+    """Per-sample ``T^2 * KL(softmax(z_t / T) || softmax(z_s / T))`` (a float32 tensor).
+
+    Zero when the student's softened distribution equals the teacher's; the teacher gets no
+    gradient.
+    """
+    t = tf.stop_gradient(tf.cast(teacher_logits, tf.float32)) / temperature
+    s = tf.cast(student_logits, tf.float32) / temperature
+    p = tf.nn.softmax(t, axis=-1)
+    kl = tf.reduce_sum(p * (tf.nn.log_softmax(t, axis=-1) - tf.nn.log_softmax(s, axis=-1)), axis=-1)
+    return (temperature ** 2) * kl
+
+
+def distillation_loss(y_true, teacher_logits, student_logits, temperature: float, soft_weight: float,
+                      label_smoothing: float = 0.0):
+    """Per-sample ``(1 - w) * CE(y, softmax(z_s)) + w * soft_target_loss(z_t, z_s, T)``.
+
+    Args:
+        y_true: one-hot (or smoothed) targets, N x C.
+        teacher_logits, student_logits: N x C logits.
+        temperature: ``T``.
+        soft_weight: ``w`` in [0, 1].
+        label_smoothing: applied to the hard targets.
+    """
+    y = tf.cast(y_true, tf.float32)
+    if label_smoothing:
+        n = tf.cast(tf.shape(y)[-1], tf.float32)
+        y = y * (1.0 - label_smoothing) + label_smoothing / n
+    hard = tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(student_logits, tf.float32))
+    if soft_weight == 0:
+        return hard
+    return (1.0 - soft_weight) * hard + soft_weight * soft_target_loss(teacher_logits, student_logits, temperature)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+def logits_model(model) -> keras.Model:
+    """A model from the same input to the logits before ``head_output``'s softmax (shares layers).
+
+    Raises:
+        TLKerasError: if ``model`` has no softmax ``head_output`` (distillation needs classes).
+    """
+    names = [l.name for l in model.layers]
+    if "head_output" not in names:
+        raise TLKerasError(f"model {model.name} was not built by tlkeras (no head_output layer)")
+    layer = model.get_layer("head_output")
+    activation = getattr(layer, "activation", None)
+    if getattr(activation, "__name__", "") != "softmax":
+        raise TLKerasError("distillation needs a softmax (single-label) teacher and student; this model's head is not softmax")
+    return keras.Model(model.inputs, layer.input, name=f"{model.name}_logits")
+
+
+class _Distiller(keras.Model):
+    """Trains ``student_logits`` against a frozen teacher; never saved."""
+
+    def __init__(self, student_logits, teacher_logits, student_size: int, options: DistillOptions, label_smoothing: float = 0.0):
+        super().__init__(name="distiller")
+        self.student_logits = student_logits
+        self.teacher_logits = teacher_logits
+        self.student_size = int(student_size)
+        self.temperature = float(options.temperature)
+        self.soft_weight = float(options.soft_weight)
+        self.label_smoothing = float(label_smoothing)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.soft_tracker = keras.metrics.Mean(name="soft_loss")
+        self.accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.soft_tracker, self.accuracy]
+
+    def _student_input(self, x):
+        if int(x.shape[1]) == self.student_size:
+            return x
+        # Antialiased bilinear matches PIL's BILINEAR resize, which made the student's eval data.
+        return tf.image.resize(x, (self.student_size, self.student_size), antialias=True)
+
+    def call(self, x, training=False):
+        return self.student_logits(self._student_input(x), training=training)
+
+    def train_step(self, data):
+        x, y, sw = keras.utils.unpack_x_y_sample_weight(data)
+        t_logits = self.teacher_logits(x, training=False)
+        xs = self._student_input(x)
+        with tf.GradientTape() as tape:
+            s_logits = self.student_logits(xs, training=True)
+            per = distillation_loss(y, t_logits, s_logits, self.temperature, self.soft_weight, self.label_smoothing)
+            if sw is not None:
+                per = per * tf.cast(tf.reshape(sw, [-1]), per.dtype)
+            loss = tf.reduce_mean(per)
+            if self.student_logits.losses:
+                loss += tf.add_n(self.student_logits.losses)
+        variables = self.student_logits.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.loss_tracker.update_state(loss)
+        self.soft_tracker.update_state(soft_target_loss(t_logits, s_logits, self.temperature))
+        self.accuracy.update_state(y, s_logits)
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        # Validation loss is the student's hard-label cross-entropy: early stopping keeps the
+        # student that predicts the labels best, whatever the teacher thinks.
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        s_logits = self(x, training=False)
+        self.loss_tracker.update_state(tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.float32), logits=s_logits)))
+        self.soft_tracker.update_state(soft_target_loss(self.teacher_logits(x, training=False), s_logits, self.temperature))
+        self.accuracy.update_state(y, s_logits)
+        return {m.name: m.result() for m in self.metrics}
+
+
+def _optimizer(name: str, learning_rate, weight_decay: float):
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9)
+    return keras.optimizers.Adam(learning_rate=learning_rate)
+
+
+def _schedule(lr: float, schedule: str, steps: int, warmup_steps: int = 0):
+    if schedule == "constant" and warmup_steps == 0:
+        return lr
+    decay = max(1, steps - warmup_steps)
+    if warmup_steps:
+        return keras.optimizers.schedules.CosineDecay(lr * 0.01, decay, alpha=1.0 if schedule == "constant" else 0.0,
+                                                      warmup_target=lr, warmup_steps=warmup_steps)
+    return keras.optimizers.schedules.CosineDecay(lr, decay, alpha=0.0)
+
+
+def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, options: DistillOptions | None = None,
+                     *, callbacks: list | None = None) -> tuple[dict, dict]:
+    """Trains ``student`` in place from ``teacher`` in two phases.
+
+    Args:
+        student: a model from :func:`tlkeras.build_model` (softmax head; its input size is the
+            student's resolution).
+        teacher: the trained teacher model (softmax head, same classes).
+        bundle: the data at the teacher's input size (the student gets resized copies).
+        config: the student's run config (``train`` and ``data.augment``, ``data.batch_size``).
+        options: temperature and soft-target weight.
+
+    Returns:
+        ``(history, timings)`` like :func:`tlkeras.training.fit_two_phase`; history also holds
+        ``soft_loss`` (the KL term) per epoch.
+
+    Side effects: changes the student's weights and ``trainable`` flags; leaves it compiled
+    (plain cross-entropy) for evaluation.
+    """
+    from tlkeras.models import freeze_backbone, unfreeze_backbone
+    from tlkeras.training import compile_model
+
+    options = (options or DistillOptions()).validate()
+    tc, dc = config.train, config.data
+    n, bs = bundle.num_outputs, dc.batch_size
+    t_size, s_size = int(teacher.inputs[0].shape[1]), int(student.inputs[0].shape[1])
+    if bundle.image_size != t_size:
+        raise TLKerasError(f"the data is at {bundle.image_size}px but the teacher takes {t_size}px; load it at the teacher's size")
+    t_out, s_out = int(teacher.outputs[0].shape[-1]), int(student.outputs[0].shape[-1])
+    if t_out != n or s_out != n:
+        raise TLKerasError(f"teacher ({t_out} classes), student ({s_out}) and data ({n}) must have the same classes")
+    teacher.trainable = False
+    trainer = _Distiller(logits_model(student), logits_model(teacher), s_size, options, tc.label_smoothing)
+    steps = max(1, math.ceil(len(bundle.train) / bs))
+    train_ds = make_dataset(bundle.train, head="softmax", num_outputs=n, batch_size=bs, shuffle=True, augment=dc.augment, seed=config.seed)
+    val_ds = make_dataset(bundle.val, head="softmax", num_outputs=n, batch_size=bs)
+    weights = class_weights(bundle, dc.class_weight)
+    history: dict[str, list] = {"phase": []}
+    timings: dict[str, float] = {}
+
+    def fit(epochs: int, lr, phase: int):
+        trainer.compile(optimizer=_optimizer(tc.optimizer, lr, tc.weight_decay))
+        patience = tc.early_stopping_patience if tc.early_stopping_patience > 0 else 10**9
+        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+        h = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights, verbose=tc.verbose,
+                        callbacks=[stop, *(callbacks or [])])
+        epochs_run = len(h.history.get("loss", []))
+        for key, series in h.history.items():
+            history.setdefault(key, [None] * len(history["phase"]))
+            history[key].extend(float(v) for v in series)
+        history["phase"].extend([phase] * epochs_run)
+        for series in history.values():
+            series.extend([None] * (len(history["phase"]) - len(series)))
+
+    start = time.perf_counter()
+    if tc.phase1_epochs > 0:
+        freeze_backbone(student)
+        fit(tc.phase1_epochs, _schedule(tc.phase1_lr, tc.schedule, steps * tc.phase1_epochs), 1)
+    timings["phase1"] = time.perf_counter() - start
+    start = time.perf_counter()
+    opened: list[str] = []
+    if tc.phase2_epochs > 0 and tc.unfreeze != "none":
+        pretrained = str(config.model.weights).lower() != "none"
+        opened = unfreeze_backbone(student, config.model.backbone, tc.unfreeze, keep_batchnorm_frozen=pretrained)
+        warmup = int(round(tc.warmup_epochs * steps))
+        fit(tc.phase2_epochs, _schedule(tc.phase1_lr * tc.phase2_lr_factor, tc.schedule, steps * tc.phase2_epochs, warmup), 2)
+    timings["phase2"] = time.perf_counter() - start
+    timings["phase2_trainable_layers"] = len(opened)
+    compile_model(student, config, n, tc.phase1_lr * (tc.phase2_lr_factor if opened else 1.0), jit=False)
+    return history, timings
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+
+def student_config(teacher_config: RunConfig, *, image_size: int | None = None, alpha: float | None = None,
+                   backbone: str | None = None, weights: str | None = None, name: str | None = None,
+                   output_dir: str | None = None) -> RunConfig:
+    """The teacher's run config with the student's model and input size swapped in.
+
+    Data source, splits, augmentation, training schedule and seed stay the teacher's.
+    """
+    cfg = RunConfig(data=replace(teacher_config.data), model=replace(teacher_config.model, hidden_units=list(teacher_config.model.hidden_units)),
+                    train=replace(teacher_config.train), output_dir=teacher_config.output_dir, name=None, seed=teacher_config.seed)
+    if image_size is not None:
+        cfg.data.image_size = int(image_size)
+    if alpha is not None:
+        cfg.model.alpha = float(alpha)
+    if backbone is not None:
+        cfg.model.backbone = backbone
+    if weights is not None:
+        cfg.model.weights = weights
+    if name is not None:
+        cfg.name = name
+    if output_dir is not None:
+        cfg.output_dir = output_dir
+    return cfg.validate()
+
+
+def _resized(split: Split | None, size: int) -> Split | None:
+    if split is None or split.x.shape[1] == size:
+        return split
+    x = tf.image.resize(tf.cast(split.x, tf.float32), (size, size), antialias=True)
+    return Split(tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8).numpy(), split.y, split.paths)
+
+
+def _student_bundle(bundle: DataBundle, config: RunConfig, size: int) -> DataBundle:
+    """The same splits at the student's size: decoded again from the files when they are known
+    (as ``tlkeras.evaluate``/``export`` will do), else resized."""
+    if size == bundle.image_size:
+        return bundle
+    if config.data.source is not None and bundle.source == str(config.data.source):
+        with contextlib.suppress(TLKerasError):
+            other = load_data(config.data, size, "softmax", config.seed)
+            same = all(
+                (a is None and b is None) or (a is not None and b is not None and a.paths == b.paths and np.array_equal(a.y, b.y))
+                for a, b in ((bundle.train, other.train), (bundle.val, other.val), (bundle.test, other.test))
+            )
+            if same and other.class_names == bundle.class_names:
+                return other
+    return replace(bundle, train=_resized(bundle.train, size), val=_resized(bundle.val, size), test=_resized(bundle.test, size), image_size=size)
+
+
+def distill(teacher_run: str | Path, config: RunConfig | None = None, options: DistillOptions | None = None, *,
+            data: DataBundle | None = None, write: bool = True, callbacks: list | None = None):
+    """Distills a trained teacher run into a student and writes the student's run directory.
+
+    Args:
+        teacher_run: the teacher's run directory (softmax head).
+        config: the student's run config (default: :func:`student_config` of the teacher's, i.e.
+            the same backbone and size: pass one with a smaller ``alpha`` or ``image_size``).
+        options: temperature and soft-target weight.
+        data: the data at the teacher's input size (default: ``config.data.source`` loaded at it).
+        write: write ``<output_dir>/<name>/`` (as ``tlkeras.train`` does, plus the teacher's
+            path, the options and the teacher's metrics in ``metrics.json`` under
+            ``distillation``).
+
+    Returns:
+        A :class:`tlkeras.training.TrainResult` for the student.
+
+    Raises:
+        TLKerasError: a bad teacher run, a non-softmax head, classes that differ, no data.
+
+    Side effects: seeds Python, NumPy and TensorFlow from ``config.seed``; writes the run
+    directory atomically.
+    """
+    from tlkeras.evaluation import evaluate_model, load_run_model, write_reports
+    from tlkeras.models import build_model, check_model_config, trainable_backbone_layers
+    from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, read_labels, staged_directory, write_json
+    from tlkeras.training import TrainResult
+
+    options = (options or DistillOptions()).validate()
+    teacher_run = Path(teacher_run)
+    if not (teacher_run / "model.keras").is_file():
+        raise TLKerasError(f"{teacher_run} is not a run directory with model.keras; pass a run written by tlkeras.train")
+    teacher_cfg = load_config(teacher_run / "config.yaml")
+    labels = read_labels(teacher_run)
+    if teacher_cfg.model.head != "softmax":
+        raise TLKerasError(f"the teacher {teacher_run} has a {teacher_cfg.model.head} head; distillation needs a softmax classifier")
+    config = (config or student_config(teacher_cfg)).validate()
+    if config.model.head != "softmax":
+        raise TLKerasError("the student needs a softmax head like its teacher")
+    if write and config.name and (Path(config.output_dir) / config.name).exists():
+        raise TLKerasError(f"{Path(config.output_dir) / config.name} already exists; choose another --name or remove it")
+    s_size = check_model_config(config.model, config.data.image_size)
+    t0 = time.perf_counter()
+    teacher = load_run_model(teacher_run)
+    t_size = int(teacher.inputs[0].shape[1])
+    logits_model(teacher)  # fails early on a non-softmax model
+    keras.utils.set_random_seed(config.seed)
+    if data is None:
+        if config.data.source is None:
+            raise TLKerasError(f"no data source: the teacher {teacher_run} was trained on the embedded demo; pass data (config.data.source)")
+        data = load_data(replace(config.data, image_size=t_size), t_size, "softmax", config.seed)
+    if data.class_names != labels:
+        raise TLKerasError(f"the data's classes {data.class_names} differ from the teacher's {labels}")
+    config.data.image_size = s_size
+    student_data = _student_bundle(data, config, s_size)
+    t_data = time.perf_counter() - t0
+
+    student = build_model(config.model, data.num_outputs, s_size)
+    config.name = config.name or default_run_name(f"{teacher_run.resolve().name}-student")
+    history, timings = fit_distillation(student, teacher, data, config, options, callbacks=callbacks)
+    split_name, split = student_data.eval_split
+    _, t_split = data.eval_split
+    metrics: dict[str, Any] = {
+        "val": evaluate_model(student, student_data.val, labels, "softmax", config.data.batch_size),
+        "final_split": split_name,
+        "final": evaluate_model(student, split, labels, "softmax", config.data.batch_size),
+    }
+    teacher_final = evaluate_model(teacher, t_split, labels, "softmax", config.data.batch_size)
+    metrics["distillation"] = {
+        "teacher_run": str(teacher_run),
+        "temperature": options.temperature,
+        "soft_weight": options.soft_weight,
+        "teacher_image_size": t_size,
+        "student_image_size": s_size,
+        "teacher_final": {k: teacher_final[k] for k in ("accuracy", "f1_macro")},
+        "teacher_params": int(teacher.count_params()),
+        "student_params": int(student.count_params()),
+    }
+    timings["data"] = t_data
+    timings["total"] = time.perf_counter() - t0
+    metrics["timings"] = timings
+    run_dir = None
+    if write:
+        run_dir = Path(config.output_dir) / config.name
+        info = {"distillation": metrics["distillation"], "trainable_backbone_layers": trainable_backbone_layers(student),
+                "data": {"source": data.source, "train": len(data.train), "val": len(data.val),
+                         "test": len(data.test) if data.test is not None else 0},
+                "timings": timings}
+        with staged_directory(run_dir) as stage:
+            save_config(config, stage / "config.yaml")
+            with atomic_path(stage / "model.keras") as tmp:
+                student.save(tmp)
+            atomic_write_text(stage / "labels.txt", "\n".join(labels) + "\n")
+            write_json(stage / "history.json", history)
+            write_json(stage / "run.json", info)
+            write_reports(stage, metrics, labels, "softmax", history)
+    return TrainResult(student, history, metrics, timings, run_dir, config, {"teacher": str(teacher_run)})

@@ -1,0 +1,128 @@
+"""Distillation benchmark (issue 9) on ../shared/data/flowers5 with the MobileNet-0.25 weights.
+
+1. Teacher: ``tlkeras.train``'s default recipe at 224 px (or ``--teacher runs/<name>``).
+2. Students at 128 px (same backbone and ImageNet weights; alpha 0.25 is the only width the
+   weights file fits), the teacher's training recipe and budget (epochs, early stopping,
+   augmentation), per seed:
+   - ``distilled``: :func:`tlkeras.distillation.distill` with T=4, soft weight 0.7;
+   - ``hard_labels``: the same code path with soft weight 0 (the controlled "without teacher");
+   - ``train_128``: a plain ``tlkeras.train`` run at 128 px (reference).
+3. The teacher and the seed-0 distilled student are exported (float32, int8_float_io) and timed
+   with :func:`tlkeras.benchmarking.benchmark_bundle` (LiteRT, batch 1).
+Writes benchmarks/distill.json.
+
+    python tools/bench_distill.py [--seeds 0 1] [--student-size 128] [--teacher runs/x] [--work /tmp/...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--student-size", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=4.0)
+    parser.add_argument("--soft-weight", type=float, default=0.7)
+    parser.add_argument("--teacher", default=None, help="an existing teacher run directory")
+    parser.add_argument("--work", default="/tmp/tlkeras-bench-issue9")
+    parser.add_argument("--shared", default=str(ROOT.parent / "shared"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "distill.json"))
+    args = parser.parse_args(argv)
+
+    from tlkeras import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tlkeras.benchmarking import BenchmarkOptions, benchmark_bundle
+    from tlkeras.config import load_config
+    from tlkeras.distillation import DistillOptions, distill, student_config
+    from tlkeras.exporting import ExportOptions, export_run
+    from tlkeras import litert
+    from tlkeras.training import train_model
+
+    shared = Path(args.shared)
+    work = Path(args.work)
+    runs = work / "runs"
+    weights = str(shared / "weights" / "mobilenet_0.25_224_imagenet_no_top.h5")
+    stamp = time.strftime("%H%M%S")
+    results: dict = {"date": time.strftime("%Y-%m-%d"), "machine": {"platform": platform.platform(), "cpu": platform.processor() or platform.machine()},
+                     "student_size": args.student_size, "temperature": args.temperature, "soft_weight": args.soft_weight, "students": []}
+
+    if args.teacher:
+        teacher_dir = Path(args.teacher)
+    else:
+        t0 = time.perf_counter()
+        config = RunConfig(data=DataConfig(source=str(shared / "data" / "flowers5"), image_size=224),
+                           model=ModelConfig(backbone="mobilenet", alpha=0.25, weights=weights),
+                           train=TrainConfig(verbose=0), output_dir=str(runs), name=f"teacher-{stamp}", seed=0)
+        teacher = train_model(config)
+        teacher_dir = teacher.run_dir
+        print(f"teacher: test accuracy {teacher.metrics['final']['accuracy']:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    teacher_cfg = load_config(teacher_dir / "config.yaml")
+    teacher_metrics = json.loads((teacher_dir / "metrics.json").read_text())
+    results["teacher"] = {"run": str(teacher_dir), "test_accuracy": teacher_metrics["final"]["accuracy"],
+                          "image_size": teacher_cfg.data.image_size, "recipe": {k: getattr(teacher_cfg.train, k) for k in
+                                                                                 ("phase1_epochs", "phase2_epochs", "unfreeze", "early_stopping_patience")},
+                          "augment": teacher_cfg.data.augment}
+
+    distilled_dirs = {}
+    for seed in args.seeds:
+        row = {"seed": seed}
+        for label, weight in (("distilled", args.soft_weight), ("hard_labels", 0.0)):
+            cfg = student_config(teacher_cfg, image_size=args.student_size, name=f"{label}-s{seed}-{stamp}", output_dir=str(runs))
+            cfg.seed = seed
+            cfg.train.verbose = 0
+            t0 = time.perf_counter()
+            res = distill(teacher_dir, cfg, DistillOptions(args.temperature, weight))
+            row[label] = {"test_accuracy": res.metrics["final"]["accuracy"], "val_accuracy": res.metrics["val"]["accuracy"],
+                          "epochs": len(res.history["phase"]), "seconds": time.perf_counter() - t0}
+            if label == "distilled":
+                distilled_dirs[seed] = res.run_dir
+            print(f"seed {seed} {label}: test {row[label]['test_accuracy']:.3f} ({row[label]['seconds']:.0f}s)", flush=True)
+        cfg = student_config(teacher_cfg, image_size=args.student_size, name=f"train128-s{seed}-{stamp}", output_dir=str(runs))
+        cfg.seed = seed
+        cfg.train.verbose = 0
+        t0 = time.perf_counter()
+        res = train_model(cfg)
+        row["train_128"] = {"test_accuracy": res.metrics["final"]["accuracy"], "val_accuracy": res.metrics["val"]["accuracy"],
+                            "epochs": len(res.history["phase"]), "seconds": time.perf_counter() - t0}
+        print(f"seed {seed} train_128: test {row['train_128']['test_accuracy']:.3f}", flush=True)
+        results["students"].append(row)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+    exports = {}
+    for name, run in (("teacher", teacher_dir), ("student", distilled_dirs[args.seeds[0]])):
+        target = work / "export" / f"{Path(run).name}"
+        if target.exists():
+            import shutil
+
+            shutil.rmtree(target)
+        result = export_run(run, target, ExportOptions(variants=("float32", "int8_float_io"), allow_drop=True))
+        bench = benchmark_bundle(target, BenchmarkOptions(threads=(1, 2), iterations=200, rounds=5))
+        rows = {r["variant"]: r for r in bench["rows"]}
+        arena = {}
+        for v in ("float32", "int8_float_io"):
+            est = litert.estimate_arena(litert.inspect_model(result.variant_path(v)))
+            arena[v] = {"activations": est.activations, "persistent": est.persistent, "total": est.total}
+        exports[name] = {
+            "bundle": str(target),
+            "variants": {v: {"bytes": rows[v]["bytes"], "p50_ms_1thread": rows[v]["latency"]["1"]["p50_ms"],
+                             "p50_ms_2threads": rows[v]["latency"]["2"]["p50_ms"], "accuracy": rows[v]["accuracy"],
+                             "arena": arena[v]} for v in rows},
+        }
+        print(name, json.dumps({v: {k: x for k, x in d.items() if k != "arena"} for v, d in exports[name]["variants"].items()}), flush=True)
+    results["exports"] = exports
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
