@@ -182,7 +182,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45, colorma
 
 
 def collect_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Expands files and folders (recursively) into image files, sorted within each folder.
+    """Expands files and folders (recursively) into image files, sorted within each folder, once each.
 
     Raises:
         TLKerasError: a path that does not exist, a file that is not an image, no images at all.
@@ -202,7 +202,10 @@ def collect_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
             raise TLKerasError(f"image path {p} does not exist")
     if not found:
         raise TLKerasError(f"no images found in {', '.join(map(str, paths))}")
-    return found
+    unique: dict[Path, Path] = {}
+    for f in found:  # a file named twice (directly and through its folder) is explained once
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
 
 
 def _caption(image: np.ndarray, text: str) -> np.ndarray:
