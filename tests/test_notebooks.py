@@ -174,7 +174,7 @@ def test_02_hyperparameter_search_runs_offline(offline):
                  {**offline["params"], **offline["mobilenet"], "PHASE2_EPOCHS": 0, "TUNER": "random", "MAX_TRIALS": 2,
                   "TIME_BUDGET": None, "SPACE": space}, work)
     searches = list((work / "tlkeras_search" / "searches").iterdir())
-    assert len(searches) == 1
+    assert [s.name for s in searches] == ["search"]
     info = json.loads((searches[0] / "search.json").read_text())
     assert info["trials"] == 2 and info["status_counts"] == {"COMPLETED": 2}
     assert (searches[0] / "best.yaml").is_file()
@@ -235,8 +235,8 @@ def test_04_tfhub_backbone_runs_offline(offline):
     nb = execute("04_tfhub_backbone.ipynb", {**offline["params"], "HUB_HANDLE": str(module), "UNFREEZE": "all",
                                              "EXPORT_VARIANTS": ("int8",), "MAX_DROP": 100.0}, work)
     runs = list((work / "tlkeras_tfhub" / "runs").iterdir())
-    assert len(runs) == 1
-    assert "hub:" in (runs[0] / "config.yaml").read_text()
+    assert len(runs) == 1 and runs[0].name.startswith("tfhub-")
+    assert f"backbone: hub:{module}" in (runs[0] / "config.yaml").read_text()
     meta = json.loads((work / "tlkeras_tfhub" / "export" / runs[0].name / "metadata.json").read_text())
     assert set(meta["variants"]) == {"int8"}
     assert meta["variants"]["int8"]["metrics"]["agreement"] >= 0.8  # the tiny TF-Hub model learns the colours

@@ -122,7 +122,7 @@ LOAD_DATA_CELL = code('''
 ''')
 
 
-def train_cells(backbone_expr: str = "BACKBONE", weights_expr: str = "WEIGHTS", alpha_expr: str = "ALPHA"):
+def train_cells(backbone_expr: str = "BACKBONE", weights_expr: str = "WEIGHTS", alpha_expr: str = "ALPHA", name_expr: str = "None"):
     return [
         md("""
             ## Train in two phases
@@ -138,6 +138,7 @@ def train_cells(backbone_expr: str = "BACKBONE", weights_expr: str = "WEIGHTS", 
                 model=ModelConfig(backbone={backbone_expr}, alpha={alpha_expr}, weights={weights_expr}),
                 train=TrainConfig(phase1_epochs=PHASE1_EPOCHS, phase2_epochs=PHASE2_EPOCHS, unfreeze=UNFREEZE, verbose=2),
                 output_dir=str(WORK / "runs"),
+                name={name_expr},{"  # None: <backbone>-<date>-<time>" if name_expr == "None" else ""}
                 seed=SEED,
             )
             result = train_model(config, data)
@@ -368,7 +369,9 @@ def hyperparameter_search():
             ## Search
 
             Trials with an unaugmented phase 1 share the backbone features, computed once for the whole
-            search. Re-running the search cell with the same settings and a fixed `name` resumes it.
+            search. The search directory keeps KerasTuner's state: re-running this cell (after a Colab
+            disconnect, say) continues the search without redoing finished trials; with other settings
+            it refuses, so change `name` or pass `SearchOptions(overwrite=True)` to start over.
         """),
         code('''
             from tlkeras.tuning import SearchOptions, SearchSpace, run_search
@@ -378,6 +381,7 @@ def hyperparameter_search():
                 model=ModelConfig(backbone=BACKBONE, alpha=ALPHA, weights=WEIGHTS),
                 train=TrainConfig(phase1_epochs=PHASE1_EPOCHS, phase2_epochs=PHASE2_EPOCHS, verbose=0),
                 output_dir=str(WORK / "searches"),
+                name="search",
                 seed=SEED,
             )
             print(SearchSpace.create(SPACE, base).describe())
@@ -427,6 +431,12 @@ def compress_and_export():
         """),
         install_cell(),
         INSTALL_NOTE,
+        md("""
+            ## Parameters
+
+            `COMPRESSIONS` picks the recipes; each adds a run directory, a bundle and rows in the
+            benchmark. The compressed models are exported to `COMPRESSED_VARIANTS`.
+        """),
         code('''
             DATA = "tfds:tf_flowers"
             BACKBONE = "mobilenet_v2"
@@ -449,6 +459,7 @@ def compress_and_export():
         ''', tags=("parameters",)),
         TFDS_CELL,
         IMPORTS_CELL,
+        md("## Load the images"),
         LOAD_DATA_CELL,
         md("## Train the model to compress"),
         code('''
@@ -516,7 +527,9 @@ def compress_and_export():
 
             `benchmark_bundle` times each variant's `invoke()` on one image with LiteRT (XNNPACK),
             round-robin over the variants so background load spreads evenly, and takes the accuracy the
-            export measured. The rows of all bundles go into one table and one plot.
+            export measured. The rows of all bundles go into one table and one plot; agreement and drop
+            compare each variant with its own Keras model (the compressed one for compressed models),
+            the dashed line is the base Keras model.
         """),
         code('''
             from tlkeras.benchmarking import BenchmarkOptions, benchmark_bundle, format_markdown, plot_size_vs_accuracy, write_benchmark
@@ -535,15 +548,15 @@ def compress_and_export():
                     row["size_ratio"] = row["bytes"] / reference["bytes"]
                     row["latency_ratio"] = row["latency"]["1"]["p50_ms"] / reference["latency"]["1"]["p50_ms"]
                     rows.append(row)
-            combined = dict(results["base"], name=", ".join(results), rows=rows)
+            combined = dict(results["base"], bundle=str(WORK / "export"), name=", ".join(results), rows=rows)
             display(Markdown(format_markdown(combined)))
             plot_size_vs_accuracy(combined, WORK / "size_vs_accuracy.png")
             display(Image(filename=str(WORK / "size_vs_accuracy.png")))
         '''),
         md("""
-            From a terminal: `python -m tlkeras.optimize runs/<name> --prune 0.5 --qat`,
-            `python -m tlkeras.export runs/<name>-pqat --quantize int8` and
-            `python -m tlkeras.benchmark export/<name>-pqat`.
+            From a terminal: `python -m tlkeras.optimize runs/<name> --prune 0.5 --qat` (writes
+            `runs/<name>-prune50-qat`), `python -m tlkeras.export runs/<name>-prune50-qat --quantize int8`
+            and `python -m tlkeras.benchmark export/<name>-prune50-qat`.
         """),
     ])
 
@@ -593,7 +606,11 @@ def tfhub_backbone():
         IMPORTS_CELL,
         md("## Load the images"),
         LOAD_DATA_CELL,
-        *train_cells(backbone_expr='"hub:" + HUB_HANDLE', weights_expr='"none"', alpha_expr="None"),
+        code('''
+            from tlkeras.runs import default_run_name  # hub handles end in a version number: name the run
+        '''),
+        *train_cells(backbone_expr='"hub:" + HUB_HANDLE', weights_expr='"none"', alpha_expr="None",
+                     name_expr='default_run_name("tfhub")'),
         code('''
             hub_layer = result.model.get_layer("backbone_hub")
             print(f"TF-Hub layer {hub_layer.handle}: {hub_layer.output_shape[-1]} features, "
@@ -620,11 +637,13 @@ def readme() -> str:
         "Colab-ready notebooks that use only tlkeras' public API. The first cell installs tlkeras when the",
         "notebook runs in Colab; the cell tagged `parameters` holds the dataset, backbone, epochs and output",
         "folder. The defaults use real data (TensorFlow Datasets' `tf_flowers`) and pretrained weights, so",
-        "they need network; on a machine without it, point `DATA` at an image folder and `WEIGHTS` at a",
-        "weights file (or `none`).",
+        "they need network; on a machine without it, point `DATA` at an image folder, `WEIGHTS` at a",
+        "weights file (or `none`) and, in `04`, `HUB_HANDLE` at a downloaded SavedModel directory.",
         "",
-        "The notebooks are generated by `tools/make_notebooks.py` and committed without outputs;",
-        "`tests/test_notebooks.py` executes every one offline with tiny parameters.",
+        "The notebooks are generated by `tools/make_notebooks.py` and committed without outputs: edit the",
+        "generator, then run `python tools/make_notebooks.py`. `tests/test_notebooks.py` executes every",
+        "notebook offline with tiny parameters injected after its `parameters` cell, and fails when a",
+        "committed notebook has outputs or differs from the generator.",
         "",
     ]
     for file, (_, summary) in NOTEBOOKS.items():
