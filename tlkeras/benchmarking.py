@@ -198,15 +198,12 @@ def format_markdown(result: dict[str, Any]) -> str:
 
 def plot_size_vs_accuracy(result: dict[str, Any], path: str | os.PathLike) -> None:
     """Writes a PNG scatter of file size (KB) against the primary metric, one labelled point per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from tlkeras.evaluation import _figure
     from tlkeras.runs import atomic_path
 
     key = result["primary_metric"]
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig = _figure(figsize=(6.5, 4.5))  # object API: leaves a notebook's inline backend alone
+    ax = fig.subplots()
     # Variants that land on the same point (int8 with float, int8 or uint8 I/O) share one label.
     points: dict[tuple[int, float], list[str]] = {}
     for r in result["rows"]:
@@ -226,7 +223,6 @@ def plot_size_vs_accuracy(result: dict[str, Any], path: str | os.PathLike) -> No
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def write_benchmark(result: dict[str, Any], output_dir: str | os.PathLike) -> dict[str, Path]:

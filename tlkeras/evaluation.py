@@ -5,6 +5,7 @@ Side effects are limited to the files :func:`write_reports` writes into a run di
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -79,22 +80,31 @@ def evaluate_model(model, split: Split, class_names: list[str], head: str, batch
 
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and CI
+    """pyplot, for callers that need it; matplotlib picks a headless backend without a display."""
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _figure(**kwargs):
+    """A matplotlib Figure that is not registered with pyplot.
+
+    Using the object API (no ``matplotlib.use("Agg")``, no ``plt.figure``) writes PNGs on servers
+    without a display and leaves a notebook's inline backend alone.
+    """
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def plot_confusion_matrix(matrix, class_names: list[str], path: str | os.PathLike, title: str = "Confusion matrix") -> None:
     """Writes a confusion-matrix PNG (rows: true class, columns: predicted), atomically."""
     from tlkeras.runs import atomic_path
 
-    plt = _pyplot()
     matrix = np.asarray(matrix)
     size = max(4.0, 0.5 * len(class_names) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = _figure(figsize=(size, size))
+    ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
     ax.set_yticks(range(len(class_names)), class_names)
@@ -108,17 +118,16 @@ def plot_confusion_matrix(matrix, class_names: list[str], path: str | os.PathLik
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def plot_history(history: dict[str, list[float]], path: str | os.PathLike) -> None:
     """Writes training curves (loss and the first metric, train and val, both phases) as PNG."""
     from tlkeras.runs import atomic_path
 
-    plt = _pyplot()
     metric = next((k for k in history if not k.startswith("val_") and k not in ("loss", "lr", "phase")), None)
     keys = ["loss"] + ([metric] if metric else [])
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5))
+    fig = _figure(figsize=(5 * len(keys), 3.5))
+    axes = fig.subplots(1, len(keys))
     axes = np.atleast_1d(axes)
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     phases = history.get("phase", [])
@@ -135,7 +144,6 @@ def plot_history(history: dict[str, list[float]], path: str | os.PathLike) -> No
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def write_reports(run_dir: str | os.PathLike, metrics: dict[str, Any], class_names: list[str], head: str, history: dict | None = None, prefix: str = "") -> None:
@@ -166,9 +174,17 @@ def load_run_model(run_dir: str | os.PathLike):
     path = run_dir / "model.keras"
     if not path.is_file():
         raise TLKerasError(f"{run_dir} has no model.keras; pass a directory written by tlkeras.train")
+    scope = contextlib.nullcontext()
+    if (run_dir / "optimization.json").is_file():
+        # Runs written by tlkeras.optimize may hold tfmot's QAT layers, which Keras can only
+        # deserialize inside tfmot's custom-object scope.
+        from tlkeras.optimization import keras_load_scope
+
+        scope = keras_load_scope()
     try:
         # compile=False: evaluation only predicts, and the saved optimizer has no state to load.
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        with scope:
+            return keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # noqa: BLE001
         raise TLKerasError(f"cannot load {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:150]}") from None
 
