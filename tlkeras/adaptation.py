@@ -507,10 +507,16 @@ class DomainAdaptationOptions:
             training without an alignment term: the baseline).
         epochs: adaptation epochs after the head warm-up (None: ``train.phase2_epochs``); one
             epoch is one pass over the larger of the source and target sets.
-        weight: the largest weight of the alignment loss (DANN: the reversal weight lambda).
+        weight: the largest weight of the alignment loss (DANN: the reversal weight lambda);
+            None: 0.3 for DANN, 3.0 for MMD (the better of the values tried on flowers5, see
+            benchmarks/unlabeled.md).
         gamma: steepness of the ramp ``2 / (1 + exp(-gamma * progress)) - 1`` of the weight.
         discriminator_units: hidden layer sizes of the DANN domain discriminator.
         discriminator_dropout: dropout in the discriminator.
+        discriminator_lr_factor: the discriminator's learning rate is the adaptation learning
+            rate times this (it gets its own optimizer). A discriminator that learns faster than
+            the pretrained backbone it plays against keeps the adversarial game stable; at 1 the
+            backbone overpowers it and the features degrade.
         kernel_scales: MMD kernel bandwidths as multiples of the mean squared distance.
         learning_rate: learning rate of the adaptation phase (None: ``phase1_lr * phase2_lr_factor``).
         unfreeze: what the adaptation phase trains (None: ``train.unfreeze``).
@@ -518,23 +524,32 @@ class DomainAdaptationOptions:
 
     method: str = "dann"
     epochs: int | None = None
-    weight: float = 1.0
+    weight: float | None = None
     gamma: float = 10.0
     discriminator_units: list[int] = field(default_factory=lambda: [256])
     discriminator_dropout: float = 0.25
+    discriminator_lr_factor: float = 10.0
     kernel_scales: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     learning_rate: float | None = None
     unfreeze: str | None = None
+
+    def resolved_weight(self) -> float:
+        """The alignment weight used: ``weight``, or the method's default."""
+        if self.weight is not None:
+            return float(self.weight)
+        return {"dann": 0.3, "mmd": 3.0}.get(self.method, 0.0)
 
     def validate(self) -> "DomainAdaptationOptions":
         if self.method not in ("dann", "mmd", "source_only"):
             raise TLKerasError(f"method={self.method!r} is not a domain adaptation method; choose dann, mmd or source_only")
         if self.epochs is not None and self.epochs < 1:
             raise TLKerasError(f"adaptation epochs must be >= 1, got {self.epochs}")
-        if self.weight < 0:
+        if self.weight is not None and self.weight < 0:
             raise TLKerasError(f"the alignment weight must be >= 0, got {self.weight}")
         if self.gamma <= 0:
             raise TLKerasError(f"gamma must be > 0, got {self.gamma}")
+        if self.discriminator_lr_factor <= 0:
+            raise TLKerasError(f"discriminator_lr_factor must be > 0, got {self.discriminator_lr_factor}")
         if not 0.0 <= self.discriminator_dropout < 1.0:
             raise TLKerasError(f"discriminator_dropout must be in [0, 1), got {self.discriminator_dropout}")
         if any(int(u) < 1 for u in self.discriminator_units):
@@ -553,7 +568,8 @@ class DomainAdaptationModel(keras.Model):
     batches through the classifier in one pass, computes the cross-entropy on the source part and
     the alignment loss (DANN's domain cross-entropy behind a :class:`GradientReversal` layer, or
     the MMD), and applies the gradients. The alignment weight follows :func:`reversal_schedule`
-    over ``total_steps`` optimizer steps. Validation batches ``(images, onehot)`` report the
+    over ``total_steps`` optimizer steps. With :meth:`set_discriminator_optimizer`, the
+    discriminator's variables get their own optimizer (e.g. a higher learning rate). Validation batches ``(images, onehot)`` report the
     classifier's loss and accuracy.
 
     The classifier's layers are shared, not copied: training this model trains ``classifier``,
@@ -565,7 +581,7 @@ class DomainAdaptationModel(keras.Model):
         options.validate()
         self.classifier = classifier
         self.method = options.method
-        self.max_weight = float(options.weight)
+        self.max_weight = float(options.resolved_weight())
         self.gamma = float(options.gamma)
         self.kernel_scales = [float(s) for s in options.kernel_scales]
         self.total_steps = float(max(1, total_steps))
@@ -582,6 +598,7 @@ class DomainAdaptationModel(keras.Model):
             layers.append(keras.layers.Dense(1, name="domain_logit"))
             self.discriminator = keras.Sequential(layers, name="domain_discriminator")
             self.discriminator.build(features.shape)
+        self.discriminator_optimizer = None
         self.class_loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
         self.domain_loss = keras.losses.BinaryCrossentropy(from_logits=True)
         self.trackers = {
@@ -597,6 +614,16 @@ class DomainAdaptationModel(keras.Model):
 
     def call(self, inputs, training=None):
         return self.classifier(inputs, training=training)
+
+    def set_discriminator_optimizer(self, optimizer) -> None:
+        """Trains the discriminator with ``optimizer`` (call after ``compile``; DANN only).
+
+        Side effect: creates the optimizer's slot variables for the discriminator.
+        """
+        if self.method != "dann":
+            raise TLKerasError("only DANN has a discriminator")
+        optimizer.build(self.discriminator.trainable_variables)
+        self.discriminator_optimizer = optimizer
 
     def current_weight(self):
         """The alignment weight of the next step (a float32 tensor)."""
@@ -630,7 +657,12 @@ class DomainAdaptationModel(keras.Model):
                 total += tf.add_n(self.classifier.losses)
         variables = self.trainable_variables
         grads = tape.gradient(total, variables)
-        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        if self.discriminator_optimizer is not None:
+            own = {id(v) for v in self.discriminator.trainable_variables}
+            self.discriminator_optimizer.apply_gradients([(g, v) for g, v in pairs if id(v) in own])
+            pairs = [(g, v) for g, v in pairs if id(v) not in own]
+        self.optimizer.apply_gradients(pairs)
         self.trackers["loss"].update_state(total)
         self.trackers["class_loss"].update_state(class_loss)
         self.trackers["align_loss"].update_state(align_loss)
@@ -730,6 +762,8 @@ def adapt_domain(
     trainer = DomainAdaptationModel(model, options, epochs * steps, label_smoothing=config.train.label_smoothing)
     lr = options.learning_rate or config.train.phase1_lr * config.train.phase2_lr_factor
     compile_trainer(trainer, make_optimizer(config, lr, epochs * steps))
+    if options.method == "dann":
+        trainer.set_discriminator_optimizer(make_optimizer(config, lr * options.discriminator_lr_factor, epochs * steps))
     h = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
                     callbacks=list(callbacks or []), verbose=config.train.verbose)
     merge_history(history, h, 2)
