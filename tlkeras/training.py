@@ -40,7 +40,7 @@ from tlkeras.models import (
 )
 from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, write_json
 
-__all__ = ["TrainResult", "train_model", "fit_two_phase", "compile_model", "select_strategy", "uses_feature_cache", "uses_linear_probe"]
+__all__ = ["TrainResult", "train_model", "fit_two_phase", "compile_model", "select_strategy", "uses_feature_cache", "uses_linear_probe", "precision_policy"]
 
 
 @dataclass
@@ -472,7 +472,8 @@ def _versions() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _precision(enabled: bool):
+def precision_policy(enabled: bool):
+    """Sets the ``mixed_float16`` policy inside the block when ``enabled``, then restores the old one."""
     if not enabled:
         yield
         return
@@ -538,7 +539,7 @@ def train_model(
     t_data = time.perf_counter() - t0
 
     strategy = select_strategy(config.train.distribute)
-    with _precision(config.train.mixed_precision):
+    with precision_policy(config.train.mixed_precision):
         if model is None:
             with strategy.scope():
                 model = build_model(config.model, data.num_outputs, size)

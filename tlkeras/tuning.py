@@ -816,20 +816,6 @@ class TransferHyperModel(kt.HyperModel):
         return result
 
 
-@contextlib.contextmanager
-def _mixed_precision(enabled: bool):
-    """The ``mixed_float16`` policy for one trial (as ``train_model`` uses it), then the old one."""
-    if not enabled:
-        yield
-        return
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
 def _budgeted(base_cls):
     """A subclass of a KerasTuner oracle that stops handing out trials after a deadline."""
 
@@ -921,10 +907,12 @@ class _TransferTuner(kt.engine.base_tuner.BaseTuner):
         callbacks = [_DeadlineCallback(self.deadline)] if self.deadline is not None else []
         model = None
         self.trials_started += 1
+        from tlkeras.training import precision_policy
+
         try:
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 raise _OutOfTime()
-            with _mixed_precision(self.hypermodel.base.train.mixed_precision):
+            with precision_policy(self.hypermodel.base.train.mixed_precision):
                 model = self.hypermodel.build(hp)
                 result = self.hypermodel.fit(hp, model, callbacks=callbacks)
         except _OutOfTime:
