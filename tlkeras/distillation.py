@@ -12,9 +12,13 @@ the hard term's when ``T`` changes. Teacher and student see the same augmented i
 step (the teacher at its own resolution, the student at a resized copy), which is what makes
 distillation on small datasets work ("consistent teaching", Beyer et al. 2022).
 
-Training follows the two phases of :func:`tlkeras.training.fit_two_phase` (frozen student
-backbone, then its top unfrozen at a lower learning rate, BatchNorm frozen, early stopping on the
-hard-label validation loss that restores the best weights). The student is written as an ordinary
+Training follows the two phases of :func:`tlkeras.training.fit_two_phase`: phase 1 fits the
+student's head on its frozen backbone, on features and teacher logits computed once when phase 1
+is not augmented (by default as a linear probe: the convex distillation objective solved with
+L-BFGS, its L2 strength chosen by validation log-loss, which with soft weight 0 is exactly
+``tlkeras.train``'s logistic-regression probe), phase 2 unfreezes the top of the student's backbone at a lower learning rate
+(BatchNorm frozen), with the data's augmentation; early stopping watches the hard-label
+validation loss and restores the best weights. The student is written as an ordinary
 run directory (``config.yaml``, ``model.keras``, ``labels.txt``, ``metrics.json``, ...), so
 ``python -m tlkeras.export`` and ``python -m tlkeras.evaluate`` take it like any run.
 """
@@ -42,6 +46,7 @@ __all__ = [
     "student_config",
     "logits_model",
     "fit_distillation",
+    "fit_distillation_probe",
     "distill",
 ]
 
@@ -122,17 +127,36 @@ def logits_model(model) -> keras.Model:
     activation = getattr(layer, "activation", None)
     if getattr(activation, "__name__", "") != "softmax":
         raise TLKerasError("distillation needs a softmax (single-label) teacher and student; this model's head is not softmax")
-    return keras.Model(model.inputs, layer.input, name=f"{model.name}_logits")
+    # Node 0 is the call inside ``model`` (later calls, e.g. by head_model, add more nodes).
+    return keras.Model(model.inputs, layer.get_input_at(0), name=f"{model.name}_logits")
+
+
+def _logits_head(student) -> keras.Model:
+    """Pooled features -> the student's logits, sharing the student's head layers."""
+    from tlkeras.models import feature_layer_name
+
+    names = [l.name for l in student.layers]
+    start, stop = names.index(feature_layer_name(student)), names.index("head_output")
+    inputs = keras.Input(shape=tuple(student.get_layer(names[start]).get_output_at(0).shape[1:]), name="features")
+    x = inputs
+    for layer in student.layers[start + 1:stop]:
+        x = layer(x)
+    return keras.Model(inputs, x, name=f"{student.name}_head_logits")
 
 
 class _Distiller(keras.Model):
-    """Trains ``student_logits`` against a frozen teacher; never saved."""
+    """Trains ``student_logits`` against a frozen teacher; never saved.
 
-    def __init__(self, student_logits, teacher_logits, student_size: int, options: DistillOptions, label_smoothing: float = 0.0):
+    Batches are ``(images, y)`` (the teacher runs on the images, the student on a resized copy)
+    or ``((student_inputs, teacher_logits), y)`` with both precomputed (phase 1 on cached
+    features).
+    """
+
+    def __init__(self, student_logits, teacher_logits, student_size: int | None, options: DistillOptions, label_smoothing: float = 0.0):
         super().__init__(name="distiller")
         self.student_logits = student_logits
         self.teacher_logits = teacher_logits
-        self.student_size = int(student_size)
+        self.student_size = student_size
         self.temperature = float(options.temperature)
         self.soft_weight = float(options.soft_weight)
         self.label_smoothing = float(label_smoothing)
@@ -145,18 +169,22 @@ class _Distiller(keras.Model):
         return [self.loss_tracker, self.soft_tracker, self.accuracy]
 
     def _student_input(self, x):
-        if int(x.shape[1]) == self.student_size:
+        if self.student_size is None or int(x.shape[1]) == self.student_size:
             return x
         # Antialiased bilinear matches PIL's BILINEAR resize, which made the student's eval data.
         return tf.image.resize(x, (self.student_size, self.student_size), antialias=True)
 
+    def _split(self, x):
+        if isinstance(x, (tuple, list)):
+            return x[0], x[1]
+        return self._student_input(x), self.teacher_logits(x, training=False)
+
     def call(self, x, training=False):
-        return self.student_logits(self._student_input(x), training=training)
+        return self.student_logits(self._split(x)[0] if isinstance(x, (tuple, list)) else self._student_input(x), training=training)
 
     def train_step(self, data):
         x, y, sw = keras.utils.unpack_x_y_sample_weight(data)
-        t_logits = self.teacher_logits(x, training=False)
-        xs = self._student_input(x)
+        xs, t_logits = self._split(x)
         with tf.GradientTape() as tape:
             s_logits = self.student_logits(xs, training=True)
             per = distillation_loss(y, t_logits, s_logits, self.temperature, self.soft_weight, self.label_smoothing)
@@ -176,9 +204,10 @@ class _Distiller(keras.Model):
         # Validation loss is the student's hard-label cross-entropy: early stopping keeps the
         # student that predicts the labels best, whatever the teacher thinks.
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        s_logits = self(x, training=False)
+        xs, t_logits = self._split(x)
+        s_logits = self.student_logits(xs, training=False)
         self.loss_tracker.update_state(tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.float32), logits=s_logits)))
-        self.soft_tracker.update_state(soft_target_loss(self.teacher_logits(x, training=False), s_logits, self.temperature))
+        self.soft_tracker.update_state(soft_target_loss(t_logits, s_logits, self.temperature))
         self.accuracy.update_state(y, s_logits)
         return {m.name: m.result() for m in self.metrics}
 
@@ -201,6 +230,105 @@ def _schedule(lr: float, schedule: str, steps: int, warmup_steps: int = 0):
     return keras.optimizers.schedules.CosineDecay(lr, decay, alpha=0.0)
 
 
+def _cached_pairs(student, teacher_logits, x: np.ndarray, batch_size: int, augment: str, views: int, seed: int, size: int):
+    """(student pooled features, teacher logits) of ``views`` views of ``x``, the same view to both."""
+    from tlkeras.data import augmenter
+    from tlkeras.models import feature_extractor
+
+    extractor = feature_extractor(student)
+    aug = augmenter(augment, seed)
+    feats, logits = [], []
+    for view in range(views):
+        for start in range(0, len(x), batch_size):
+            batch = tf.cast(x[start:start + batch_size], tf.float32)
+            if view > 0 and aug is not None:
+                batch = tf.clip_by_value(aug(batch, training=True), 0.0, 255.0)
+            logits.append(teacher_logits(batch, training=False).numpy())
+            small = batch if int(batch.shape[1]) == size else tf.image.resize(batch, (size, size), antialias=True)
+            feats.append(extractor(small, training=False).numpy())
+    return np.concatenate(feats).astype(np.float32), np.concatenate(logits).astype(np.float32)
+
+
+_PROBE_C = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_distillation_probe(features: np.ndarray, teacher_logits: np.ndarray, y: np.ndarray, num_classes: int,
+                           options: DistillOptions, *, l2_c: float = 1.0, sample_weight: np.ndarray | None = None,
+                           label_smoothing: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A linear head (W, b) that minimizes the distillation loss on fixed features (L-BFGS).
+
+    The objective is ``sum_i s_i * distillation_loss_i + ||W||^2 / (2 * l2_c)``, convex in
+    ``(W, b)``; with ``soft_weight`` 0 it is scikit-learn's multinomial logistic regression with
+    ``C = l2_c``, the linear probe of ``tlkeras.train``'s phase 1.
+
+    Returns:
+        ``(W, b)``: D x C kernel and C bias, float32.
+    """
+    from scipy.optimize import minimize
+
+    x = np.asarray(features, np.float64)
+    n, d = x.shape
+    onehot = np.eye(num_classes)[np.asarray(y, np.int64)]
+    if label_smoothing:
+        onehot = onehot * (1 - label_smoothing) + label_smoothing / num_classes
+    t, w = float(options.temperature), float(options.soft_weight)
+    p_t = _softmax(np.asarray(teacher_logits, np.float64) / t)
+    sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+
+    def objective(theta):
+        W, b = theta[: d * num_classes].reshape(d, num_classes), theta[d * num_classes:]
+        z = x @ W + b
+        log_q = z - z.max(axis=1, keepdims=True)
+        log_q = log_q - np.log(np.exp(log_q).sum(axis=1, keepdims=True))
+        zt = z / t
+        log_qt = zt - zt.max(axis=1, keepdims=True)
+        log_qt = log_qt - np.log(np.exp(log_qt).sum(axis=1, keepdims=True))
+        hard = -(onehot * log_q).sum(axis=1)
+        soft = t * t * (p_t * (np.log(np.maximum(p_t, 1e-300)) - log_qt)).sum(axis=1)
+        loss = float(np.sum(sw * ((1 - w) * hard + w * soft)) + 0.5 * np.sum(W * W) / l2_c)
+        g = sw[:, None] * ((1 - w) * (np.exp(log_q) - onehot) + w * t * (np.exp(log_qt) - p_t))
+        grad = np.concatenate([(x.T @ g + W / l2_c).ravel(), g.sum(axis=0)])
+        return loss, grad
+
+    result = minimize(objective, np.zeros(d * num_classes + num_classes), jac=True, method="L-BFGS-B", options={"maxiter": 2000})
+    theta = result.x
+    return theta[: d * num_classes].reshape(d, num_classes).astype(np.float32), theta[d * num_classes:].astype(np.float32)
+
+
+def _probe_phase(student, train_in, y_train, val_in, y_val, n: int, options: DistillOptions, class_weight, label_smoothing: float) -> dict[str, list]:
+    """Phase 1 as ``tlkeras.train`` does it (a linear probe, L2 chosen by validation log-loss),
+    with the distillation loss. Side effect: sets the student's ``head_dense`` weights."""
+    (ft, lt), (fv, lv) = train_in, val_in
+    sw = None if not class_weight else np.array([class_weight.get(int(c), 1.0) for c in y_train])
+    best = None
+    for c in _PROBE_C:
+        W, b = fit_distillation_probe(ft, lt, y_train, n, options, l2_c=c, sample_weight=sw, label_smoothing=label_smoothing)
+        q = _softmax(fv @ W + b)
+        val_loss = float(-np.mean(np.log(np.maximum(q[np.arange(len(y_val)), y_val], 1e-12))))
+        if best is None or val_loss < best[0]:
+            best = (val_loss, c, W, b)
+    val_loss, c, W, b = best
+    student.get_layer("head_dense").set_weights([W, b])
+    zt, zv = ft @ W + b, fv @ W + b
+    soft = lambda z, lz: float(np.mean(soft_target_loss(lz, z, options.temperature).numpy()))  # noqa: E731
+    qt = _softmax(zt)
+    return {
+        "loss": [float(-np.mean(np.log(np.maximum(qt[np.arange(len(y_train)), y_train], 1e-12))))],
+        "soft_loss": [soft(zt, lt)],
+        "accuracy": [float(np.mean(zt.argmax(1) == y_train))],
+        "val_loss": [val_loss],
+        "val_soft_loss": [soft(zv, lv)],
+        "val_accuracy": [float(np.mean(zv.argmax(1) == y_val))],
+        "probe_C": [float(c)],
+    }
+
+
 def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, options: DistillOptions | None = None,
                      *, callbacks: list | None = None) -> tuple[dict, dict]:
     """Trains ``student`` in place from ``teacher`` in two phases.
@@ -220,8 +348,9 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
     Side effects: changes the student's weights and ``trainable`` flags; leaves it compiled
     (plain cross-entropy) for evaluation.
     """
+    from tlkeras.data import encode_labels
     from tlkeras.models import freeze_backbone, unfreeze_backbone
-    from tlkeras.training import compile_model
+    from tlkeras.training import compile_model, uses_feature_cache, uses_linear_probe
 
     options = (options or DistillOptions()).validate()
     tc, dc = config.train, config.data
@@ -233,7 +362,7 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
     if t_out != n or s_out != n:
         raise TLKerasError(f"teacher ({t_out} classes), student ({s_out}) and data ({n}) must have the same classes")
     teacher.trainable = False
-    trainer = _Distiller(logits_model(student), logits_model(teacher), s_size, options, tc.label_smoothing)
+    teacher_logits = logits_model(teacher)
     steps = max(1, math.ceil(len(bundle.train) / bs))
     train_ds = make_dataset(bundle.train, head="softmax", num_outputs=n, batch_size=bs, shuffle=True, augment=dc.augment, seed=config.seed)
     val_ds = make_dataset(bundle.val, head="softmax", num_outputs=n, batch_size=bs)
@@ -241,11 +370,11 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
     history: dict[str, list] = {"phase": []}
     timings: dict[str, float] = {}
 
-    def fit(epochs: int, lr, phase: int):
+    def fit(trainer, train, val, epochs: int, lr, phase: int):
         trainer.compile(optimizer=_optimizer(tc.optimizer, lr, tc.weight_decay))
         patience = tc.early_stopping_patience if tc.early_stopping_patience > 0 else 10**9
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
-        h = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights, verbose=tc.verbose,
+        h = trainer.fit(train, validation_data=val, epochs=epochs, class_weight=weights, verbose=1 if tc.verbose == 1 else (2 if tc.verbose else 0),
                         callbacks=[stop, *(callbacks or [])])
         epochs_run = len(h.history.get("loss", []))
         for key, series in h.history.items():
@@ -258,7 +387,29 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
     start = time.perf_counter()
     if tc.phase1_epochs > 0:
         freeze_backbone(student)
-        fit(tc.phase1_epochs, _schedule(tc.phase1_lr, tc.schedule, steps * tc.phase1_epochs), 1)
+        augment1 = dc.augment if getattr(tc, "phase1_augment", True) else "off"
+        if uses_feature_cache(config):
+            # The frozen student backbone and the teacher give the same outputs for the same
+            # image every epoch: compute both once (per view) and fit the head on them.
+            views = tc.feature_cache_views if augment1 != "off" else 1
+            train_in = _cached_pairs(student, teacher_logits, bundle.train.x, bs, augment1, views, config.seed, s_size)
+            val_in = _cached_pairs(student, teacher_logits, bundle.val.x, bs, "off", 1, config.seed, s_size)
+            if uses_linear_probe(student, config, "softmax"):
+                logs = _probe_phase(student, train_in, np.tile(bundle.train.y, views), val_in, bundle.val.y, n, options, weights, tc.label_smoothing)
+                history.update({k: list(v) for k, v in logs.items()})
+                history["phase"] = [1]
+            else:
+                targets = np.tile(encode_labels(bundle.train.y, "softmax", n), (views, 1))
+                trainer = _Distiller(_logits_head(student), None, None, options, tc.label_smoothing)
+                train_cached = (tf.data.Dataset.from_tensor_slices((train_in, targets))
+                                .shuffle(len(targets), seed=config.seed, reshuffle_each_iteration=True).batch(bs).prefetch(tf.data.AUTOTUNE))
+                val_cached = tf.data.Dataset.from_tensor_slices((val_in, encode_labels(bundle.val.y, "softmax", n))).batch(bs)
+                feat_steps = max(1, math.ceil(len(targets) / bs))
+                fit(trainer, train_cached, val_cached, tc.phase1_epochs, _schedule(tc.phase1_lr, tc.schedule, feat_steps * tc.phase1_epochs), 1)
+        else:
+            trainer = _Distiller(logits_model(student), teacher_logits, s_size, options, tc.label_smoothing)
+            ds1 = make_dataset(bundle.train, head="softmax", num_outputs=n, batch_size=bs, shuffle=True, augment=augment1, seed=config.seed)
+            fit(trainer, ds1, val_ds, tc.phase1_epochs, _schedule(tc.phase1_lr, tc.schedule, steps * tc.phase1_epochs), 1)
     timings["phase1"] = time.perf_counter() - start
     start = time.perf_counter()
     opened: list[str] = []
@@ -266,7 +417,8 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
         pretrained = str(config.model.weights).lower() != "none"
         opened = unfreeze_backbone(student, config.model.backbone, tc.unfreeze, keep_batchnorm_frozen=pretrained)
         warmup = int(round(tc.warmup_epochs * steps))
-        fit(tc.phase2_epochs, _schedule(tc.phase1_lr * tc.phase2_lr_factor, tc.schedule, steps * tc.phase2_epochs, warmup), 2)
+        trainer = _Distiller(logits_model(student), teacher_logits, s_size, options, tc.label_smoothing)
+        fit(trainer, train_ds, val_ds, tc.phase2_epochs, _schedule(tc.phase1_lr * tc.phase2_lr_factor, tc.schedule, steps * tc.phase2_epochs, warmup), 2)
     timings["phase2"] = time.perf_counter() - start
     timings["phase2_trainable_layers"] = len(opened)
     compile_model(student, config, n, tc.phase1_lr * (tc.phase2_lr_factor if opened else 1.0), jit=False)

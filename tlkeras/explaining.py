@@ -90,7 +90,7 @@ def _score_tensor(model):
     if "head_output" in names:
         layer = model.get_layer("head_output")
         if getattr(getattr(layer, "activation", None), "__name__", "") in ("softmax", "sigmoid"):
-            return layer.input
+            return layer.get_input_at(0)  # the call inside ``model`` (head_model adds others)
     if len(model.outputs) != 1:
         raise TLKerasError("Grad-CAM needs a model with one output")
     return model.outputs[0]

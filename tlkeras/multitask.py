@@ -587,8 +587,9 @@ def fit_multitask(model, data: MultiTaskData, config: RunConfig, *, callbacks: l
     """Trains ``model`` in place in two phases (frozen backbone, then the top of the backbone).
 
     Uses ``config.train`` (epochs, learning rates, ``unfreeze``, optimizer, schedule, label
-    smoothing, early stopping on the total validation loss, whose best weights are restored)
-    and ``config.data`` (batch size, augmentation).
+    smoothing, early stopping on the total validation loss, whose best weights are restored;
+    phase 1 runs on cached features unless it is augmented) and ``config.data`` (batch size,
+    augmentation).
 
     Returns:
         ``(history, timings)``; history holds per-task losses and metrics per epoch and
@@ -643,7 +644,9 @@ def fit_multitask(model, data: MultiTaskData, config: RunConfig, *, callbacks: l
             val_feats = tf.data.Dataset.from_tensor_slices((feats["val"], *_targets(data.val, tasks))).batch(bs)
             fit(heads, train_feats, val_feats, tc.phase1_epochs, lr1, 1)
         else:
-            fit(model, train_ds, val_ds, tc.phase1_epochs, lr1, 1)
+            augment1 = dc.augment if getattr(tc, "phase1_augment", True) else "off"
+            ds1 = train_ds if augment1 == dc.augment else _dataset(data.train, tasks, bs, shuffle=True, augment=augment1, seed=config.seed)
+            fit(model, ds1, val_ds, tc.phase1_epochs, lr1, 1)
     timings["phase1"] = time.perf_counter() - start
     start = time.perf_counter()
     opened: list[str] = []
@@ -711,7 +714,8 @@ def train_multitask(config: RunConfig, data: MultiTaskData, *, weighting: str = 
     """Builds, trains and evaluates a multi-task model; writes its run directory.
 
     The run directory (``<output_dir>/<name>/``) holds ``config.yaml`` (the backbone, data and
-    training settings; ``model.head`` is not used), ``tasks.json`` (tasks, labels, weighting and
+    training settings; ``model.head`` is not used, so it is no ``tlkeras.train`` replay
+    config), ``tasks.json`` (tasks, their labels, weighting and
     the final loss weights), ``model.keras``, ``history.json``, ``metrics.json`` (per task, on val
     and on the test split if any, else val), one ``confusion_matrix_<task>.png`` per softmax task
     and ``training_curves.png``.
@@ -724,7 +728,7 @@ def train_multitask(config: RunConfig, data: MultiTaskData, *, weighting: str = 
     """
     from tlkeras.evaluation import plot_confusion_matrix, plot_history
     from tlkeras.models import check_model_config
-    from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, staged_directory, write_json
+    from tlkeras.runs import atomic_path, default_run_name, staged_directory, write_json
 
     config.validate()
     if weighting not in WEIGHTINGS:
@@ -764,7 +768,6 @@ def train_multitask(config: RunConfig, data: MultiTaskData, *, weighting: str = 
                 model.save(tmp)
             write_json(stage / "history.json", history)
             write_json(stage / "metrics.json", metrics)
-            atomic_write_text(stage / "labels.txt", "".join(f"{t.name}: {', '.join(t.labels)}\n" for t in tasks))
             for t in tasks:
                 if t.kind == "softmax" and "confusion_matrix" in final[t.name]:
                     plot_confusion_matrix(final[t.name]["confusion_matrix"], t.labels, stage / f"confusion_matrix_{t.name}.png",

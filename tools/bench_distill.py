@@ -34,6 +34,9 @@ def main(argv=None) -> int:
     parser.add_argument("--temperature", type=float, default=4.0)
     parser.add_argument("--soft-weight", type=float, default=0.7)
     parser.add_argument("--teacher", default=None, help="an existing teacher run directory")
+    parser.add_argument("--no-reference", action="store_true", help="skip the plain tlkeras.train student at 128 px")
+    parser.add_argument("--student", default=None, help="an existing distilled student run to export (skips student training)")
+    parser.add_argument("--append", action="store_true", help="add the students to the rows already in --out")
     parser.add_argument("--work", default="/tmp/tlkeras-bench-issue9")
     parser.add_argument("--shared", default=str(ROOT.parent / "shared"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "distill.json"))
@@ -73,7 +76,14 @@ def main(argv=None) -> int:
                           "augment": teacher_cfg.data.augment}
 
     distilled_dirs = {}
-    for seed in args.seeds:
+    if args.append and Path(args.out).is_file():
+        previous = json.loads(Path(args.out).read_text())
+        results["students"] = previous.get("students", [])
+        results["exports"] = previous.get("exports")
+    seeds = [] if args.student else args.seeds
+    if args.student:
+        distilled_dirs[args.seeds[0]] = Path(args.student)
+    for seed in seeds:
         row = {"seed": seed}
         for label, weight in (("distilled", args.soft_weight), ("hard_labels", 0.0)):
             cfg = student_config(teacher_cfg, image_size=args.student_size, name=f"{label}-s{seed}-{stamp}", output_dir=str(runs))
@@ -86,17 +96,20 @@ def main(argv=None) -> int:
             if label == "distilled":
                 distilled_dirs[seed] = res.run_dir
             print(f"seed {seed} {label}: test {row[label]['test_accuracy']:.3f} ({row[label]['seconds']:.0f}s)", flush=True)
-        cfg = student_config(teacher_cfg, image_size=args.student_size, name=f"train128-s{seed}-{stamp}", output_dir=str(runs))
-        cfg.seed = seed
-        cfg.train.verbose = 0
-        t0 = time.perf_counter()
-        res = train_model(cfg)
-        row["train_128"] = {"test_accuracy": res.metrics["final"]["accuracy"], "val_accuracy": res.metrics["val"]["accuracy"],
-                            "epochs": len(res.history["phase"]), "seconds": time.perf_counter() - t0}
-        print(f"seed {seed} train_128: test {row['train_128']['test_accuracy']:.3f}", flush=True)
+        if not args.no_reference:
+            cfg = student_config(teacher_cfg, image_size=args.student_size, name=f"train128-s{seed}-{stamp}", output_dir=str(runs))
+            cfg.seed = seed
+            cfg.train.verbose = 0
+            t0 = time.perf_counter()
+            res = train_model(cfg)
+            row["train_128"] = {"test_accuracy": res.metrics["final"]["accuracy"], "val_accuracy": res.metrics["val"]["accuracy"],
+                                "epochs": len(res.history["phase"]), "seconds": time.perf_counter() - t0}
+            print(f"seed {seed} train_128: test {row['train_128']['test_accuracy']:.3f}", flush=True)
         results["students"].append(row)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
+    if seeds and args.append:
+        return 0  # more students for an earlier run; its exports stay
     exports = {}
     for name, run in (("teacher", teacher_dir), ("student", distilled_dirs[args.seeds[0]])):
         target = work / "export" / f"{Path(run).name}"
@@ -119,6 +132,24 @@ def main(argv=None) -> int:
         }
         print(name, json.dumps({v: {k: x for k, x in d.items() if k != "arena"} for v, d in exports[name]["variants"].items()}), flush=True)
     results["exports"] = exports
+    # Teacher and student timed together, round-robin, so load from other processes hits both.
+    contents = {f"{name}/{v}": Path(exports[name]["bundle"], f"{v}.tflite").read_bytes() for name in exports for v in ("float32", "int8_float_io")}
+    interleaved = {}
+    for threads in (1, 2):
+        interpreters = {k: litert.load_interpreter(c, threads) for k, c in contents.items()}
+        times = {k: [] for k in interpreters}
+        for it in interpreters.values():
+            litert.set_random_input(it)
+            litert.time_invokes(it, 20)
+        for _ in range(10):
+            for k, it in interpreters.items():
+                times[k].append(litert.time_invokes(it, 30))
+        import numpy as np
+
+        interleaved[str(threads)] = {k: {"p50_ms": float(np.percentile(np.concatenate(v), 50)), "p90_ms": float(np.percentile(np.concatenate(v), 90))}
+                                     for k, v in times.items()}
+    results["interleaved_latency"] = interleaved
+    print(json.dumps(interleaved, indent=1), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
     return 0
