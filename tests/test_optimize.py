@@ -42,6 +42,56 @@ def _layer_types(model):
     return {type(l).__name__ for l in model.layers}
 
 
+def _write_run(root: Path, model, data_dir: Path, name: str) -> Path:
+    """A run directory around a hand-made model (what tlkeras.train would write, minus metrics)."""
+    from tlkeras.config import save_config
+    from tlkeras.runs import atomic_path
+
+    run = root / name
+    run.mkdir(parents=True)
+    config = tiny_config(output_dir=str(root), name=name)
+    config.data.source = str(data_dir)
+    save_config(config, run / "config.yaml")
+    with atomic_path(run / "model.keras") as tmp:
+        model.save(tmp)
+    (run / "labels.txt").write_text("blue\ngreen\nred\n")
+    return run
+
+
+@pytest.fixture(scope="module")
+def mini_run(tmp_path_factory):
+    """A run with a small MobileNet-like flat model (preprocessing, conv/BN/ReLU, depthwise,
+    pointwise, head) and 3 classes of 32 px images: the invariants below do not depend on size,
+    and it compresses and converts in seconds."""
+    from tlkeras._backend import keras
+
+    root = tmp_path_factory.mktemp("mini")
+    L = keras.layers
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = L.Rescaling(1 / 127.5, offset=-1.0, name="preprocess_scale")(inputs)
+    x = L.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="conv1")(x)
+    x = L.ReLU(6.0, name="conv1_relu")(L.BatchNormalization(name="conv1_bn")(x))
+    x = L.DepthwiseConv2D(3, padding="same", use_bias=False, name="conv_dw_1")(x)
+    x = L.ReLU(6.0, name="conv_dw_1_relu")(L.BatchNormalization(name="conv_dw_1_bn")(x))
+    x = L.Conv2D(32, 1, use_bias=False, name="conv_pw_1")(x)
+    x = L.ReLU(6.0, name="conv_pw_1_relu")(L.BatchNormalization(name="conv_pw_1_bn")(x))
+    x = L.GlobalAveragePooling2D(name="head_pool")(x)
+    x = L.Dense(3, name="head_dense")(x)
+    outputs = L.Activation("softmax", name="head_output")(x)
+    data = make_image_folder(root / "images", per_class=12, size=32)
+    return _write_run(root / "runs", keras.Model(inputs, outputs), data, "mini")
+
+
+@pytest.fixture(scope="module")
+def mini(mini_run):
+    """(config, data bundle) of the mini run."""
+    from tlkeras.config import load_config
+    from tlkeras.data import load_data
+
+    config = load_config(mini_run / "config.yaml")
+    return config, load_data(config.data, 32, config.model.head, config.seed)
+
+
 # ---------------------------------------------------------------------------------------------
 # Pruning
 
@@ -67,16 +117,17 @@ def test_pruning_reaches_target_and_stripping_keeps_predictions(tiny_run, source
     np.testing.assert_allclose(predict(stripped, data.test.x), predict(result.wrapped, data.test.x), atol=1e-5)
 
 
-def test_zero_sparsity_changes_nothing(tiny_run, source):
+def test_zero_sparsity_changes_nothing(mini_run, mini):
     from tlkeras.evaluation import predict
     from tlkeras.optimization import PruningOptions, prune, weight_sparsity
 
-    config, data = source
-    model = _fresh(tiny_run)
+    config, data = mini
+    model = _fresh(mini_run)
     before = predict(model, data.test.x)
-    kernels = {l.name: l.get_weights()[0].copy() for l in model.layers if l.name in ("conv1", "conv_pw_7", "head_dense")}
+    kernels = {n: model.get_layer(n).get_weights()[0].copy() for n in ("conv1", "conv_pw_1", "head_dense")}
     # A vanishing learning rate isolates the masks: fine-tuning itself cannot move the weights.
     result = prune(model, data, config, PruningOptions(target_sparsity=0.0), _one_epoch(learning_rate=1e-12))
+    assert set(result.info["pruned_layers"]) == set(kernels)
     for name, kernel in kernels.items():
         after = result.model.get_layer(name).get_weights()[0]
         assert np.count_nonzero(after == 0) == np.count_nonzero(kernel == 0) == 0, name  # no weight masked
@@ -85,12 +136,13 @@ def test_zero_sparsity_changes_nothing(tiny_run, source):
     np.testing.assert_allclose(predict(result.model, data.test.x), before, atol=1e-6)
 
 
-def test_structured_2_4_sparsity(tiny_run, source):
+def test_structured_2_4_sparsity(mini_run, mini):
     from tlkeras.optimization import PruningOptions, prune
 
-    config, data = source
-    result = prune(_fresh(tiny_run), data, config, PruningOptions(structure="2:4"), _one_epoch())
+    config, data = mini
+    result = prune(_fresh(mini_run), data, config, PruningOptions(structure="2:4"), _one_epoch())
     assert "conv1" in result.info["dense_layers"]  # 3 input channels: no groups of 4
+    assert result.info["pruned_layers"] == ["conv_pw_1", "head_dense"]
     for name in result.info["pruned_layers"]:
         kernel = result.model.get_layer(name).get_weights()[0]
         groups = np.moveaxis(kernel, -2, -1).reshape(-1, 4)  # 4 consecutive input channels
@@ -101,19 +153,21 @@ def test_structured_2_4_sparsity(tiny_run, source):
 # Clustering
 
 
-def test_clustered_layers_hold_at_most_n_values(tiny_run, source):
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_clustered_layers_hold_at_most_n_values(mini_run, mini, per_channel):
     from tlkeras.evaluation import predict
     from tlkeras.optimization import ClusteringOptions, cluster, unique_weights
 
-    config, data = source
-    model = _fresh(tiny_run)
-    before = {l.name: len(np.unique(l.get_weights()[0])) for l in model.layers if l.name in ("conv_pw_13", "head_dense")}
-    result = cluster(model, data, config, ClusteringOptions(clusters=4, init="linear"), _one_epoch())
+    config, data = mini
+    model = _fresh(mini_run)
+    assert len(np.unique(model.get_layer("conv_pw_1").get_weights()[0])) > 100
+    result = cluster(model, data, config, ClusteringOptions(clusters=4, init="linear", per_channel=per_channel), _one_epoch())
     assert "ClusterWeights" not in _layer_types(result.model)
-    counts = unique_weights(result.model, result.info["clustered_layers"])
-    assert set(before) <= set(counts)
-    assert all(before[n] > 4 for n in before)
+    assert {"conv1", "conv_pw_1", "head_dense"} <= set(result.info["clustered_layers"])
+    counts = unique_weights(result.model, result.info["clustered_layers"], per_channel=per_channel)
     assert max(counts.values()) <= 4
+    if per_channel:  # 4 values per output channel, more over the whole kernel
+        assert len(np.unique(result.model.get_layer("conv_pw_1").get_weights()[0])) > 4
     np.testing.assert_allclose(predict(result.model, data.test.x), predict(result.wrapped, data.test.x), atol=1e-5)
 
 
@@ -121,31 +175,51 @@ def test_clustered_layers_hold_at_most_n_values(tiny_run, source):
 # QAT
 
 
-def test_qat_converts_to_int8_tflite_and_runs_on_litert(tiny_run, source, tmp_path):
+def test_qat_run_converts_to_int8_tflite_and_runs_on_litert(mini_run, mini, tmp_path, capsys):
     from ai_edge_litert.interpreter import Interpreter
 
     from tlkeras.evaluation import predict
-    from tlkeras.optimization import QATOptions, convert_int8, evaluate_tflite, load_model, quantize_aware, save_model
+    from tlkeras.optimization import _tflite_predict, evaluate_tflite, load_model, tflite_weight_sparsity
+    from tlkeras.optimize import main
 
-    config, data = source
-    result = quantize_aware(_fresh(tiny_run), data, config, QATOptions(), _one_epoch())
-    qat = result.model
-    assert "QuantizeWrapperV2" in _layer_types(qat)
-    assert result.info["unsupported_layers"] == [] and result.info["scheme"] == "default_8bit"
-    assert qat.get_layer("quant_preprocess_scale")  # Rescaling: output quantized, not left float
-    # The saved QAT model reloads with the same outputs (tfmot's own .keras round trip fails).
-    save_model(qat, tmp_path / "qat.keras")
-    np.testing.assert_allclose(predict(load_model(tmp_path / "qat.keras"), data.test.x), predict(qat, data.test.x), atol=1e-6)
+    config, data = mini
+    code = main([str(mini_run), "--qat", "--epochs", "1", "--verbose", "0", "--output-dir", str(tmp_path), "--name", "qat"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    run = tmp_path / "qat"
+    report = json.loads((run / "optimization.json").read_text())
+    assert report["qat"]["scheme"] == "default_8bit" and report["qat"]["unsupported_layers"] == []
+    assert report["full_integer"] is True
+    accuracy = report["accuracy"]
+    assert accuracy["after"]["int8_method"] == "qat"
+    assert accuracy["after"]["int8_ptq_same_model"] == accuracy["before"]["int8_ptq"]  # QAT started from the source
+    model = load_model(run)
+    assert "QuantizeWrapperV2" in _layer_types(model)
+    assert model.get_layer("quant_preprocess_scale")  # Rescaling: output quantized, not left float
 
-    flat, integer = convert_int8(qat, data.train.x[:8])
-    assert integer
+    flat = (run / "model_int8.tflite").read_bytes()
     interpreter = Interpreter(model_content=flat)
     ops = {op["op_name"] for op in interpreter._get_ops_details()}
-    assert "CONV_2D" in ops and "DEPTHWISE_CONV_2D" in ops
-    int8_tensors = [d for d in interpreter.get_tensor_details() if d["dtype"] == np.int8]
-    assert len(int8_tensors) > 20
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= ops
+    assert all(row["dtype"] == "int8" for row in tflite_weight_sparsity(flat)["layers"].values())
     metrics = evaluate_tflite(flat, data.test, data.class_names, data.head)
-    assert metrics["count"] == len(data.test) and 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["accuracy"] == pytest.approx(accuracy["after"]["int8"])
+    # model.keras holds the QAT model that was converted: its fake-quant outputs match LiteRT's.
+    diff = np.abs(_tflite_predict(flat, data.test.x) - predict(model, data.test.x))
+    assert diff.mean() < 0.02 and diff.max() < 0.1, (diff.mean(), diff.max())
+
+
+def test_cqat_keeps_clusters_per_channel(mini_run, mini):
+    from tlkeras.optimization import ClusteringOptions, QATOptions, cluster, quantize_aware, unique_weights
+
+    config, data = mini
+    clustered = cluster(_fresh(mini_run), data, config, ClusteringOptions(clusters=4), _one_epoch())
+    result = quantize_aware(clustered.model, data, config, QATOptions(), _one_epoch(), preserve="clusters")
+    assert result.info["scheme"].startswith("cluster_preserve")
+    names = clustered.info["clustered_layers"]
+    # tfmot's CQAT trains the centroids of each output channel of a Conv2D kernel separately.
+    assert max(unique_weights(result.model, names, per_channel=True).values()) <= 4
+    assert unique_weights(result.model, ["head_dense"])["head_dense"] <= 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,22 +318,6 @@ def test_existing_target_and_missing_run(tiny_run, tmp_path, capsys):
     _assert_one_line_error(capsys, code, "already exists")
     code = main([str(tmp_path / "nope"), "--qat"])
     _assert_one_line_error(capsys, code, "does not exist")
-
-
-def _write_run(root: Path, model, data_dir: Path, name: str) -> Path:
-    """A run directory around a hand-made model (what tlkeras.train would write, minus metrics)."""
-    from tlkeras.config import save_config
-    from tlkeras.runs import atomic_path
-
-    run = root / name
-    run.mkdir(parents=True)
-    config = tiny_config(output_dir=str(root), name=name)
-    config.data.source = str(data_dir)
-    save_config(config, run / "config.yaml")
-    with atomic_path(run / "model.keras") as tmp:
-        model.save(tmp)
-    (run / "labels.txt").write_text("blue\ngreen\nred\n")
-    return run
 
 
 @pytest.fixture(scope="module")

@@ -51,11 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune-begin", type=float, default=0.0, metavar="FRACTION", help="share of the fine-tuning steps before pruning starts")
     p.add_argument("--prune-end", type=float, default=0.6, metavar="FRACTION", help="share of the fine-tuning steps at which the target is reached")
     p.add_argument("--prune-frequency", type=int, metavar="STEPS", help="steps between mask updates (default: about 8 updates)")
+    p.add_argument("--prune-epochs", type=int, metavar="N", help="fine-tuning epochs of the pruning stage (default: --epochs)")
     p.add_argument("--prune-min-weights", type=int, default=0, metavar="N", help="leave kernels with fewer weights dense")
     c = parser.add_argument_group("clustering")
     c.add_argument("--cluster-init", choices=("kmeans++", "linear", "density", "random"), default="kmeans++", help="centroid initialization")
+    c.add_argument("--cluster-epochs", type=int, metavar="N", help="fine-tuning epochs of the clustering stage (default: --epochs)")
     c.add_argument("--cluster-per-channel", action="store_true", help="cluster each output channel of Conv2D kernels separately")
     q = parser.add_argument_group("quantization-aware training")
+    q.add_argument("--qat-epochs", type=int, metavar="N", help="fine-tuning epochs of the QAT stage (default: --epochs)")
     q.add_argument("--float-layers", metavar="NAMES", help="comma-separated layers to keep in float")
     f = parser.add_argument_group("fine-tuning (defaults: the run's phase-2 settings)")
     f.add_argument("--epochs", type=int, help="fine-tuning epochs per stage (default: the run's phase2_epochs)")
@@ -91,11 +94,13 @@ def _main(argv: Sequence[str] | None) -> int:
         pruning = PruningOptions(
             target_sparsity=args.prune, schedule=args.prune_schedule, begin_fraction=args.prune_begin, end_fraction=args.prune_end,
             frequency=args.prune_frequency, structure=args.prune_structure, min_weights=args.prune_min_weights, skip_layers=skip,
+            epochs=args.prune_epochs,
         ).validate()
     if args.cluster is not None:
-        clustering = ClusteringOptions(clusters=args.cluster, init=args.cluster_init, per_channel=args.cluster_per_channel, skip_layers=skip).validate()
+        clustering = ClusteringOptions(clusters=args.cluster, init=args.cluster_init, per_channel=args.cluster_per_channel, skip_layers=skip,
+                                       epochs=args.cluster_epochs).validate()
     if args.qat:
-        qat = QATOptions(float_layers=[n for n in (args.float_layers or "").split(",") if n.strip()]).validate()
+        qat = QATOptions(float_layers=[n for n in (args.float_layers or "").split(",") if n.strip()], epochs=args.qat_epochs).validate()
     finetune = FineTuneOptions(
         epochs=args.epochs, learning_rate=args.lr, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size, augment=args.augment,
         patience=args.patience, verbose=args.verbose, head_only=args.head_only,
@@ -121,7 +126,7 @@ def _print_summary(report: dict, run_dir) -> None:
             text += f", int8 TFLite weights {sp['int8_tflite_overall']:.1%}"
         print(text)
     if "clustering" in report:
-        print(f"clustering: at most {report['clustering']['max_unique']} unique weights per clustered layer")
+        print(f"clustering: at most {report['clustering']['max_unique']} unique weights {report['clustering']['bound']} in the clustered layers")
     if "qat" in report and report["qat"]["unsupported_layers"]:
         print(f"left in float (unsupported by QAT): {', '.join(report['qat']['unsupported_layers'])}")
     text = f"gzipped Keras model {size['before']['keras_gzip_bytes'] / 1024:.0f} -> {size['after']['keras_gzip_bytes'] / 1024:.0f} KiB"

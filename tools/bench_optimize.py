@@ -32,13 +32,16 @@ WEIGHTS = SHARED / "weights" / "mobilenet_0.25_224_imagenet_no_top.h5"
 
 RECIPES = {
     # name: (pruning kwargs, clustering kwargs, qat?)
-    "prune50": ({"target_sparsity": 0.5}, None, False),
-    "prune50-min": ({"target_sparsity": 0.5, "min_weights": 4096}, None, False),
-    "prune75": ({"target_sparsity": 0.75}, None, False),
-    "prune24": ({"structure": "2:4", "target_sparsity": 0.5}, None, False),
+    "prune50": ({"target_sparsity": 0.5, "epochs": 16}, None, False),
+    "prune50-8ep": ({"target_sparsity": 0.5}, None, False),
+    "prune75": ({"target_sparsity": 0.75, "epochs": 16}, None, False),
+    "prune80": ({"target_sparsity": 0.8, "epochs": 16}, None, False),
+    "prune50-cluster16": ({"target_sparsity": 0.5, "epochs": 16}, {"clusters": 16}, False),
+    "prune24": ({"structure": "2:4", "target_sparsity": 0.5, "epochs": 16}, None, False),
     "cluster16": (None, {"clusters": 16}, False),
     "qat": (None, None, True),
-    "pqat": ({"target_sparsity": 0.5}, None, True),
+    "pqat": ({"target_sparsity": 0.5, "epochs": 16}, None, True),
+    "pcqat": ({"target_sparsity": 0.5, "epochs": 16}, {"clusters": 16}, True),
     "cqat": (None, {"clusters": 16}, True),
 }
 
