@@ -64,8 +64,10 @@ def test_two_workers_on_localhost_train_one_model(tmp_path):
     finally:
         for proc in procs:
             proc.kill()
-    for proc, (out, err) in zip(procs, outputs):
-        assert proc.returncode == 0, err[-2000:]
+    for index, (proc, (out, err)) in enumerate(zip(procs, outputs)):
+        # Show both workers' logs: a crash in one surfaces as a collective error in the other.
+        logs = "\n".join(f"--- worker {i} ---\n{e[-1500:]}" for i, (_, e) in enumerate(outputs))
+        assert proc.returncode == 0, f"worker {index} failed\n{logs}"
     # Only the chief (worker 0) keeps a run directory; both report the same model quality.
     runs = [p for p in (tmp_path / "runs").iterdir()]
     assert [p.name for p in runs] == ["mw"]

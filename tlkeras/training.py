@@ -543,9 +543,12 @@ def train_model(
         if model is None:
             with strategy.scope():
                 model = build_model(config.model, data.num_outputs, size)
-        with stage.open(config) as run_dir:
+        with stage.open(config) as run_dir, _worker_scratch(write and not chief, stage, resume) as scratch:
             log_dir = run_dir / "logs" if run_dir else None
-            checkpoints = run_dir / "checkpoints" if run_dir else None
+            # Checkpoint writes run collective ops under MultiWorkerMirroredStrategy, so every
+            # worker must write them; non-chief workers write to a scratch folder (tf.distribute's
+            # documented pattern) that is deleted at the end.
+            checkpoints = run_dir / "checkpoints" if run_dir else scratch
             history, timings = fit_two_phase(model, data, config, log_dir=log_dir, callbacks=callbacks, strategy=strategy, checkpoint_dir=checkpoints)
             split_name, split = data.eval_split
             metrics = {
@@ -577,14 +580,32 @@ def train_model(
                 for filename, writer in (extra_files or {}).items():
                     writer(Path(run_dir) / filename)
                 shutil.rmtree(checkpoints, ignore_errors=True)
-            elif write and not chief:
+            elif scratch is not None:
                 # Saving a MultiWorkerMirroredStrategy model runs collective ops: every worker
-                # must save, or the chief waits forever. Non-chief workers save to a scratch dir.
-                import tempfile
-
-                with tempfile.TemporaryDirectory(prefix="tlkeras-worker-") as scratch:
-                    model.save(Path(scratch) / "model.keras")
+                # must save, or the chief waits forever.
+                scratch.mkdir(parents=True, exist_ok=True)
+                model.save(scratch / "model.keras")
     return TrainResult(model, history, metrics, timings, stage.final if write and chief else None, config, info)
+
+
+@contextlib.contextmanager
+def _worker_scratch(active: bool, stage: "_Stage", resume: bool):
+    """A temporary folder for a non-chief worker's checkpoints and model (None when inactive).
+
+    On ``resume`` it starts as a copy of the chief's checkpoints (found when the workers share
+    a file system), so every worker continues from the same epoch.
+    """
+    if not active:
+        yield None
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tlkeras-worker-") as tmp:
+        scratch = Path(tmp) / "checkpoints"
+        chief_checkpoints = stage.partial / "checkpoints"
+        if resume and chief_checkpoints.is_dir():
+            shutil.copytree(chief_checkpoints, scratch)
+        yield scratch
 
 
 class _Stage:
