@@ -140,6 +140,7 @@ def test_mmd_and_importance_weighting_write_runs_that_load(method, tmp_path):
     for name in RUN_FILES:
         assert (result.run_dir / name).is_file(), name
     assert "target" in result.metrics
+    assert {"phase1", "phase2", "total"} <= set(result.timings)  # what tlkeras.train reports too
     if method == "mmd":
         assert result.history["align_loss"][-1] > 0
     else:

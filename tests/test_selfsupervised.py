@@ -64,6 +64,7 @@ def test_simclr_trains_the_top_of_the_backbone_then_fine_tunes(tmp_path):
     assert not np.allclose(model.get_layer("conv_pw_13").get_weights()[0], start["conv_pw_13"])
     np.testing.assert_array_equal(model.get_layer("conv_pw_5").get_weights()[0], start["conv_pw_5"])
     np.testing.assert_array_equal(model.get_layer("conv_pw_13_bn").moving_mean.numpy(), start_mean)
+    assert {"phase1", "phase2", "simclr", "total"} <= set(result.timings)
     probe = result.metrics["linear_probe"]
     assert probe["split"] == "test" and probe["before"]["test"] == len(bundle.test)
     for key in ("before", "after"):

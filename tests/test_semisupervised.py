@@ -104,6 +104,7 @@ def test_fixmatch_run_loads_its_step_masks_unconfident_targets_and_bad_inputs_fa
     result = train_fixmatch(config, unlabeled, FixMatchOptions(epochs=1, threshold=0.5), data=bundle)
     assert {"consistency_loss", "mask_rate", "val_accuracy"} <= set(result.history)
     assert 0.0 <= result.metrics["fixmatch"]["last_mask_rate"] <= 1.0
+    assert {"phase1", "phase2", "total"} <= set(result.timings)
     model = load_run_model(result.run_dir)
     x = bundle.val.x.astype("float32")
     np.testing.assert_allclose(model.predict(x, verbose=0), result.model.predict(x, verbose=0), atol=1e-5)
@@ -125,3 +126,26 @@ def test_fixmatch_run_loads_its_step_masks_unconfident_targets_and_bad_inputs_fa
         train_fixmatch(tiny_config(), np.zeros((3, 40, 40, 3), np.uint8), data=bundle, write=False)
     with pytest.raises(TLKerasError, match="threshold"):
         PseudoLabelOptions(threshold=0).validate()
+
+
+def test_train_cli_runs_a_technique_and_rejects_incomplete_flags(tmp_path, capsys):
+    from tlkeras import train
+
+    labelled = make_image_folder(tmp_path / "labelled", per_class=8, size=32)
+    unlabelled = make_image_folder(tmp_path / "unlabelled", per_class=4, size=32, seed=5)
+    config = tiny_config()
+    common = [
+        "--data", str(labelled), "--backbone", "mobilenet", "--alpha", "0.25", "--weights", config.model.weights,
+        "--image-size", "32", "--phase1-epochs", "1", "--phase2-epochs", "0", "--val-fraction", "0.25",
+        "--test-fraction", "0.0", "--verbose", "0", "--output-dir", str(tmp_path / "runs"),
+    ]
+    assert train.main(common + ["--technique", "fixmatch"]) == 2
+    assert "needs --unlabeled" in capsys.readouterr().err
+    assert train.main(common + ["--technique", "fixmatch", "--unlabeled", str(unlabelled), "--target-test", str(labelled)]) == 2
+    assert "only applies to dann, mmd and importance" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    rc = train.main(common + ["--technique", "pseudo-label", "--unlabeled", str(unlabelled), "--name", "pl"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "round 1:" in out.out and "run directory" in out.out
+    assert json.loads((tmp_path / "runs" / "pl" / "unlabeled.json").read_text())["method"] == "pseudo_label"

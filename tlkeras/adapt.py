@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from tlkeras import cli
 
-__all__ = ["main", "build_parser", "TECHNIQUES"]
+__all__ = ["main", "build_parser", "print_summary", "TECHNIQUES"]
 
 # subcommand -> (method name of train_with_unlabeled, options class path, one-line description)
 TECHNIQUES = {
@@ -120,7 +120,8 @@ def _options_from_args(args: argparse.Namespace, method: str, path: str):
     return cls(**values).validate()
 
 
-def _print_summary(result) -> None:
+def print_summary(result) -> None:
+    """Prints a technique's result: accuracies, the technique's own numbers, time, run directory."""
     m = result.metrics
     print(f"val accuracy {m['val']['accuracy']:.3f} | {m['final_split']} accuracy {m['final']['accuracy']:.3f} | macro F1 {m['final']['f1_macro']:.3f}")
     if "target" in m:
@@ -152,7 +153,7 @@ def _main(argv: Sequence[str] | None) -> int:
     from tlkeras.adaptation import train_with_unlabeled
 
     result = train_with_unlabeled(config, method, args.unlabeled, options, target_test=getattr(args, "target_test", None))
-    _print_summary(result)
+    print_summary(result)
     return 0
 
 

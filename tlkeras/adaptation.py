@@ -767,7 +767,7 @@ def adapt_domain(
     h = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
                     callbacks=list(callbacks or []), verbose=config.train.verbose)
     merge_history(history, h, 2)
-    timings["adaptation"] = time.perf_counter() - start
+    timings["adaptation"] = timings["phase2"] = time.perf_counter() - start
     timings["total"] = time.perf_counter() - t0
 
     return write_unlabeled_run(
@@ -918,7 +918,8 @@ def train_importance_weighted(
 
     The weights come from :func:`importance_weights` on the pretrained (frozen) backbone's pooled
     features of the source training images and the target images; ``metrics["importance"]``
-    records the domain classifier's AUC and the effective sample size. Early stopping uses the
+    records the domain classifier's AUC and the effective sample size. An AUC above 0.95 warns:
+    domains that hardly overlap cannot be matched by re-weighting (use DANN or MMD then). Early stopping uses the
     (unweighted) source validation loss, as in ``tlkeras.train``.
 
     Args and Raises: as :func:`adapt_domain`.
@@ -936,6 +937,15 @@ def train_importance_weighted(
     fs = predict(extractor, data.train.x, config.data.batch_size)
     ft = predict(extractor, xt, config.data.batch_size)
     weights, info = importance_weights(fs, ft, options, seed=config.seed)
+    if info["domain_auc"] > 0.95:
+        import warnings
+
+        warnings.warn(
+            f"the domain classifier separates source from target almost perfectly (AUC {info['domain_auc']:.3f}, "
+            f"effective sample size {info['effective_sample_size']:.0f} of {len(fs)}); importance weights cannot "
+            f"correct a shift the domains do not overlap in; prefer dann or mmd",
+            stacklevel=2,
+        )
     timings["weights"] = time.perf_counter() - start
     history, fit_timings = _weighted_fit(model, data, config, weights, fs, list(callbacks or []))
     timings.update(fit_timings)

@@ -297,6 +297,8 @@ def train_simclr(
         merge_history(history, fit_history, 1)
         timings.update(fit_timings)
     timings["finetune"] = time.perf_counter() - start
+    timings.setdefault("phase1", 0.0)
+    timings.setdefault("phase2", 0.0)
     timings["total"] = time.perf_counter() - t0
     extra = {
         "linear_probe": {"split": split_name, "before": before, "after": after},

@@ -329,6 +329,9 @@ def self_train(
         record["val_accuracy"] = evaluate_model(model, data.val, data.class_names, "softmax", bs)["accuracy"]
         rounds.append(record)
         timings[f"round_{r}"] = time.perf_counter() - start
+    # The keys every run reports: phase 1 = the supervised round, phase 2 = the self-training rounds.
+    timings["phase1"] = timings["round_0"]
+    timings["phase2"] = sum(v for k, v in timings.items() if k.startswith("round_") and k != "round_0")
     timings["total"] = time.perf_counter() - t0
     return write_unlabeled_run(
         config, data, model, history, method="pseudo_label", options=options, timings=timings,
@@ -525,7 +528,7 @@ def train_fixmatch(
     h = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
                     callbacks=extra_callbacks, verbose=config.train.verbose)
     merge_history(history, h, 2)
-    timings["fixmatch"] = time.perf_counter() - start
+    timings["fixmatch"] = timings["phase2"] = time.perf_counter() - start
     timings["total"] = time.perf_counter() - t0
     mask_rates = h.history.get("mask_rate") or [None]
     return write_unlabeled_run(

@@ -30,8 +30,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the interrupted run --name (under --output-dir) from its last completed epoch, "
         "with the config it was started with",
     )
+    unlabeled = parser.add_argument_group(
+        "learning from unlabelled images",
+        "train with one technique at its default options (python -m tlkeras.adapt TECHNIQUE --help sets each option)",
+    )
+    unlabeled.add_argument(
+        "--technique", default=None, choices=sorted(_techniques()),
+        help="domain adaptation (dann, mmd, importance), semi-supervised (pseudo-label, fixmatch) or self-supervised (simclr)",
+    )
+    unlabeled.add_argument("--unlabeled", default=None, metavar="PATH",
+                           help="the unlabelled images for --technique (a folder, searched recursively, or a CSV with a path column)")
+    unlabeled.add_argument("--target-test", default=None, metavar="DIR",
+                           help="labelled target-domain images (class folders) to report on; dann, mmd and importance only")
     cli.add_config_flags(parser)
     return parser
+
+
+def _techniques() -> dict:
+    from tlkeras.adapt import TECHNIQUES  # argparse only; no TensorFlow import
+
+    return TECHNIQUES
 
 
 def _print_summary(result) -> None:
@@ -57,7 +75,11 @@ def _main(argv: Sequence[str] | None) -> int:
             print(get_backbone(name).describe())
         print("hub:<handle-or-dir>: a TF-Hub feature-vector model (URL or local SavedModel directory)")
         return 0
+    technique, unlabeled, target_test = args.technique, args.unlabeled, args.target_test
+    del args.technique, args.unlabeled, args.target_test  # not run-config keys
     config = cli.config_from_args(args)
+    if technique is not None or unlabeled is not None or target_test is not None:
+        return _train_with_unlabeled(config, technique, unlabeled, target_test, resume=args.resume)
     if args.resume:
         from tlkeras.training import train_model
 
@@ -71,6 +93,25 @@ def _main(argv: Sequence[str] | None) -> int:
     from tlkeras.training import train_model
 
     _print_summary(train_model(config))
+    return 0
+
+
+def _train_with_unlabeled(config, technique, unlabeled, target_test, *, resume: bool) -> int:
+    from tlkeras.errors import TLKerasError
+
+    if technique is None:
+        raise TLKerasError("--unlabeled and --target-test need --technique (dann, mmd, importance, pseudo-label, fixmatch or simclr)")
+    if unlabeled is None:
+        raise TLKerasError(f"--technique {technique} needs --unlabeled <folder|file.csv> with the unlabelled images")
+    if resume:
+        raise TLKerasError("--resume applies to plain two-phase runs; rerun the technique without --resume")
+    if config.data.source is None:
+        raise TLKerasError("--technique needs labelled data: pass --data <folder|file.csv>")
+    from tlkeras.adapt import print_summary
+    from tlkeras.adaptation import train_with_unlabeled
+
+    method = _techniques()[technique][0]
+    print_summary(train_with_unlabeled(config, method, unlabeled, target_test=target_test))
     return 0
 
 
