@@ -23,6 +23,9 @@ def test_folder_without_splits_is_split_stratified_and_seeded(image_folder):
         assert sorted(np.bincount(split.y).tolist()) == [np.bincount(split.y).min()] * 3  # 1/3 per class
     assert a.train.paths == b.train.paths and a.train.paths != c.train.paths
     assert not set(a.train.paths) & set(a.test.paths)
+    # A fixed split_seed keeps the split whatever the run seed is.
+    fixed = DataConfig(source=str(image_folder), val_fraction=0.25, test_fraction=0.25, split_seed=1)
+    assert load_data(fixed, 32, seed=2).test.paths == a.test.paths
 
 
 def test_folder_with_split_subfolders(tmp_path):

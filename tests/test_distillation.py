@@ -65,13 +65,15 @@ def test_the_phase1_probe_is_logistic_regression_without_teacher_and_copies_a_li
 
 
 def test_student_trains_from_the_teacher_and_exports(tiny_run, tmp_path, capsys):
+    from tlkeras.config import load_config
     from tlkeras.distill import main
     from tlkeras.evaluation import evaluate_run
     from tlkeras.exporting import ExportOptions, export_run
 
     # A narrower student (alpha 0.125 from scratch) than the teacher (alpha 0.25, 32 px).
     code = main([str(tiny_run), "--alpha", "0.125", "--weights", "none", "--phase1-epochs", "3", "--phase2-epochs", "1",
-                 "--unfreeze", "blocks:1", "--temperature", "2", "--soft-weight", "0.8", "--output-dir", str(tmp_path / "runs")])
+                 "--unfreeze", "blocks:1", "--temperature", "2", "--soft-weight", "0.8", "--output-dir", str(tmp_path / "runs"),
+                 "--seed", "5"])
     assert code == 0
     out = capsys.readouterr().out
     run = tmp_path / "runs" / f"{tiny_run.name}-student-32px-a0.125"
@@ -83,6 +85,11 @@ def test_student_trains_from_the_teacher_and_exports(tiny_run, tmp_path, capsys)
     assert d["student_params"] < d["teacher_params"]
     assert d["temperature"] == 2.0 and d["soft_weight"] == 0.8 and d["teacher_run"] == str(tiny_run)
     assert (run / "labels.txt").read_text() == (tiny_run / "labels.txt").read_text()
+    # Another training seed, but the teacher's split: the student is tested on the teacher's test images.
+    teacher_config, student_config = load_config(tiny_run / "config.yaml"), load_config(run / "config.yaml")
+    assert student_config.seed == 5 != teacher_config.seed
+    assert student_config.data.split_seed == teacher_config.seed
+    assert metrics["final"]["count"] == json.loads((tiny_run / "metrics.json").read_text())["final"]["count"]
     history = json.loads((run / "history.json").read_text())
     assert history["phase"] == [1, 2]  # phase 1: the distillation probe on cached features
     assert history["probe_C"][0] > 0 and history["soft_loss"][1] is not None

@@ -56,6 +56,9 @@ class DataConfig:
         class_weight: ``auto`` (balanced weights when the largest class is 1.5x the smallest or
             more), ``balanced`` or ``none``.
         label_separator: separator of several labels in one CSV cell (multi-label heads).
+        split_seed: seed of the train/val/test split (None: the run's ``seed``). Fixing it keeps
+            the held-out images the same while the training seed varies; a distilled student
+            gets its teacher's, so it never tests on images the teacher trained on.
     """
 
     source: str | None = None
@@ -67,6 +70,7 @@ class DataConfig:
     on_corrupt: str = "skip"
     class_weight: str = "auto"
     label_separator: str = ";"
+    split_seed: int | None = None
 
     def validate(self) -> None:
         _choice(self.augment, AUGMENT_PRESETS, "augment")

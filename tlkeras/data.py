@@ -494,6 +494,8 @@ def load_data(config: DataConfig, image_size: int, head: str = "softmax", seed: 
             mismatched split folders, a bad CSV, unreadable images with ``on_corrupt="error"``.
     """
     config.validate()
+    if config.split_seed is not None:
+        seed = config.split_seed
     source = config.source
     if source is None:
         raise TLKerasError("no data source given; pass --data <folder|file.csv|tfds:name>")

@@ -527,6 +527,11 @@ def distill(teacher_run: str | Path, config: RunConfig | None = None, options: D
     if data is None:
         if config.data.source is None:
             raise TLKerasError(f"no data source: the teacher {teacher_run} was trained on the embedded demo; pass data (config.data.source)")
+        if config.data.source == teacher_cfg.data.source and config.data.split_seed is None:
+            # The teacher's split: a student seed that reshuffled it would validate and test
+            # on images the teacher trained on. Stored in the student's config, so evaluating
+            # the student run sees the same split.
+            config.data.split_seed = teacher_cfg.data.split_seed if teacher_cfg.data.split_seed is not None else teacher_cfg.seed
         data = load_data(replace(config.data, image_size=t_size), t_size, "softmax", config.seed)
     if data.class_names != labels:
         raise TLKerasError(f"the data's classes {data.class_names} differ from the teacher's {labels}")
