@@ -383,15 +383,10 @@ def open_backbone(model, config: RunConfig, unfreeze: str | None = None) -> list
 
 def make_optimizer(config: RunConfig, learning_rate: float, total_steps: int):
     """The optimizer of a technique's main phase: ``train.optimizer`` with ``train.schedule``."""
-    lr: Any = learning_rate
-    if config.train.schedule == "cosine" and total_steps > 1:
-        lr = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.0)
-    name = config.train.optimizer
-    if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.train.weight_decay)
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
-    return keras.optimizers.Adam(learning_rate=lr)
+    from tlkeras import training
+
+    lr = training.learning_rate_schedule(learning_rate, config.train.schedule, total_steps)
+    return training.make_optimizer(config.train.optimizer, lr, config.train.weight_decay)
 
 
 def compile_trainer(trainer, optimizer) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tlkeras._backend import keras, tf
+from tlkeras._backend import keras
 from tlkeras.errors import TLKerasError
 
 __all__ = [

@@ -212,24 +212,6 @@ class _Distiller(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
 
-def _optimizer(name: str, learning_rate, weight_decay: float):
-    if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9)
-    return keras.optimizers.Adam(learning_rate=learning_rate)
-
-
-def _schedule(lr: float, schedule: str, steps: int, warmup_steps: int = 0):
-    if schedule == "constant" and warmup_steps == 0:
-        return lr
-    decay = max(1, steps - warmup_steps)
-    if warmup_steps:
-        return keras.optimizers.schedules.CosineDecay(lr * 0.01, decay, alpha=1.0 if schedule == "constant" else 0.0,
-                                                      warmup_target=lr, warmup_steps=warmup_steps)
-    return keras.optimizers.schedules.CosineDecay(lr, decay, alpha=0.0)
-
-
 def _cached_pairs(student, teacher_logits, x: np.ndarray, batch_size: int, augment: str, views: int, seed: int, size: int):
     """(student pooled features, teacher logits) of ``views`` views of ``x``, the same view to both."""
     from tlkeras.data import augmenter
@@ -350,7 +332,7 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
     """
     from tlkeras.data import encode_labels
     from tlkeras.models import freeze_backbone, unfreeze_backbone
-    from tlkeras.training import compile_model, uses_feature_cache, uses_linear_probe
+    from tlkeras.training import compile_model, learning_rate_schedule, make_optimizer, uses_feature_cache, uses_linear_probe
 
     options = (options or DistillOptions()).validate()
     tc, dc = config.train, config.data
@@ -371,7 +353,7 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
     timings: dict[str, float] = {}
 
     def fit(trainer, train, val, epochs: int, lr, phase: int):
-        trainer.compile(optimizer=_optimizer(tc.optimizer, lr, tc.weight_decay))
+        trainer.compile(optimizer=make_optimizer(tc.optimizer, lr, tc.weight_decay))
         patience = tc.early_stopping_patience if tc.early_stopping_patience > 0 else 10**9
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
         h = trainer.fit(train, validation_data=val, epochs=epochs, class_weight=weights, verbose=1 if tc.verbose == 1 else (2 if tc.verbose else 0),
@@ -405,11 +387,11 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
                                 .shuffle(len(targets), seed=config.seed, reshuffle_each_iteration=True).batch(bs).prefetch(tf.data.AUTOTUNE))
                 val_cached = tf.data.Dataset.from_tensor_slices((val_in, encode_labels(bundle.val.y, "softmax", n))).batch(bs)
                 feat_steps = max(1, math.ceil(len(targets) / bs))
-                fit(trainer, train_cached, val_cached, tc.phase1_epochs, _schedule(tc.phase1_lr, tc.schedule, feat_steps * tc.phase1_epochs), 1)
+                fit(trainer, train_cached, val_cached, tc.phase1_epochs, learning_rate_schedule(tc.phase1_lr, tc.schedule, feat_steps * tc.phase1_epochs), 1)
         else:
             trainer = _Distiller(logits_model(student), teacher_logits, s_size, options, tc.label_smoothing)
             ds1 = make_dataset(bundle.train, head="softmax", num_outputs=n, batch_size=bs, shuffle=True, augment=augment1, seed=config.seed)
-            fit(trainer, ds1, val_ds, tc.phase1_epochs, _schedule(tc.phase1_lr, tc.schedule, steps * tc.phase1_epochs), 1)
+            fit(trainer, ds1, val_ds, tc.phase1_epochs, learning_rate_schedule(tc.phase1_lr, tc.schedule, steps * tc.phase1_epochs), 1)
     timings["phase1"] = time.perf_counter() - start
     start = time.perf_counter()
     opened: list[str] = []
@@ -418,7 +400,7 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
         opened = unfreeze_backbone(student, config.model.backbone, tc.unfreeze, keep_batchnorm_frozen=pretrained)
         warmup = int(round(tc.warmup_epochs * steps))
         trainer = _Distiller(logits_model(student), teacher_logits, s_size, options, tc.label_smoothing)
-        fit(trainer, train_ds, val_ds, tc.phase2_epochs, _schedule(tc.phase1_lr * tc.phase2_lr_factor, tc.schedule, steps * tc.phase2_epochs, warmup), 2)
+        fit(trainer, train_ds, val_ds, tc.phase2_epochs, learning_rate_schedule(tc.phase1_lr * tc.phase2_lr_factor, tc.schedule, steps * tc.phase2_epochs, warmup), 2)
     timings["phase2"] = time.perf_counter() - start
     timings["phase2_trainable_layers"] = len(opened)
     compile_model(student, config, n, tc.phase1_lr * (tc.phase2_lr_factor if opened else 1.0), jit=False)

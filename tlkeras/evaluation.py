@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tlkeras.data import DataBundle, Split
+from tlkeras.data import Split
 from tlkeras.errors import TLKerasError
 
 __all__ = ["predict", "compute_metrics", "evaluate_model", "write_reports", "plot_confusion_matrix", "plot_history", "load_run_model", "evaluate_run"]

@@ -32,16 +32,15 @@ import hashlib
 import io
 import os
 import re
-import shutil
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from tlkeras.data import DataBundle, Split
+from tlkeras.data import DataBundle
 from tlkeras.errors import TLKerasError
 from tlkeras import litert
 

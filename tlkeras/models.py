@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tlkeras._backend import keras, tf
+from tlkeras._backend import keras
 from tlkeras.backbones import (
     BackboneSpec,
     block_ids,

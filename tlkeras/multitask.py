@@ -23,11 +23,9 @@ lower learning rate, as in :func:`tlkeras.training.fit_two_phase`) and writes a 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import gzip
 import hashlib
-import json
 import math
 import os
 import re

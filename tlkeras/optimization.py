@@ -37,13 +37,11 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import math
 import os
-import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -423,19 +421,6 @@ def _stage_settings(finetune: FineTuneOptions, config: RunConfig, epochs: int | 
     return ft
 
 
-def _lr_schedule(lr: float, schedule: str, steps: int, warmup_steps: int = 0):
-    """The phase-2 schedule of training: optional linear warm-up, then cosine decay or constant."""
-    warmup_steps = min(max(0, warmup_steps), max(0, steps - 1))
-    if schedule == "constant" and warmup_steps == 0:
-        return lr
-    if steps <= 1:
-        return lr
-    if warmup_steps:
-        return keras.optimizers.schedules.CosineDecay(lr * 0.01, max(1, steps - warmup_steps), alpha=1.0 if schedule == "constant" else 0.0,
-                                                      warmup_target=lr, warmup_steps=warmup_steps)
-    return keras.optimizers.schedules.CosineDecay(lr, steps, alpha=0.0)
-
-
 def _compile(model, config: RunConfig, num_outputs: int, learning_rate) -> None:
     from tlkeras.training import compile_model
 
@@ -455,10 +440,12 @@ def _fine_tune(model, data: DataBundle, config: RunConfig, ft: dict, *, stage: s
     only starts watching once the target sparsity is reached (``monitor_from_epoch``), so it never
     restores a less sparse model. Side effects: changes the model's weights and optimizer.
     """
+    from tlkeras.training import learning_rate_schedule
+
     n, bs = data.num_outputs, ft["batch_size"]
     per_epoch = _steps_per_epoch(data, bs)
     warmup = int(round(ft["warmup_epochs"] * per_epoch))
-    _compile(model, config, n, _lr_schedule(ft["learning_rate"], ft["schedule"], per_epoch * ft["epochs"], warmup))
+    _compile(model, config, n, learning_rate_schedule(ft["learning_rate"], ft["schedule"], per_epoch * ft["epochs"], warmup))
     train_ds = make_dataset(data.train, head=data.head, num_outputs=n, batch_size=bs, shuffle=True, augment=ft["augment"], seed=config.seed)
     val_ds = make_dataset(data.val, head=data.head, num_outputs=n, batch_size=bs)
     callbacks = list(extra_callbacks)

@@ -114,7 +114,8 @@ def _loss_and_metrics(head: str, num_outputs: int, label_smoothing: float):
     return keras.losses.MeanSquaredError(), [keras.metrics.MeanAbsoluteError(name="mae")]
 
 
-def _optimizer(name: str, learning_rate, weight_decay: float):
+def make_optimizer(name: str, learning_rate, weight_decay: float = 0.0):
+    """A fresh ``train.optimizer`` (adam, adamw or sgd with momentum 0.9) at ``learning_rate``."""
     if name == "adamw":
         return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
     if name == "sgd":
@@ -122,8 +123,14 @@ def _optimizer(name: str, learning_rate, weight_decay: float):
     return keras.optimizers.Adam(learning_rate=learning_rate)
 
 
-def _schedule(lr: float, schedule: str, steps: int, warmup_steps: int):
-    if schedule == "constant" and warmup_steps == 0:
+def learning_rate_schedule(lr: float, schedule: str, steps: int, warmup_steps: int = 0):
+    """``lr`` as ``train.schedule`` over ``steps`` optimizer steps, after a linear warm-up.
+
+    ``cosine`` decays to 0 after the warm-up; ``constant`` holds ``lr`` after it. One step or
+    fewer gets the constant ``lr``.
+    """
+    warmup_steps = min(max(0, warmup_steps), max(0, steps - 1))
+    if (schedule == "constant" and warmup_steps == 0) or steps <= 1:
         return lr
     decay_steps = max(1, steps - warmup_steps)
     if warmup_steps:
@@ -143,7 +150,7 @@ def compile_model(model, config: RunConfig, num_outputs: int, learning_rate, jit
     """
     loss, metrics = _loss_and_metrics(config.model.head, num_outputs, config.train.label_smoothing)
     model.compile(
-        optimizer=_optimizer(config.train.optimizer, learning_rate, config.train.weight_decay),
+        optimizer=make_optimizer(config.train.optimizer, learning_rate, config.train.weight_decay),
         loss=loss, metrics=metrics, jit_compile=config.train.xla if jit is None else jit,
     )
 
@@ -404,7 +411,7 @@ def fit_two_phase(
             with strategy.scope():
                 fit_model = head_model(model)
                 feat_steps = max(1, math.ceil(len(train_feats) / bs))
-                compile_model(fit_model, config, n, _schedule(tc.phase1_lr, tc.schedule, feat_steps * tc.phase1_epochs, 0), jit=False)
+                compile_model(fit_model, config, n, learning_rate_schedule(tc.phase1_lr, tc.schedule, feat_steps * tc.phase1_epochs, 0), jit=False)
             features = tf.data.Dataset.from_tensor_slices((train_feats, targets))
 
             def make_phase1_ds(epoch):
@@ -415,7 +422,7 @@ def fit_two_phase(
         else:
             fit_model, phase1_val = model, val_ds
             with strategy.scope():
-                compile_model(model, config, n, _schedule(tc.phase1_lr, tc.schedule, steps * tc.phase1_epochs, 0))
+                compile_model(model, config, n, learning_rate_schedule(tc.phase1_lr, tc.schedule, steps * tc.phase1_epochs, 0))
 
             def make_phase1_ds(epoch):
                 return make_dataset(bundle.train, head=bundle.head, num_outputs=n, batch_size=bs, shuffle=True, augment=augment1, seed=_epoch_seed(config.seed, 1, epoch))
@@ -438,7 +445,7 @@ def fit_two_phase(
         lr2 = tc.phase1_lr * tc.phase2_lr_factor
         warmup = int(round(tc.warmup_epochs * steps))
         with strategy.scope():
-            compile_model(model, config, n, _schedule(lr2, tc.schedule, steps * tc.phase2_epochs, warmup))
+            compile_model(model, config, n, learning_rate_schedule(lr2, tc.schedule, steps * tc.phase2_epochs, warmup))
 
         def make_phase2_ds(epoch):
             return make_dataset(bundle.train, head=bundle.head, num_outputs=n, batch_size=bs, shuffle=True, augment=dc.augment, seed=_epoch_seed(config.seed, 2, epoch))
