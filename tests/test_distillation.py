@@ -42,6 +42,23 @@ def test_temperature_one_and_weight_zero_is_plain_cross_entropy():
     assert tape.gradient(loss, t) is None
 
 
+def test_mixup_makes_convex_pairs_of_images_and_labels():
+    from tlkeras.distillation import _Distiller
+
+    with pytest.raises(TLKerasError, match="mixup"):
+        DistillOptions(mixup=-0.5).validate()
+    tf.random.set_seed(0)
+    distiller = _Distiller(None, None, None, DistillOptions(mixup=0.4))
+    # Each image is constant (its value = its class), so a mixed image reveals its two parents.
+    x = tf.constant(np.arange(8, dtype=np.float32)[:, None, None, None] * np.ones((8, 2, 2, 3), np.float32))
+    y = tf.one_hot(np.arange(8), 8)
+    xm, ym = (t.numpy() for t in distiller._mix(x, y))
+    np.testing.assert_allclose(ym.sum(axis=1), 1.0, rtol=1e-6)
+    # The label weights are the image weights: pixel value = sum of class * weight.
+    np.testing.assert_allclose(xm[:, 0, 0, 0], ym @ np.arange(8), rtol=1e-5)
+    assert (ym > 0).sum(axis=1).max() <= 2  # at most two parents per mixed image
+
+
 def test_the_phase1_probe_is_logistic_regression_without_teacher_and_copies_a_linear_teacher():
     from sklearn.linear_model import LogisticRegression
 

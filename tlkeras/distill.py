@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("teacher", help="the teacher's run directory (softmax classifier)")
     parser.add_argument("--temperature", type=float, default=4.0, help="softmax temperature of the soft targets")
     parser.add_argument("--soft-weight", type=float, default=0.7, help="weight of the soft-target term (the hard labels get 1 - this)")
+    parser.add_argument("--mixup", type=float, default=0.0,
+                        help="Beta(a, a) mixup of fine-tuning images, labelled by the teacher (0: off)")
     cli.add_config_flags(parser)
     parser.set_defaults(config=None)
     return parser
@@ -52,7 +54,7 @@ def _main(argv: Sequence[str] | None) -> int:
         config.name = f"{teacher.resolve().name}-student-{size}px{width}"
     from tlkeras.distillation import DistillOptions, distill
 
-    result = distill(teacher, config, DistillOptions(args.temperature, args.soft_weight))
+    result = distill(teacher, config, DistillOptions(args.temperature, args.soft_weight, args.mixup))
     m = result.metrics
     d = m["distillation"]
     print(f"teacher {d['teacher_image_size']}px: {m['final_split']} accuracy {d['teacher_final']['accuracy']:.3f} "

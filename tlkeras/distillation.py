@@ -59,16 +59,23 @@ class DistillOptions:
         temperature: softens both distributions (1 = plain softmax; 2-8 is usual).
         soft_weight: weight ``w`` of the soft-target term; the hard-label term gets ``1 - w``
             (0 trains on the labels only, the "without teacher" baseline with the same pipeline).
+        mixup: Beta(a, a) parameter ``a`` of mixup between the images of a fine-tuning batch
+            (0: off). The teacher labels each mixed image, so the student sees the teacher's
+            answers on images it was never trained on ("consistent teaching"); the hard-label
+            term mixes the labels the same way.
     """
 
     temperature: float = 4.0
     soft_weight: float = 0.7
+    mixup: float = 0.0
 
     def validate(self) -> "DistillOptions":
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise TLKerasError(f"temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.soft_weight <= 1.0:
             raise TLKerasError(f"soft_weight must be in [0, 1], got {self.soft_weight}")
+        if not (self.mixup >= 0 and math.isfinite(self.mixup)):
+            raise TLKerasError(f"mixup must be >= 0 (0 turns it off), got {self.mixup}")
         return self
 
 
@@ -160,6 +167,7 @@ class _Distiller(keras.Model):
         self.temperature = float(options.temperature)
         self.soft_weight = float(options.soft_weight)
         self.label_smoothing = float(label_smoothing)
+        self.mixup = float(options.mixup)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.soft_tracker = keras.metrics.Mean(name="soft_loss")
         self.accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
@@ -182,8 +190,19 @@ class _Distiller(keras.Model):
     def call(self, x, training=False):
         return self.student_logits(self._split(x)[0] if isinstance(x, (tuple, list)) else self._student_input(x), training=training)
 
+    def _mix(self, x, y):
+        """Mixup of a batch with a shuffled copy of itself, one Beta(a, a) weight per batch."""
+        a = tf.constant(self.mixup, tf.float32)
+        g1, g2 = tf.random.gamma([], a), tf.random.gamma([], a)
+        lam = g1 / (g1 + g2)
+        order = tf.random.shuffle(tf.range(tf.shape(x)[0]))
+        x = tf.cast(x, tf.float32)
+        return lam * x + (1.0 - lam) * tf.gather(x, order), lam * tf.cast(y, tf.float32) + (1.0 - lam) * tf.gather(tf.cast(y, tf.float32), order)
+
     def train_step(self, data):
         x, y, sw = keras.utils.unpack_x_y_sample_weight(data)
+        if self.mixup > 0 and not isinstance(x, (tuple, list)):
+            x, y = self._mix(x, y)
         xs, t_logits = self._split(x)
         with tf.GradientTape() as tape:
             s_logits = self.student_logits(xs, training=True)
