@@ -37,6 +37,12 @@ def main(argv=None) -> int:
     parser.add_argument("--no-reference", action="store_true", help="skip the plain tlkeras.train student at 128 px")
     parser.add_argument("--student", default=None, help="an existing distilled student run to export (skips student training)")
     parser.add_argument("--append", action="store_true", help="add the students to the rows already in --out")
+    parser.add_argument("--student-alpha", type=float, default=None, help="a narrower student (default: the teacher's width)")
+    parser.add_argument("--student-weights", default=None, help="the student's weights (default: the teacher's; 'none' = from scratch)")
+    parser.add_argument("--student-recipe", default=None, metavar="P1:P2:UNFREEZE:LR_FACTOR[:PHASE1_LR]",
+                        help="the student's phase-1 epochs, phase-2 epochs, unfreeze spec and phase-2 lr factor "
+                        "(default: the teacher's), e.g. 0:40:all:0.5:0.006 for a student trained from scratch")
+    parser.add_argument("--mixup", type=float, default=0.0)
     parser.add_argument("--work", default="/tmp/tlkeras-bench-issue9")
     parser.add_argument("--shared", default=str(ROOT.parent / "shared"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "distill.json"))
@@ -56,7 +62,22 @@ def main(argv=None) -> int:
     weights = str(shared / "weights" / "mobilenet_0.25_224_imagenet_no_top.h5")
     stamp = time.strftime("%H%M%S")
     results: dict = {"date": time.strftime("%Y-%m-%d"), "machine": {"platform": platform.platform(), "cpu": platform.processor() or platform.machine()},
-                     "student_size": args.student_size, "temperature": args.temperature, "soft_weight": args.soft_weight, "students": []}
+                     "student_size": args.student_size, "student_alpha": args.student_alpha, "student_weights": args.student_weights,
+                     "student_recipe": args.student_recipe, "mixup": args.mixup,
+                     "temperature": args.temperature, "soft_weight": args.soft_weight, "students": []}
+
+    def make_student_config(teacher_cfg, name, seed):
+        cfg = student_config(teacher_cfg, image_size=args.student_size, alpha=args.student_alpha, weights=args.student_weights,
+                             name=name, output_dir=str(runs))
+        cfg.seed = seed
+        cfg.train.verbose = 0
+        if args.student_recipe:
+            p1, p2, unfreeze, factor, *lr = args.student_recipe.split(":")
+            cfg.train.phase1_epochs, cfg.train.phase2_epochs = int(p1), int(p2)
+            cfg.train.unfreeze, cfg.train.phase2_lr_factor = unfreeze, float(factor)
+            if lr:
+                cfg.train.phase1_lr = float(lr[0])
+        return cfg
 
     if args.teacher:
         teacher_dir = Path(args.teacher)
@@ -86,20 +107,17 @@ def main(argv=None) -> int:
     for seed in seeds:
         row = {"seed": seed}
         for label, weight in (("distilled", args.soft_weight), ("hard_labels", 0.0)):
-            cfg = student_config(teacher_cfg, image_size=args.student_size, name=f"{label}-s{seed}-{stamp}", output_dir=str(runs))
-            cfg.seed = seed
-            cfg.train.verbose = 0
+            cfg = make_student_config(teacher_cfg, f"{label}-s{seed}-{stamp}", seed)
             t0 = time.perf_counter()
-            res = distill(teacher_dir, cfg, DistillOptions(args.temperature, weight))
+            res = distill(teacher_dir, cfg, DistillOptions(args.temperature, weight, args.mixup))
             row[label] = {"test_accuracy": res.metrics["final"]["accuracy"], "val_accuracy": res.metrics["val"]["accuracy"],
                           "epochs": len(res.history["phase"]), "seconds": time.perf_counter() - t0}
             if label == "distilled":
                 distilled_dirs[seed] = res.run_dir
             print(f"seed {seed} {label}: test {row[label]['test_accuracy']:.3f} ({row[label]['seconds']:.0f}s)", flush=True)
         if not args.no_reference:
-            cfg = student_config(teacher_cfg, image_size=args.student_size, name=f"train128-s{seed}-{stamp}", output_dir=str(runs))
-            cfg.seed = seed
-            cfg.train.verbose = 0
+            cfg = make_student_config(teacher_cfg, f"train128-s{seed}-{stamp}", seed)
+            cfg.data.split_seed = teacher_cfg.seed  # the distilled students' split
             t0 = time.perf_counter()
             res = train_model(cfg)
             row["train_128"] = {"test_accuracy": res.metrics["final"]["accuracy"], "val_accuracy": res.metrics["val"]["accuracy"],
