@@ -159,3 +159,13 @@ def test_class_weights_only_when_imbalanced():
     weights = class_weights(skewed, "auto")
     assert weights[1] > 1.0 > weights[0]
     assert class_weights(skewed, "none") is None
+
+
+def test_make_dataset_takes_explicit_targets(image_folder):
+    bundle = load_data(DataConfig(source=str(image_folder), val_fraction=0.25, test_fraction=0.25), 32, seed=1)
+    soft = np.random.default_rng(0).dirichlet(np.ones(3), len(bundle.train)).astype(np.float32)
+    ds = make_dataset(bundle.train, head="softmax", num_outputs=3, batch_size=64, targets=soft)
+    _, y = next(iter(ds))
+    np.testing.assert_allclose(y.numpy(), soft)
+    with pytest.raises(TLKerasError, match="targets for"):
+        make_dataset(bundle.train, head="softmax", num_outputs=3, batch_size=8, targets=soft[:-1])

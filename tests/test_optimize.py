@@ -136,6 +136,28 @@ def test_zero_sparsity_changes_nothing(mini_run, mini):
     np.testing.assert_allclose(predict(result.model, data.test.x), before, atol=1e-6)
 
 
+def test_self_distillation_targets_mix_labels_with_the_models_own_predictions(mini_run, mini):
+    from tlkeras.errors import TLKerasError
+    from tlkeras.evaluation import predict
+    from tlkeras.optimization import FineTuneOptions, PruningOptions, _self_targets, prune
+
+    config, data = mini
+    model = _fresh(mini_run)
+    with pytest.raises(TLKerasError, match="self-distillation"):
+        FineTuneOptions(self_distill=1.5).validate()
+    assert _self_targets(model, data, FineTuneOptions().resolve(config)) is None  # off by default
+    targets = _self_targets(model, data, FineTuneOptions(self_distill=0.25).resolve(config))
+    expected = 0.75 * np.eye(3)[data.train.y] + 0.25 * predict(model, data.train.x)
+    np.testing.assert_allclose(targets, expected, atol=1e-5)
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-5)
+    # A stage fine-tunes on them: with the model's own predictions as the only target (w = 1),
+    # the training loss starts at the model's own entropy, far below the loss on the labels.
+    result = prune(model, data, config, PruningOptions(target_sparsity=0.0), _one_epoch(self_distill=1.0, learning_rate=1e-12, augment="off"))
+    own = predict(_fresh(mini_run), data.train.x)
+    entropy = float(np.mean(-np.sum(own * np.log(np.clip(own, 1e-7, 1)), axis=1)))
+    assert result.history["loss"][0] == pytest.approx(entropy, rel=0.05)
+
+
 def test_structured_2_4_sparsity(mini_run, mini):
     from tlkeras.optimization import PruningOptions, prune
 

@@ -556,16 +556,21 @@ def make_dataset(
     shuffle: bool = False,
     augment: str = "off",
     seed: int = 42,
+    targets: np.ndarray | None = None,
 ):
     """Builds a batched tf.data pipeline of (float32 raw pixels, targets) from a split.
 
     Shuffling reshuffles every epoch from ``seed``; augmentation runs on batches in parallel;
     the pipeline ends with ``prefetch``. Images stay uint8 in memory (the cache) and become
-    float32 only per batch.
+    float32 only per batch. ``targets`` (one row per image, e.g. soft labels) replaces the
+    encoded ``split.y``.
     """
     from tlkeras._backend import tf
 
-    targets = encode_labels(split.y, head, num_outputs)
+    if targets is None:
+        targets = encode_labels(split.y, head, num_outputs)
+    elif len(targets) != len(split):
+        raise TLKerasError(f"{len(targets)} targets for {len(split)} images")
     ds = tf.data.Dataset.from_tensor_slices((split.x, targets))
     if shuffle:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)

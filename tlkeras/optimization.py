@@ -246,6 +246,10 @@ class FineTuneOptions:
         verbose: Keras progress display (default: the run's).
         head_only: compress and train only the head layers (``head_*``); needed for a TF-Hub
             backbone, which is one opaque layer.
+        self_distill: weight ``w`` in [0, 1] of the uncompressed model's own predictions in the
+            fine-tuning targets: ``(1 - w) * labels + w * softmax predictions`` (softmax heads).
+            The compressed model is pulled towards the function it started from rather than
+            re-fitted to a few hundred labels, which is what loses accuracy on small data.
     """
 
     epochs: int | None = None
@@ -256,9 +260,12 @@ class FineTuneOptions:
     patience: int | None = None
     verbose: int | None = None
     head_only: bool = False
+    self_distill: float = 0.0
 
     def validate(self) -> "FineTuneOptions":
         """Checks the options; raises TLKerasError naming the bad one. Returns self."""
+        if not 0.0 <= float(self.self_distill) <= 1.0:
+            raise TLKerasError(f"self-distillation weight must be in [0, 1], got {self.self_distill}")
         if self.epochs is not None and int(self.epochs) < 1:
             raise TLKerasError(f"fine-tuning epochs must be >= 1, got {self.epochs}")
         if self.learning_rate is not None and not float(self.learning_rate) > 0:
@@ -287,6 +294,7 @@ class FineTuneOptions:
             "patience": int(self.patience if self.patience is not None else tc.early_stopping_patience),
             "verbose": int(self.verbose if self.verbose is not None else tc.verbose),
             "head_only": bool(self.head_only),
+            "self_distill": float(self.self_distill),
         }
 
 
@@ -432,8 +440,24 @@ def _steps_per_epoch(data: DataBundle, batch_size: int) -> int:
     return max(1, math.ceil(len(data.train) / batch_size))
 
 
+def _self_targets(model, data: DataBundle, ft: dict) -> np.ndarray | None:
+    """The fine-tuning targets with self-distillation (None: plain labels).
+
+    Predicts ``data.train`` with ``model`` (the stage's input, before tfmot wraps it) and mixes
+    the predictions into the one-hot labels with weight ``ft["self_distill"]``.
+    """
+    w = ft["self_distill"]
+    if w <= 0 or data.head != "softmax":
+        return None
+    from tlkeras.data import encode_labels
+    from tlkeras.evaluation import predict
+
+    soft = predict(model, data.train.x, ft["batch_size"]).astype(np.float32)
+    return (1.0 - w) * encode_labels(data.train.y, "softmax", data.num_outputs) + w * soft
+
+
 def _fine_tune(model, data: DataBundle, config: RunConfig, ft: dict, *, stage: str, extra_callbacks: list, log_dir: Path | None,
-               monitor_from_epoch: int = 0) -> dict[str, list]:
+               monitor_from_epoch: int = 0, targets: np.ndarray | None = None) -> dict[str, list]:
     """Compiles ``model`` with the phase-2 learning rate and fits it; returns the history.
 
     Early stopping watches val loss and restores the best weights, as in training; for pruning it
@@ -446,7 +470,8 @@ def _fine_tune(model, data: DataBundle, config: RunConfig, ft: dict, *, stage: s
     per_epoch = _steps_per_epoch(data, bs)
     warmup = int(round(ft["warmup_epochs"] * per_epoch))
     _compile(model, config, n, learning_rate_schedule(ft["learning_rate"], ft["schedule"], per_epoch * ft["epochs"], warmup))
-    train_ds = make_dataset(data.train, head=data.head, num_outputs=n, batch_size=bs, shuffle=True, augment=ft["augment"], seed=config.seed)
+    train_ds = make_dataset(data.train, head=data.head, num_outputs=n, batch_size=bs, shuffle=True, augment=ft["augment"], seed=config.seed,
+                            targets=targets)
     val_ds = make_dataset(data.val, head=data.head, num_outputs=n, batch_size=bs)
     callbacks = list(extra_callbacks)
     patience = ft["patience"] if ft["patience"] > 0 else 10**9
@@ -562,6 +587,7 @@ def prune(model, data: DataBundle, config: RunConfig, options: PruningOptions | 
     fto = (finetune or FineTuneOptions()).validate()
     ft = _stage_settings(fto, config, options.epochs)
     _check_hub(model, ft["head_only"], "prune")
+    soft = _self_targets(model, data, ft)  # before tfmot wraps the model
     targets, skipped = _prune_targets(model, options, ft["head_only"])
     if not targets:
         raise TLKerasError("no layer left to prune (all skipped or unsupported); lower --prune-min-weights or --skip-layers")
@@ -592,7 +618,7 @@ def prune(model, data: DataBundle, config: RunConfig, options: PruningOptions | 
     if log_dir is not None:
         extra.append(sk.PruningSummaries(log_dir=str(log_dir / "prune"), profile_batch=0, write_graph=False))
     history = _fine_tune(wrapped, data, config, ft, stage="prune", extra_callbacks=extra + list(callbacks or []),
-                         log_dir=log_dir, monitor_from_epoch=monitor_from)
+                         log_dir=log_dir, monitor_from_epoch=monitor_from, targets=soft)
     stripped = sk.strip_pruning(wrapped)
     _recompile_fresh(stripped, config, data.num_outputs, ft)
     info = {
@@ -666,6 +692,7 @@ def cluster(model, data: DataBundle, config: RunConfig, options: ClusteringOptio
     fto = (finetune or FineTuneOptions()).validate()
     ft = _stage_settings(fto, config, options.epochs)
     _check_hub(model, ft["head_only"], "cluster")
+    soft = _self_targets(model, data, ft)  # before tfmot wraps the model
     ck = _tfmot().clustering.keras
     targets, skipped = _cluster_targets(model, options, ft["head_only"])
     _set_trainable(model, ft["head_only"])
@@ -693,7 +720,7 @@ def cluster(model, data: DataBundle, config: RunConfig, options: ClusteringOptio
             wrapped = keras.models.clone_model(model, clone_function=wrap)
     except ValueError as exc:
         raise TLKerasError(f"tfmot cannot cluster this model: {str(exc).splitlines()[0][:200]}") from None
-    history = _fine_tune(wrapped, data, config, ft, stage="cluster", extra_callbacks=list(callbacks or []), log_dir=log_dir)
+    history = _fine_tune(wrapped, data, config, ft, stage="cluster", extra_callbacks=list(callbacks or []), log_dir=log_dir, targets=soft)
     stripped = ck.strip_clustering(wrapped)
     _recompile_fresh(stripped, config, data.num_outputs, ft)
     info = {
@@ -925,6 +952,7 @@ def quantize_aware(model, data: DataBundle, config: RunConfig, options: QATOptio
     fto = (finetune or FineTuneOptions()).validate()
     ft = _stage_settings(fto, config, options.epochs)
     _check_hub(model, ft["head_only"], "quantize")
+    soft = _self_targets(model, data, ft)  # before tfmot wraps the model
     scheme, scheme_name = _scheme(preserve)
     start = time.perf_counter()
     # Work on a copy: quantize_apply wraps layer objects, and the caller's float model must stay
@@ -937,7 +965,7 @@ def quantize_aware(model, data: DataBundle, config: RunConfig, options: QATOptio
         raise TLKerasError(f"float layer(s) {', '.join(missing)} are not in the model; check the names (see model.summary())")
     annotated, quantized, left_float = _annotate(work, scope, set(options.float_layers))
     qat = _quantize_apply(annotated, scheme)
-    history = _fine_tune(qat, data, config, ft, stage="qat", extra_callbacks=list(callbacks or []), log_dir=log_dir)
+    history = _fine_tune(qat, data, config, ft, stage="qat", extra_callbacks=list(callbacks or []), log_dir=log_dir, targets=soft)
     if preserve in ("clusters", "sparsity+clusters"):
         qat = _tfmot().experimental.combine.strip_clustering_cqat(qat)
     # The saved form: the same graph rebuilt from its config the way the loader builds it, with the

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--batch-size", type=int, help="default: the run's")
     f.add_argument("--augment", choices=("off", "light", "strong"), help="default: the run's")
     f.add_argument("--patience", type=int, help="early-stopping patience (default: the run's)")
+    f.add_argument("--self-distill", type=float, metavar="W", default=None,
+                   help="weight in [0, 1] of the uncompressed model's own predictions in the fine-tuning targets "
+                   "(default: the library's FineTuneOptions default)")
     f.add_argument("--head-only", action="store_true", help="compress and train only the head (required for a TF-Hub backbone)")
     f.add_argument("--skip-layers", metavar="NAMES", help="comma-separated layers never to prune or cluster")
     f.add_argument("--verbose", type=int, choices=(0, 1, 2), help="Keras progress display (default: the run's)")
@@ -104,6 +107,7 @@ def _main(argv: Sequence[str] | None) -> int:
     finetune = FineTuneOptions(
         epochs=args.epochs, learning_rate=args.lr, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size, augment=args.augment,
         patience=args.patience, verbose=args.verbose, head_only=args.head_only,
+        **({"self_distill": args.self_distill} if args.self_distill is not None else {}),
     ).validate()
     result = optimize_run(
         args.run_dir, pruning=pruning, clustering=clustering, qat=qat, finetune=finetune, output_dir=args.output_dir, name=args.name,

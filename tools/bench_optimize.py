@@ -56,7 +56,7 @@ def train_base(work: Path) -> Path:
     return run
 
 
-def run_recipe(base: Path, work: Path, name: str, epochs: int | None, lr: float | None = None) -> dict:
+def run_recipe(base: Path, work: Path, name: str, epochs: int | None, lr: float | None = None, self_distill: float | None = None) -> dict:
     from tlkeras.optimization import ClusteringOptions, FineTuneOptions, PruningOptions, QATOptions, optimize_run
 
     target = work / "runs" / f"base-{name}"
@@ -68,7 +68,7 @@ def run_recipe(base: Path, work: Path, name: str, epochs: int | None, lr: float 
         pruning=PruningOptions(**pruning) if pruning else None,
         clustering=ClusteringOptions(**clustering) if clustering else None,
         qat=QATOptions() if qat else None,
-        finetune=FineTuneOptions(epochs=epochs, learning_rate=lr, verbose=0),
+        finetune=FineTuneOptions(epochs=epochs, learning_rate=lr, verbose=0, **({} if self_distill is None else {"self_distill": self_distill})),
         output_dir=work / "runs",
         name=f"base-{name}",
     )
@@ -129,6 +129,7 @@ def main(argv=None) -> int:
     parser.add_argument("--recipes", default="prune50,qat,pqat", help=f"comma-separated, from {', '.join(RECIPES)}")
     parser.add_argument("--epochs", type=int, help="fine-tuning epochs per stage (default: the run's phase2_epochs)")
     parser.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the run's phase-2 rate)")
+    parser.add_argument("--self-distill", type=float, default=None, help="FineTuneOptions.self_distill (default: the library's)")
     args = parser.parse_args(argv)
     if not FLOWERS5.is_dir() or not WEIGHTS.is_file():
         print("bench_optimize: ../shared/data/flowers5 or the MobileNet-0.25 weights are missing", file=sys.stderr)
@@ -139,7 +140,7 @@ def main(argv=None) -> int:
     reports = {}
     for name in [r for r in args.recipes.split(",") if r]:
         t = time.perf_counter()
-        reports[name] = run_recipe(base, work, name, args.epochs, args.lr)
+        reports[name] = run_recipe(base, work, name, args.epochs, args.lr, args.self_distill)
         print(f"{name}: done in {time.perf_counter() - t:.0f}s", file=sys.stderr)
     lines = [f"Machine: {platform.machine()} {platform.processor() or ''}, Python {platform.python_version()}", "", HEADER]
     lines += [row(n, r) for n, r in reports.items()]
