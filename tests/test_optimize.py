@@ -145,7 +145,8 @@ def test_self_distillation_targets_mix_labels_with_the_models_own_predictions(mi
     model = _fresh(mini_run)
     with pytest.raises(TLKerasError, match="self-distillation"):
         FineTuneOptions(self_distill=1.5).validate()
-    assert _self_targets(model, data, FineTuneOptions().resolve(config)) is None  # off by default
+    assert _self_targets(model, data, FineTuneOptions(self_distill=0.0).resolve(config)) is None  # labels only
+    np.testing.assert_allclose(_self_targets(model, data, FineTuneOptions().resolve(config)), predict(model, data.train.x), atol=1e-5)
     targets = _self_targets(model, data, FineTuneOptions(self_distill=0.25).resolve(config))
     expected = 0.75 * np.eye(3)[data.train.y] + 0.25 * predict(model, data.train.x)
     np.testing.assert_allclose(targets, expected, atol=1e-5)

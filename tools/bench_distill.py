@@ -39,9 +39,9 @@ def main(argv=None) -> int:
     parser.add_argument("--append", action="store_true", help="add the students to the rows already in --out")
     parser.add_argument("--student-alpha", type=float, default=None, help="a narrower student (default: the teacher's width)")
     parser.add_argument("--student-weights", default=None, help="the student's weights (default: the teacher's; 'none' = from scratch)")
-    parser.add_argument("--student-recipe", default=None, metavar="P1:P2:UNFREEZE:LR_FACTOR[:PHASE1_LR]",
+    parser.add_argument("--student-recipe", default=None, metavar="P1:P2:UNFREEZE:LR_FACTOR[:PHASE1_LR[:PATIENCE]]",
                         help="the student's phase-1 epochs, phase-2 epochs, unfreeze spec and phase-2 lr factor "
-                        "(default: the teacher's), e.g. 0:40:all:0.5:0.006 for a student trained from scratch")
+                        "(default: the teacher's), e.g. 0:40:all:0.5:0.006:0 for a student trained from scratch (patience 0: keep the best epoch, no early stop)")
     parser.add_argument("--mixup", type=float, default=0.0)
     parser.add_argument("--work", default="/tmp/tlkeras-bench-issue9")
     parser.add_argument("--shared", default=str(ROOT.parent / "shared"))
@@ -72,11 +72,13 @@ def main(argv=None) -> int:
         cfg.seed = seed
         cfg.train.verbose = 0
         if args.student_recipe:
-            p1, p2, unfreeze, factor, *lr = args.student_recipe.split(":")
+            p1, p2, unfreeze, factor, *lr = args.student_recipe.split(":")  # lr = [PHASE1_LR, PATIENCE]
             cfg.train.phase1_epochs, cfg.train.phase2_epochs = int(p1), int(p2)
             cfg.train.unfreeze, cfg.train.phase2_lr_factor = unfreeze, float(factor)
             if lr:
                 cfg.train.phase1_lr = float(lr[0])
+            if len(lr) > 1:
+                cfg.train.early_stopping_patience = int(lr[1])
         return cfg
 
     if args.teacher:
