@@ -4,7 +4,8 @@ Compares, on the same data and input size:
   1. tlkeras' default two-phase recipe (the TrainConfig/DataConfig defaults),
   2. a linear probe: scikit-learn logistic regression on the frozen pooled features,
   3. the same network from random weights, trained end to end for the same wall-clock budget as 1.
-Writes benchmarks/core.json and benchmarks/core.md (merged into BENCHMARKS.md).
+Writes benchmarks/core.json and benchmarks/core_seeds.md (merged into BENCHMARKS.md after the
+hand-written benchmarks/core.md, which records what was tried).
 
     python tools/bench_core.py [--seeds 0 1 2] [--shared ../shared]
 """
@@ -95,14 +96,16 @@ def main() -> int:
     if not (args.shared / "data" / "flowers5").is_dir():
         print(f"no flowers5 fixture under {args.shared}", file=sys.stderr)
         return 2
+    load_before = os.getloadavg()[0]
     rows = [run(seed, args.shared) for seed in args.seeds]
+    load_after = os.getloadavg()[0]
     mean = lambda key, field: statistics.mean(r[key][field] for r in rows)  # noqa: E731
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load_before:.1f} before / {load_after:.1f} after"
     summary = {"date": time.strftime("%Y-%m-%d"), "machine": machine, "runs": rows}
     (ROOT / "benchmarks").mkdir(exist_ok=True)
     (ROOT / "benchmarks" / "core.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [
-        "## Core: two-phase transfer on flowers5 (issue 2)",
+        "### Core: the default recipe over seeds",
         "",
         f"{summary['date']}, {machine}; MobileNet-0.25 ImageNet weights, 224 px, flowers5 "
         f"(500 train / 150 val / 150 test); mean of seeds {args.seeds}. `python tools/bench_core.py`.",
@@ -120,7 +123,7 @@ def main() -> int:
         ),
         "",
     ]
-    (ROOT / "benchmarks" / "core.md").write_text("\n".join(lines))
+    (ROOT / "benchmarks" / "core_seeds.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
 

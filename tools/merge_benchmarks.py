@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["core", "export", "optimize", "tune", "unlabeled", "issue9"]
+ORDER = ["core", "core_seeds", "export", "optimize", "tune", "unlabeled", "issue9"]
 
 HEADER = """# Benchmarks
 
