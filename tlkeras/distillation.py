@@ -220,8 +220,8 @@ class _Distiller(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data):
-        # Validation loss is the student's hard-label cross-entropy: early stopping keeps the
-        # student that predicts the labels best, whatever the teacher thinks.
+        # Validation loss is the student's hard-label cross-entropy and accuracy its hard-label
+        # accuracy (early stopping selects on it), whatever the teacher thinks.
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         xs, t_logits = self._split(x)
         s_logits = self.student_logits(xs, training=False)
@@ -374,7 +374,10 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
     def fit(trainer, train, val, epochs: int, lr, phase: int):
         trainer.compile(optimizer=make_optimizer(tc.optimizer, lr, tc.weight_decay))
         patience = tc.early_stopping_patience if tc.early_stopping_patience > 0 else 10**9
-        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+        # Select on hard-label val accuracy, not val loss: a student trained on softened targets
+        # is calibrated unlike a cross-entropy one, and from scratch its val cross-entropy can stay
+        # above the uniform guess's ln(C) for many epochs, so "best val loss" kept epoch 1.
+        stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience, restore_best_weights=True)
         h = trainer.fit(train, validation_data=val, epochs=epochs, class_weight=weights, verbose=1 if tc.verbose == 1 else (2 if tc.verbose else 0),
                         callbacks=[stop, *(callbacks or [])])
         epochs_run = len(h.history.get("loss", []))
