@@ -32,8 +32,12 @@ class WallClockBudget:
         from tlkeras._backend import keras
 
         class _Budget(keras.callbacks.Callback):
+            # tlkeras calls fit once per epoch, so the clock starts at the first fit only.
+            start = None
+
             def on_train_begin(self, logs=None):
-                self.start = time.perf_counter()
+                if self.start is None:
+                    self.start = time.perf_counter()
 
             def on_epoch_end(self, epoch, logs=None):
                 if time.perf_counter() - self.start > seconds:
