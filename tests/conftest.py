@@ -64,6 +64,27 @@ def calibrated_weights(size: int = 32) -> Path:
     return path
 
 
+def make_hub_module(path: Path, dim: int = 8, offset: float = 0.0) -> Path:
+    """Writes a tiny reusable SavedModel in TF-Hub's convention (``__call__``, ``variables``,
+    ``trainable_variables``): ``relu((mean pixel per channel) * 4 + offset) @ kernel``, ``dim``
+    features, one trainable 3 x ``dim`` kernel."""
+    from tlkeras._backend import tf
+
+    kernel = tf.Variable(tf.random.stateless_normal([3, dim], seed=[1, 2]), name="kernel")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def call(images):
+        return tf.nn.relu(tf.matmul(tf.reduce_mean(images, axis=[1, 2]) * 4.0 + offset, kernel))
+
+    root = tf.train.Checkpoint()
+    root.kernel = kernel
+    root.variables = [kernel]
+    root.trainable_variables = [kernel]
+    root.__call__ = call
+    tf.saved_model.save(root, str(path))
+    return path
+
+
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     """A 3-class folder (12 PNGs of 40x40 per class), no split subfolders."""

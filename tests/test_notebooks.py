@@ -16,12 +16,11 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import calibrated_weights, make_image_folder
+from conftest import calibrated_weights, make_hub_module, make_image_folder
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -210,28 +209,9 @@ def test_03_compress_and_export_runs_offline(offline):
     assert (work / "tlkeras_compress" / "size_vs_accuracy.png").is_file()
 
 
-def _tiny_hub_module(path: Path) -> Path:
-    """A reusable SavedModel in TF-Hub's convention (__call__, variables, trainable_variables)."""
-    from tlkeras._backend import tf
-
-    kernel = tf.Variable(tf.random.stateless_normal([3, 16], seed=[1, 2]), name="kernel")
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    def call(images):
-        return tf.nn.relu(tf.matmul(tf.reduce_mean(images, axis=[1, 2]) * 4.0 - 2.0, kernel))
-
-    root = tf.train.Checkpoint()
-    root.kernel = kernel
-    root.variables = [kernel]
-    root.trainable_variables = [kernel]
-    root.__call__ = call
-    tf.saved_model.save(root, str(path))
-    return path
-
-
 def test_04_tfhub_backbone_runs_offline(offline):
     work = offline["root"] / "04"
-    module = _tiny_hub_module(offline["root"] / "hub_module")
+    module = make_hub_module(offline["root"] / "hub_module", dim=16, offset=-2.0)
     nb = execute("04_tfhub_backbone.ipynb", {**offline["params"], "HUB_HANDLE": str(module), "UNFREEZE": "all",
                                              "EXPORT_VARIANTS": ("int8",), "MAX_DROP": 100.0}, work)
     runs = list((work / "tlkeras_tfhub" / "runs").iterdir())

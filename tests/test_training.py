@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import make_image_folder, tiny_config
+from conftest import make_hub_module, make_image_folder, tiny_config
 from tlkeras import build_model, from_arrays, load_config
-from tlkeras._backend import keras, tf
+from tlkeras._backend import keras
 from tlkeras.data import DataConfig
 from tlkeras.training import fit_two_phase, train_model, uses_feature_cache
 
@@ -118,25 +118,8 @@ def test_evaluate_run_recomputes_the_stored_metrics(tiny_run):
     assert (tiny_run / "eval_metrics.json").is_file()
 
 
-def _tiny_hub_module(path):
-    """Writes a reusable SavedModel (the TF-Hub convention: __call__, variables, trainable_variables)."""
-    kernel = tf.Variable(tf.random.stateless_normal([3, 8], seed=[1, 2]), name="kernel")
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    def call(images):
-        return tf.nn.relu(tf.matmul(tf.reduce_mean(images, axis=[1, 2]) * 4.0, kernel))
-
-    root = tf.train.Checkpoint()
-    root.kernel = kernel
-    root.variables = [kernel]
-    root.trainable_variables = [kernel]
-    root.__call__ = call
-    tf.saved_model.save(root, str(path))
-    return path
-
-
 def test_tfhub_backbone_from_a_local_savedmodel_trains_in_phase2(tmp_path):
-    module = _tiny_hub_module(tmp_path / "hub_module")
+    module = make_hub_module(tmp_path / "hub_module")
     bundle = _bundle(n=24)
     config = tiny_config(output_dir=str(tmp_path / "runs"), name="hub", train__unfreeze="all")
     config.model.backbone = f"hub:{module}"

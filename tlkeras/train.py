@@ -75,11 +75,9 @@ def _main(argv: Sequence[str] | None) -> int:
             print(get_backbone(name).describe())
         print("hub:<handle-or-dir>: a TF-Hub feature-vector model (URL or local SavedModel directory)")
         return 0
-    technique, unlabeled, target_test = args.technique, args.unlabeled, args.target_test
-    del args.technique, args.unlabeled, args.target_test  # not run-config keys
-    config = cli.config_from_args(args)
-    if technique is not None or unlabeled is not None or target_test is not None:
-        return _train_with_unlabeled(config, technique, unlabeled, target_test, resume=args.resume)
+    config = cli.config_from_args(args)  # takes the run-config flags, ignores the others
+    if args.technique is not None or args.unlabeled is not None or args.target_test is not None:
+        return _train_with_unlabeled(config, args.technique, args.unlabeled, args.target_test, resume=args.resume)
     if args.resume:
         from tlkeras.training import train_model
 
