@@ -10,22 +10,16 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import make_image_folder, tiny_config
+
 from tlkeras._backend import keras, tf
-from tlkeras.adaptation import (
-    DomainAdaptationOptions,
-    GradientReversal,
-    ImportanceWeightingOptions,
-    gaussian_mmd,
-    importance_weights,
-    load_unlabeled,
-    reversal_schedule,
-    train_with_unlabeled,
-)
-from tlkeras.data import DataConfig, from_arrays
+from tlkeras.adapt.common import load_unlabeled
+from tlkeras.adapt.domain import DomainAdaptationOptions, GradientReversal, gaussian_mmd, reversal_schedule
+from tlkeras.adapt.importance import ImportanceWeightingOptions, importance_weights
+from tlkeras.adapt.run import train_with_unlabeled
+from tlkeras.core.data import DataConfig, from_arrays
+from tlkeras.core.loading import load_run_model
 from tlkeras.errors import TLKerasError
-from tlkeras.evaluation import load_run_model
 
 RUN_FILES = ("config.yaml", "model.keras", "labels.txt", "history.json", "metrics.json", "run.json", "unlabeled.json")
 
@@ -121,7 +115,7 @@ def test_dann_run_loads_reports_the_target_and_exports(tmp_path, capsys):
     assert not [l for l in model.layers if "domain" in l.name or isinstance(l, GradientReversal)]
     x = target[:4].astype("float32")
     np.testing.assert_allclose(model.predict(x, verbose=0), result.model.predict(x, verbose=0), atol=1e-5)
-    from tlkeras import export
+    from tlkeras.export import __main__ as export
 
     rc = export.main([str(run), "--quantize", "float32", "--no-micro", "--quiet", "--allow-drop", "--output-dir", str(tmp_path / "bundle")])
     assert rc == 0, capsys.readouterr().err
@@ -168,7 +162,7 @@ def test_bad_inputs_get_clear_errors(tmp_path, capsys):
         train_with_unlabeled(config, "dann", bundle.train.x, data=bundle, write=False)
     assert not (tmp_path / "runs").exists()
     # The CLI prints the same message on one line and exits 2.
-    from tlkeras import adapt
+    from tlkeras.adapt import __main__ as adapt
 
     source = make_image_folder(tmp_path / "images", per_class=4, size=32)
     rc = adapt.main(["dann", "--data", str(source), "--unlabeled", str(tmp_path / "empty"), "--image-size", "32",

@@ -7,8 +7,8 @@ import pytest
 
 from tlkeras import ModelConfig, TLKerasError, build_model, get_backbone, list_backbones
 from tlkeras._backend import keras
-from tlkeras.backbones import block_ids
-from tlkeras.models import backbone_layers, trainable_backbone_layers, unfreeze_backbone
+from tlkeras.core.backbones import block_ids
+from tlkeras.core.models import backbone_layers, trainable_backbone_layers, unfreeze_backbone
 
 FAMILIES = {
     # name: smallest convenient test size

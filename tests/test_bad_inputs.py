@@ -11,8 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import calibrated_weights, make_image_folder
 
 
@@ -96,7 +94,7 @@ def _snapshot(root: Path) -> set[str]:
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input(case, world, capsys):
     cli, make_args, needle = CASES[case]
-    module = importlib.import_module(f"tlkeras.{cli}")
+    module = importlib.import_module(f"tlkeras.{cli}.__main__")
     before = _snapshot(world["d"])
     code = module.main(make_args(world))
     err = capsys.readouterr().err.strip().splitlines()

@@ -17,10 +17,11 @@ SIZE = 16
 def small_bundle(tmp_path_factory):
     """float32 and int8 variants of a small trained conv model (real export, a few seconds)."""
     from conftest import make_image_folder
+
     from tlkeras._backend import keras
     from tlkeras.config import DataConfig
-    from tlkeras.data import load_data
-    from tlkeras.exporting import ExportOptions, export_model
+    from tlkeras.core.data import load_data
+    from tlkeras.export.bundle import ExportOptions, export_model
 
     root = tmp_path_factory.mktemp("bench")
     folder = make_image_folder(root / "images", per_class=20, size=SIZE, seed=4)
@@ -39,7 +40,7 @@ def small_bundle(tmp_path_factory):
 
 
 def test_benchmark_rows_match_the_files(small_bundle):
-    from tlkeras.benchmarking import BenchmarkOptions, benchmark_bundle, format_markdown
+    from tlkeras.benchmark.bundle import BenchmarkOptions, benchmark_bundle, format_markdown
 
     result = benchmark_bundle(small_bundle, BenchmarkOptions(threads=(1, 2), iterations=12, warmup=2, rounds=3))
     meta = json.loads((small_bundle / "metadata.json").read_text())
@@ -63,7 +64,7 @@ def test_benchmark_rows_match_the_files(small_bundle):
 def test_benchmark_cli_writes_markdown_json_and_plot(small_bundle, tmp_path, capsys):
     from PIL import Image
 
-    from tlkeras.benchmark import main
+    from tlkeras.benchmark.__main__ import main
 
     out = tmp_path / "report"
     assert main([str(small_bundle), "--threads", "1", "--iterations", "5", "--warmup", "1", "--output-dir", str(out)]) == 0
@@ -77,8 +78,8 @@ def test_benchmark_cli_writes_markdown_json_and_plot(small_bundle, tmp_path, cap
 
 
 def test_benchmark_bad_input(small_bundle, tmp_path, capsys):
-    from tlkeras.benchmark import main
-    from tlkeras.benchmarking import BenchmarkOptions, benchmark_bundle
+    from tlkeras.benchmark.__main__ import main
+    from tlkeras.benchmark.bundle import BenchmarkOptions, benchmark_bundle
 
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -92,7 +93,7 @@ def test_benchmark_bad_input(small_bundle, tmp_path, capsys):
 
 
 def test_measure_latency_and_quantize_helpers(small_bundle):
-    from tlkeras import litert
+    from tlkeras.core import litert
 
     lat = litert.measure_latency(small_bundle / "int8.tflite", num_threads=1, iterations=5, warmup=1)
     assert lat["iterations"] == 5 and lat["p50_ms"] > 0

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import calibrated_weights, make_image_folder
-from tlkeras import train as train_cli
-from tlkeras import evaluate as evaluate_cli
+
+from tlkeras.evaluate import __main__ as evaluate_cli
+from tlkeras.train import __main__ as train_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_image_folder
 from PIL import Image
 
-from conftest import make_image_folder
 from tlkeras import DataConfig, TLKerasError, from_arrays, load_data
-from tlkeras.data import class_weights, load_image, make_dataset
+from tlkeras.core.data import class_weights, load_image, make_dataset
 
 
 def test_folder_without_splits_is_split_stratified_and_seeded(image_folder):

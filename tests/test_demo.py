@@ -6,9 +6,9 @@ import json
 import shutil
 
 import numpy as np
-
 from conftest import calibrated_weights
-from tlkeras import demo
+
+from tlkeras.train import demo
 
 
 def test_demo_task_is_deterministic_and_shaped():
@@ -28,7 +28,7 @@ def test_run_demo_writes_a_run_with_the_comparison(tmp_path, monkeypatch, capsys
     cached = tmp_path / "cache" / "demo" / f"mobilenet_0.25_{demo.DEMO_IMAGE_SIZE}_shapes_seed0.h5"
     cached.parent.mkdir(parents=True)
     shutil.copy(calibrated_weights(demo.DEMO_IMAGE_SIZE), cached)
-    from tlkeras import train as train_cli
+    from tlkeras.train import __main__ as train_cli
 
     code = train_cli.main(["--output-dir", str(tmp_path / "runs"), "--name", "demo", "--phase1-epochs", "3", "--phase2-epochs", "1"])
     assert code == 0

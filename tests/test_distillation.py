@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tlkeras._backend import keras, tf
-from tlkeras.distillation import DistillOptions, distill, distillation_loss, soft_target_loss, student_config
+from tlkeras.distill.distillation import DistillOptions, distill, distillation_loss, soft_target_loss, student_config
 from tlkeras.errors import TLKerasError
 
 
@@ -43,7 +43,7 @@ def test_temperature_one_and_weight_zero_is_plain_cross_entropy():
 
 
 def test_mixup_makes_convex_pairs_of_images_and_labels():
-    from tlkeras.distillation import _Distiller
+    from tlkeras.distill.distillation import _Distiller
 
     with pytest.raises(TLKerasError, match="mixup"):
         DistillOptions(mixup=-0.5).validate()
@@ -62,7 +62,7 @@ def test_mixup_makes_convex_pairs_of_images_and_labels():
 def test_the_phase1_probe_is_logistic_regression_without_teacher_and_copies_a_linear_teacher():
     from sklearn.linear_model import LogisticRegression
 
-    from tlkeras.distillation import fit_distillation_probe
+    from tlkeras.distill.distillation import fit_distillation_probe
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 6))
@@ -83,9 +83,9 @@ def test_the_phase1_probe_is_logistic_regression_without_teacher_and_copies_a_li
 
 def test_student_trains_from_the_teacher_and_exports(tiny_run, tmp_path, capsys):
     from tlkeras.config import load_config
-    from tlkeras.distill import main
-    from tlkeras.evaluation import evaluate_run
-    from tlkeras.exporting import ExportOptions, export_run
+    from tlkeras.distill.__main__ import main
+    from tlkeras.evaluate.run import evaluate_run
+    from tlkeras.export.bundle import ExportOptions, export_run
 
     # A narrower student (alpha 0.125 from scratch) than the teacher (alpha 0.25, 32 px).
     code = main([str(tiny_run), "--alpha", "0.125", "--weights", "none", "--phase1-epochs", "3", "--phase2-epochs", "1",
@@ -135,6 +135,6 @@ def test_bad_inputs_get_clear_errors(tiny_run, tmp_path):
     config.data.image_size = 16
     with pytest.raises(TLKerasError, match="at least 32x32"):
         distill(tiny_run, config)
-    from tlkeras.distill import main
+    from tlkeras.distill.__main__ import main
 
     assert main([str(tmp_path / "nope")]) == 2

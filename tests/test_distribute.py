@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import calibrated_weights, make_image_folder, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_mixed_precision_trains_with_a_float32_output_and_restores_the_policy():
     from tlkeras import from_arrays
     from tlkeras._backend import keras
-    from tlkeras.training import train_model
+    from tlkeras.train.engine import train_model
 
     rng = np.random.default_rng(0)
     bundle = from_arrays(rng.integers(0, 255, (24, 32, 32, 3)), np.arange(24) % 2)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tlkeras import doctor
-from tlkeras.environment import run_checks
+from tlkeras.doctor import __main__ as doctor
+from tlkeras.doctor.checks import run_checks
 
 
 def test_doctor_reports_versions_and_the_keras_world(tmp_path, capsys):

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import tiny_config
+
 from tlkeras._backend import keras, tf
 from tlkeras.errors import TLKerasError
-from tlkeras.explaining import cam_layer, gradcam, overlay
+from tlkeras.explain.gradcam import cam_layer, gradcam, overlay
 
 
 def test_gradcam_is_cam_for_a_pooled_linear_head():
@@ -63,8 +63,8 @@ def _objects(n, size, box, seed):
 
 
 def test_heatmap_peaks_inside_the_object(mobilenet_weights):
-    from tlkeras.data import DataConfig, from_arrays
-    from tlkeras.training import train_model
+    from tlkeras.core.data import DataConfig, from_arrays
+    from tlkeras.train.engine import train_model
 
     size, box = 96, 28
     x, y, _ = _objects(80, size, box, seed=0)
@@ -101,7 +101,7 @@ def test_cli_writes_overlays_and_a_gallery_of_mistakes(tiny_run, tmp_path, capsy
     from PIL import Image
 
     from tlkeras.config import load_config
-    from tlkeras.explain import main
+    from tlkeras.explain.__main__ import main
 
     source = load_config(tiny_run / "config.yaml").data.source
     folder = sorted(p for p in __import__("pathlib").Path(source).iterdir() if p.is_dir())[0]

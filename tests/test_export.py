@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_image_folder
 
-from tlkeras import litert
+from tlkeras.core import litert
 from tlkeras.errors import TLKerasError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +54,7 @@ def small_run(tmp_path_factory):
     """A run directory (config.yaml, model.keras, labels.txt) of the small model, trained to ~100%."""
     from tlkeras._backend import keras
     from tlkeras.config import DataConfig, ModelConfig, RunConfig, save_config
-    from tlkeras.data import load_data
+    from tlkeras.core.data import load_data
 
     root = tmp_path_factory.mktemp("small_run")
     folder = make_image_folder(root / "images", classes=CLASSES, per_class=30, size=SIZE, seed=3)
@@ -78,7 +76,7 @@ def small_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bundle(small_run, tmp_path_factory):
     """Every variant of the small model, with the quantization report and a SavedModel."""
-    from tlkeras.exporting import ExportOptions, export_run
+    from tlkeras.export.bundle import ExportOptions, export_run
 
     run, _, _ = small_run
     out = tmp_path_factory.mktemp("bundles") / "small"
@@ -91,8 +89,8 @@ def bundle(small_run, tmp_path_factory):
 
 
 def test_every_variant_converts_runs_and_agrees_with_keras(bundle, small_run):
-    from tlkeras.evaluation import predict
-    from tlkeras.exporting import VARIANTS
+    from tlkeras.core.metrics import predict
+    from tlkeras.export.bundle import VARIANTS
 
     _, model, data = small_run
     meta = bundle.metadata
@@ -111,7 +109,7 @@ def test_every_variant_converts_runs_and_agrees_with_keras(bundle, small_run):
 
 
 def test_metadata_matches_the_models(bundle):
-    from tlkeras.exporting import VARIANTS
+    from tlkeras.export.bundle import VARIANTS
 
     meta = bundle.metadata
     assert meta["format"] == "tlkeras-bundle" and meta["format_version"] == 1
@@ -147,7 +145,7 @@ def test_metadata_matches_the_models(bundle):
 
 
 def test_metrics_in_metadata_are_reproducible(bundle, small_run):
-    from tlkeras.evaluation import compute_metrics
+    from tlkeras.core.metrics import compute_metrics
 
     _, _, data = small_run
     for name in ("int8", "float16"):
@@ -162,7 +160,7 @@ def test_metrics_in_metadata_are_reproducible(bundle, small_run):
 
 def test_saved_model_serves_the_same_outputs(bundle, small_run):
     from tlkeras._backend import tf
-    from tlkeras.evaluation import predict
+    from tlkeras.core.metrics import predict
 
     _, model, data = small_run
     loaded = tf.saved_model.load(str(bundle.bundle_dir / "saved_model"))
@@ -188,7 +186,7 @@ def test_quantization_report_names_layers(bundle):
 
 
 def test_representative_indices_are_stratified_and_seeded():
-    from tlkeras.exporting import representative_indices
+    from tlkeras.export.bundle import representative_indices
 
     y = np.array([0] * 60 + [1] * 30 + [2] * 10)
     idx = representative_indices(y, 20, seed=1)
@@ -204,7 +202,7 @@ def test_representative_indices_are_stratified_and_seeded():
 def test_bias_correction_cancels_the_mean_shift_of_int8_weights(small_run):
     """Rounding conv1's kernel to int8 shifts conv1_bn's per-channel mean; the correction cancels it."""
     from tlkeras._backend import keras
-    from tlkeras.exporting import _int8_weights, bias_correct
+    from tlkeras.export.bundle import _int8_weights, bias_correct
 
     _, model, data = small_run
     before = [w.copy() for w in model.get_weights()]
@@ -318,7 +316,7 @@ finally:
 
 
 def test_consumer_classifies_without_tensorflow(bundle, small_run):
-    from tlkeras.data import load_image
+    from tlkeras.core.data import load_image
 
     run, _, data = small_run
     images = sorted((run.parent.parent / "images").glob("*/*.png"))[::20][:3]
@@ -348,7 +346,7 @@ def test_consumer_reports_bad_bundle(tmp_path):
 
 
 def test_representative_set_empty_or_wrong_shape(small_run, tmp_path):
-    from tlkeras.exporting import ExportOptions, export_model
+    from tlkeras.export.bundle import ExportOptions, export_model
 
     _, model, data = small_run
     for bad, match in ((np.zeros((0, SIZE, SIZE, 3), np.uint8), "empty"), (np.zeros((4, 8, 8, 3), np.uint8), r"shape \(8, 8, 3\).*16 x 16 x 3")):
@@ -360,7 +358,7 @@ def test_representative_set_empty_or_wrong_shape(small_run, tmp_path):
 
 def test_unsupported_op_is_named_and_nothing_is_left(tmp_path, small_run):
     from tlkeras._backend import keras, tf
-    from tlkeras.exporting import ExportOptions, export_model
+    from tlkeras.export.bundle import ExportOptions, export_model
 
     _, _, data = small_run
     inp = keras.Input((SIZE, SIZE, 3), name="image")
@@ -374,7 +372,7 @@ def test_unsupported_op_is_named_and_nothing_is_left(tmp_path, small_run):
 
 
 def test_unwritable_output_and_existing_bundle(small_run, bundle, tmp_path):
-    from tlkeras.exporting import ExportOptions, export_run
+    from tlkeras.export.bundle import ExportOptions, export_run
 
     run, _, _ = small_run
     blocker = tmp_path / "file"
@@ -387,7 +385,7 @@ def test_unwritable_output_and_existing_bundle(small_run, bundle, tmp_path):
 
 def test_accuracy_gate_fails_with_a_per_layer_report(small_run, tmp_path):
     """Calibrating on black images ruins int8 activations: the export fails, names layers, keeps the bundle."""
-    from tlkeras.exporting import ExportCheckError, ExportOptions, export_model
+    from tlkeras.export.bundle import ExportCheckError, ExportOptions, export_model
 
     _, model, data = small_run
     black = np.zeros((8, SIZE, SIZE, 3), np.uint8)
@@ -408,7 +406,7 @@ def test_accuracy_gate_fails_with_a_per_layer_report(small_run, tmp_path):
 
 
 def test_parse_variants():
-    from tlkeras.exporting import DEFAULT_VARIANTS, parse_variants
+    from tlkeras.export.bundle import DEFAULT_VARIANTS, parse_variants
 
     assert parse_variants("all") == DEFAULT_VARIANTS
     assert parse_variants("int8, fp32,16x8") == ("float32", "int8", "int16x8")
@@ -422,7 +420,7 @@ def test_parse_variants():
 
 
 def test_cli_exports_a_mobilenet_run(tiny_run, tmp_path, capsys):
-    from tlkeras.export import main
+    from tlkeras.export.__main__ import main
 
     out = tmp_path / "bundle"
     code = main([str(tiny_run), "--quantize", "float32,int8", "--output-dir", str(out), "--allow-drop", "--quiet"])
@@ -442,7 +440,7 @@ def test_cli_exports_a_mobilenet_run(tiny_run, tmp_path, capsys):
 
 
 def test_cli_bad_input_is_one_line(tmp_path, capsys):
-    from tlkeras.export import main
+    from tlkeras.export.__main__ import main
 
     (tmp_path / "run").mkdir()
     assert main([str(tmp_path / "run"), "--output-dir", str(tmp_path / "out")]) == 2

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import make_image_folder, tiny_config
+
 from tlkeras.errors import TLKerasError
-from tlkeras.fewshot import (
-    FewShotClassifier,
-    PrototypeClassifier,
-    evaluate_episodes,
-    export_fewshot,
-    mean_interval,
-    sample_episodes,
-)
+from tlkeras.heads.fewshot import FewShotClassifier, PrototypeClassifier, evaluate_episodes, export_fewshot, mean_interval, sample_episodes
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
@@ -90,8 +83,8 @@ def test_episodes_and_interval():
 
 
 def test_images_add_a_class_and_the_tflite_model_agrees_with_python(tmp_path):
-    from tlkeras import litert
-    from tlkeras.data import DataConfig, load_data
+    from tlkeras.core import litert
+    from tlkeras.core.data import DataConfig, load_data
 
     folder = make_image_folder(tmp_path / "images", classes=("red", "green", "blue", "yellow"), per_class=8, size=32)
     bundle = load_data(DataConfig(source=str(folder), val_fraction=0.25, test_fraction=0.0), 32)

@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import tiny_config
-from tlkeras._backend import keras, tf
+
+from tlkeras._backend import tf
 from tlkeras.config import DataConfig
 from tlkeras.errors import TLKerasError
-from tlkeras.multitask import (
+from tlkeras.heads.multitask import (
     TaskSpec,
     UncertaintyWeighting,
     build_multitask_model,
@@ -116,7 +116,7 @@ def test_tflite_has_one_named_output_per_head(trained, tmp_path):
     for name in lite:
         np.testing.assert_allclose(lite[name], keras_out[name], atol=1e-4)
     # The metadata's tensor index and position name the same tensor an app reads without signatures.
-    from tlkeras import litert
+    from tlkeras.core import litert
 
     interpreter = litert.load_interpreter(tmp_path / "bundle" / "float32.tflite")
     details = interpreter.get_output_details()

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import calibrated_weights, make_hub_module, make_image_folder
 
 nbformat = pytest.importorskip("nbformat")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_image_folder, tiny_config
 
 
@@ -19,7 +18,7 @@ from conftest import make_image_folder, tiny_config
 def source(tiny_run):
     """(config, data bundle) of the tiny run, loaded once."""
     from tlkeras.config import load_config
-    from tlkeras.data import load_data
+    from tlkeras.core.data import load_data
 
     config = load_config(tiny_run / "config.yaml")
     data = load_data(config.data, 32, config.model.head, config.seed)
@@ -27,13 +26,13 @@ def source(tiny_run):
 
 
 def _fresh(tiny_run):
-    from tlkeras.optimization import load_model
+    from tlkeras.core.loading import load_model
 
     return load_model(tiny_run)
 
 
 def _one_epoch(**kw):
-    from tlkeras.optimization import FineTuneOptions
+    from tlkeras.optimize.pipeline import FineTuneOptions
 
     return FineTuneOptions(epochs=1, verbose=0, **kw)
 
@@ -86,7 +85,7 @@ def mini_run(tmp_path_factory):
 def mini(mini_run):
     """(config, data bundle) of the mini run."""
     from tlkeras.config import load_config
-    from tlkeras.data import load_data
+    from tlkeras.core.data import load_data
 
     config = load_config(mini_run / "config.yaml")
     return config, load_data(config.data, 32, config.model.head, config.seed)
@@ -97,8 +96,8 @@ def mini(mini_run):
 
 
 def test_pruning_reaches_target_and_stripping_keeps_predictions(tiny_run, source):
-    from tlkeras.evaluation import predict
-    from tlkeras.optimization import PruningOptions, prune, weight_sparsity
+    from tlkeras.core.metrics import predict
+    from tlkeras.optimize.pipeline import PruningOptions, prune, weight_sparsity
 
     config, data = source
     model = _fresh(tiny_run)
@@ -118,8 +117,8 @@ def test_pruning_reaches_target_and_stripping_keeps_predictions(tiny_run, source
 
 
 def test_zero_sparsity_changes_nothing(mini_run, mini):
-    from tlkeras.evaluation import predict
-    from tlkeras.optimization import PruningOptions, prune, weight_sparsity
+    from tlkeras.core.metrics import predict
+    from tlkeras.optimize.pipeline import PruningOptions, prune, weight_sparsity
 
     config, data = mini
     model = _fresh(mini_run)
@@ -137,9 +136,9 @@ def test_zero_sparsity_changes_nothing(mini_run, mini):
 
 
 def test_self_distillation_targets_mix_labels_with_the_models_own_predictions(mini_run, mini):
+    from tlkeras.core.metrics import predict
     from tlkeras.errors import TLKerasError
-    from tlkeras.evaluation import predict
-    from tlkeras.optimization import FineTuneOptions, PruningOptions, _self_targets, prune
+    from tlkeras.optimize.pipeline import FineTuneOptions, PruningOptions, _self_targets, prune
 
     config, data = mini
     model = _fresh(mini_run)
@@ -160,7 +159,7 @@ def test_self_distillation_targets_mix_labels_with_the_models_own_predictions(mi
 
 
 def test_structured_2_4_sparsity(mini_run, mini):
-    from tlkeras.optimization import PruningOptions, prune
+    from tlkeras.optimize.pipeline import PruningOptions, prune
 
     config, data = mini
     result = prune(_fresh(mini_run), data, config, PruningOptions(structure="2:4"), _one_epoch())
@@ -178,8 +177,8 @@ def test_structured_2_4_sparsity(mini_run, mini):
 
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_clustered_layers_hold_at_most_n_values(mini_run, mini, per_channel):
-    from tlkeras.evaluation import predict
-    from tlkeras.optimization import ClusteringOptions, cluster, unique_weights
+    from tlkeras.core.metrics import predict
+    from tlkeras.optimize.pipeline import ClusteringOptions, cluster, unique_weights
 
     config, data = mini
     model = _fresh(mini_run)
@@ -201,9 +200,10 @@ def test_clustered_layers_hold_at_most_n_values(mini_run, mini, per_channel):
 def test_qat_run_converts_to_int8_tflite_and_runs_on_litert(mini_run, mini, tmp_path, capsys):
     from ai_edge_litert.interpreter import Interpreter
 
-    from tlkeras.evaluation import predict
-    from tlkeras.optimization import _tflite_predict, evaluate_tflite, load_model, tflite_weight_sparsity
-    from tlkeras.optimize import main
+    from tlkeras.core.loading import load_model
+    from tlkeras.core.metrics import predict
+    from tlkeras.optimize.__main__ import main
+    from tlkeras.optimize.pipeline import _tflite_predict, evaluate_tflite, tflite_weight_sparsity
 
     config, data = mini
     code = main([str(mini_run), "--qat", "--epochs", "1", "--verbose", "0", "--output-dir", str(tmp_path), "--name", "qat"])
@@ -233,7 +233,7 @@ def test_qat_run_converts_to_int8_tflite_and_runs_on_litert(mini_run, mini, tmp_
 
 
 def test_cqat_keeps_clusters_per_channel(mini_run, mini):
-    from tlkeras.optimization import ClusteringOptions, QATOptions, cluster, quantize_aware, unique_weights
+    from tlkeras.optimize.pipeline import ClusteringOptions, QATOptions, cluster, quantize_aware, unique_weights
 
     config, data = mini
     clustered = cluster(_fresh(mini_run), data, config, ClusteringOptions(clusters=4), _one_epoch())
@@ -253,9 +253,10 @@ def test_pqat_run_keeps_sparsity_in_int8_tflite(tiny_run, tmp_path, capsys):
     from ai_edge_litert.interpreter import Interpreter
 
     from tlkeras.config import load_config
-    from tlkeras.evaluation import predict
-    from tlkeras.optimization import load_model, tflite_weight_sparsity
-    from tlkeras.optimize import main
+    from tlkeras.core.loading import load_model
+    from tlkeras.core.metrics import predict
+    from tlkeras.optimize.__main__ import main
+    from tlkeras.optimize.pipeline import tflite_weight_sparsity
 
     code = main([str(tiny_run), "--prune", "0.5", "--qat", "--epochs", "1", "--verbose", "0", "--output-dir", str(tmp_path), "--name", "pqat"])
     out = capsys.readouterr().out
@@ -294,7 +295,7 @@ def test_pqat_run_keeps_sparsity_in_int8_tflite(tiny_run, tmp_path, capsys):
     # The saved QAT model loads and matches the metrics written beside it.
     model = load_model(run)
     metrics = json.loads((run / "metrics.json").read_text())
-    from tlkeras.data import load_data
+    from tlkeras.core.data import load_data
 
     config = load_config(run / "config.yaml")
     data = load_data(config.data, 32, config.model.head, config.seed)
@@ -326,7 +327,7 @@ def _assert_one_line_error(capsys, code, *needles):
     ],
 )
 def test_bad_options_fail_in_one_line(tiny_run, tmp_path, capsys, flags, needles):
-    from tlkeras.optimize import main
+    from tlkeras.optimize.__main__ import main
 
     code = main([str(tiny_run), *flags, "--output-dir", str(tmp_path / "out")])
     _assert_one_line_error(capsys, code, *needles)
@@ -334,7 +335,7 @@ def test_bad_options_fail_in_one_line(tiny_run, tmp_path, capsys, flags, needles
 
 
 def test_existing_target_and_missing_run(tiny_run, tmp_path, capsys):
-    from tlkeras.optimize import main
+    from tlkeras.optimize.__main__ import main
 
     (tmp_path / "taken").mkdir()
     code = main([str(tiny_run), "--prune", "0.5", "--output-dir", str(tmp_path), "--name", "taken"])
@@ -348,7 +349,7 @@ def hub_run(tmp_path_factory):
     """A run whose backbone is a (local, tiny) TF-Hub SavedModel."""
     from tlkeras._backend import keras, tf
     from tlkeras.config import ModelConfig
-    from tlkeras.models import build_model
+    from tlkeras.core.models import build_model
 
     root = tmp_path_factory.mktemp("hub")
     inputs = keras.Input((32, 32, 3))
@@ -360,8 +361,9 @@ def hub_run(tmp_path_factory):
 
 
 def test_tfhub_backbone_needs_head_only(hub_run, tmp_path, capsys):
-    from tlkeras.optimization import load_model, weight_sparsity
-    from tlkeras.optimize import main
+    from tlkeras.core.loading import load_model
+    from tlkeras.optimize.__main__ import main
+    from tlkeras.optimize.pipeline import weight_sparsity
 
     code = main([str(hub_run), "--prune", "0.5", "--output-dir", str(tmp_path)])
     _assert_one_line_error(capsys, code, "TF-Hub", "--head-only")
@@ -403,7 +405,7 @@ def custom_layer_run(tmp_path_factory):
 
 
 def test_layers_tfmot_cannot_handle(custom_layer_run, tmp_path, capsys):
-    from tlkeras.optimize import main
+    from tlkeras.optimize.__main__ import main
 
     for flags, verb in ((["--prune", "0.5"], "prune"), (["--cluster", "4"], "cluster")):
         code = main([str(custom_layer_run), *flags, "--output-dir", str(tmp_path)])

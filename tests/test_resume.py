@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import calibrated_weights, make_image_folder, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +32,7 @@ def _cli(args, **kwargs):
 
 
 def _weights(run):
-    from tlkeras.evaluation import load_run_model
+    from tlkeras.core.loading import load_run_model
 
     return load_run_model(run).get_weights()
 
@@ -75,7 +74,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_resume_bad_inputs(tmp_path, capsys):
-    from tlkeras import train as train_cli
+    from tlkeras.train import __main__ as train_cli
 
     assert train_cli.main(["--resume", "--output-dir", str(tmp_path), "--name", "ghost"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
@@ -85,8 +84,8 @@ def test_resume_bad_inputs(tmp_path, capsys):
 
 def test_an_error_before_the_first_epoch_leaves_nothing(tmp_path):
     from tlkeras import from_arrays
-    from tlkeras.training import train_model
     from tlkeras._backend import keras
+    from tlkeras.train.engine import train_model
 
     class Boom(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

@@ -7,13 +7,13 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import tiny_config
+
 from tlkeras._backend import tf
-from tlkeras.data import DataConfig, from_arrays
+from tlkeras.adapt.simclr import SimCLROptions, nt_xent_loss, simclr_view, train_simclr
+from tlkeras.core.data import DataConfig, from_arrays
+from tlkeras.core.loading import load_run_model
 from tlkeras.errors import TLKerasError
-from tlkeras.evaluation import load_run_model
-from tlkeras.selfsupervised import SimCLROptions, nt_xent_loss, simclr_view, train_simclr
 
 
 def _bundle(n=36, size=32, classes=3, seed=0):

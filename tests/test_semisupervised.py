@@ -6,13 +6,10 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import make_image_folder, tiny_config
+
 from tlkeras._backend import keras, tf
-from tlkeras.data import DataConfig, from_arrays
-from tlkeras.errors import TLKerasError
-from tlkeras.evaluation import load_run_model
-from tlkeras.semisupervised import (
+from tlkeras.adapt.semisupervised import (
     FixMatchModel,
     FixMatchOptions,
     PseudoLabelOptions,
@@ -23,6 +20,9 @@ from tlkeras.semisupervised import (
     train_fixmatch,
     weak_augment,
 )
+from tlkeras.core.data import DataConfig, from_arrays
+from tlkeras.core.loading import load_run_model
+from tlkeras.errors import TLKerasError
 
 
 def _bundle(n=36, size=32, classes=3, seed=0):
@@ -74,7 +74,7 @@ def test_weak_and_strong_views():
 
 
 def test_pseudo_labelling_through_the_cli_writes_a_run(tmp_path, capsys):
-    from tlkeras import adapt
+    from tlkeras.adapt import __main__ as adapt
 
     labelled = make_image_folder(tmp_path / "labelled", per_class=8, size=32)
     unlabelled = make_image_folder(tmp_path / "unlabelled", per_class=6, size=32, seed=3)  # folders are ignored
@@ -129,7 +129,7 @@ def test_fixmatch_run_loads_its_step_masks_unconfident_targets_and_bad_inputs_fa
 
 
 def test_train_cli_runs_a_technique_and_rejects_incomplete_flags(tmp_path, capsys):
-    from tlkeras import train
+    from tlkeras.train import __main__ as train
 
     labelled = make_image_folder(tmp_path / "labelled", per_class=8, size=32)
     unlabelled = make_image_folder(tmp_path / "unlabelled", per_class=4, size=32, seed=5)

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import yaml
-
 from conftest import make_hub_module, make_image_folder, tiny_config
+
 from tlkeras import build_model, from_arrays, load_config
 from tlkeras._backend import keras
-from tlkeras.data import DataConfig
-from tlkeras.training import fit_two_phase, train_model, uses_feature_cache
+from tlkeras.core.data import DataConfig
+from tlkeras.train.engine import fit_two_phase, train_model, uses_feature_cache
 
 
 def _bundle(n=48, size=32, classes=3, seed=0):
@@ -100,7 +100,7 @@ def test_train_writes_a_complete_run_directory_and_replays(tmp_path):
 
 
 def test_saved_model_loads_in_safe_mode_and_predicts_the_same(tiny_run):
-    from tlkeras.evaluation import load_run_model
+    from tlkeras.core.loading import load_run_model
 
     model = load_run_model(tiny_run)
     assert not any(isinstance(l, keras.layers.Lambda) for l in model.layers)
@@ -110,7 +110,7 @@ def test_saved_model_loads_in_safe_mode_and_predicts_the_same(tiny_run):
 
 
 def test_evaluate_run_recomputes_the_stored_metrics(tiny_run):
-    from tlkeras.evaluation import evaluate_run
+    from tlkeras.evaluate.run import evaluate_run
 
     stored = json.loads((tiny_run / "metrics.json").read_text())["final"]
     metrics = evaluate_run(tiny_run)
@@ -129,7 +129,7 @@ def test_tfhub_backbone_from_a_local_savedmodel_trains_in_phase2(tmp_path):
     before = hub_layer.get_weights()[0].copy()
     result = train_model(config, bundle, model=model)
     assert not np.array_equal(hub_layer.get_weights()[0], before), "phase 2 trains the TF-Hub weights"
-    from tlkeras.evaluation import load_run_model
+    from tlkeras.core.loading import load_run_model
 
     reloaded = load_run_model(result.run_dir)
     x = bundle.val.x.astype("float32")
@@ -149,9 +149,9 @@ def test_tfhub_bad_handles(tmp_path):
 def test_linear_probe_phase1_puts_the_logistic_regression_into_the_head():
     from sklearn.linear_model import LogisticRegression
 
-    from tlkeras.evaluation import predict
-    from tlkeras.models import feature_extractor
-    from tlkeras.training import uses_linear_probe
+    from tlkeras.core.metrics import predict
+    from tlkeras.core.models import feature_extractor
+    from tlkeras.train.engine import uses_linear_probe
 
     bundle = _bundle(n=36, classes=2)
     config = tiny_config(train__phase2_epochs=0)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +56,7 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 def test_space_entries_parse_to_pins_choices_and_ranges():
-    from tlkeras.tuning import parse_param_spec
+    from tlkeras.tune.search import parse_param_spec
 
     lr = parse_param_spec("phase1_lr", "1e-4..1e-2/log")
     assert (lr.kind, lr.min, lr.max, lr.sampling) == ("range", 1e-4, 1e-2, "log")
@@ -72,7 +71,7 @@ def test_space_entries_parse_to_pins_choices_and_ranges():
 
 
 def test_default_space_searches_training_and_pins_backbone_and_size(images, tmp_path):
-    from tlkeras.tuning import SearchSpace
+    from tlkeras.tune.search import SearchSpace
 
     space = SearchSpace.create({"dropout": 0.1}, _base(images, tmp_path, "x"))
     assert space.params["backbone"].values == ("mobilenet",)
@@ -83,7 +82,7 @@ def test_default_space_searches_training_and_pins_backbone_and_size(images, tmp_
 
 def test_hyperband_budget_shortens_fine_tuning_and_keeps_cached_phase1_whole(images, tmp_path):
     from tlkeras._backend import keras_tuner
-    from tlkeras.tuning import SearchSpace, TransferHyperModel
+    from tlkeras.tune.search import SearchSpace, TransferHyperModel
 
     base = _base(images, tmp_path, "x", phase1_epochs=30, phase2_epochs=8)
     model = TransferHyperModel(base, SearchSpace.create(None, base))
@@ -103,10 +102,10 @@ def test_hyperband_budget_shortens_fine_tuning_and_keeps_cached_phase1_whole(ima
 
 
 def test_random_search_writes_results_and_best_config_retrains(images, tmp_path):
-    from tlkeras import train
     from tlkeras.config import load_config
     from tlkeras.runs import read_json
-    from tlkeras.tuning import SearchOptions, run_search, trial_config
+    from tlkeras.train import __main__ as train
+    from tlkeras.tune.search import SearchOptions, run_search, trial_config
 
     base = _base(images, tmp_path, "rand")
     result = run_search(base, {**CHEAP, "dropout": [0.0, 0.3], "label_smoothing": 0.0}, SearchOptions(tuner="random", max_trials=2, verbose=0))
@@ -145,7 +144,7 @@ def test_random_search_writes_results_and_best_config_retrains(images, tmp_path)
 
 
 def test_hyperband_cli_gives_early_rounds_fewer_epochs(images, tmp_path, capsys):
-    from tlkeras import tune
+    from tlkeras.tune import __main__ as tune
 
     out = tmp_path / "runs"
     rc = tune.main([
@@ -198,7 +197,7 @@ class _InterruptTrial:
 
 def test_bayesian_search_resumes_without_repeating_finished_trials(images, tmp_path):
     from tlkeras.errors import TLKerasError
-    from tlkeras.tuning import SearchOptions, run_search
+    from tlkeras.tune.search import SearchOptions, run_search
 
     base = _base(images, tmp_path, "bo", phase2_epochs=0)
     space = {**CHEAP, "dropout": {"min": 0.0, "max": 0.4, "step": 0.1}}
@@ -222,7 +221,7 @@ def test_bayesian_search_resumes_without_repeating_finished_trials(images, tmp_p
 
 
 def test_time_budget_stops_the_search_cleanly(images, tmp_path):
-    from tlkeras.tuning import SearchOptions, run_search
+    from tlkeras.tune.search import SearchOptions, run_search
 
     base = _base(images, tmp_path, "budget", phase1_epochs=1000, phase2_epochs=0)
     start = time.monotonic()
@@ -321,7 +320,7 @@ BAD = [
 
 @pytest.mark.parametrize("case, extra, key", BAD, ids=[b[0] for b in BAD])
 def test_bad_input_is_one_line_naming_the_key(images, tmp_path, capsys, case, extra, key):
-    from tlkeras import tune
+    from tlkeras.tune import __main__ as tune
 
     out = tmp_path / "out"
     rc = tune.main(["--data", str(images), *TINY_FLAGS, "--output-dir", str(out), "--name", "bad", *extra(tmp_path)])

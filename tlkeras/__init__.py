@@ -1,7 +1,20 @@
 """tlkeras: transfer learning for Keras/TensorFlow with verified edge export.
 
-The public API is loaded on first use (``tlkeras.build_model`` imports TensorFlow then), so the
-command-line tools can start, parse flags and set up logging before TensorFlow loads.
+The package is laid out by stage, so the folder list reads as the data flow::
+
+    errors, config, runs, cli, _backend    the base: settings, run folders, the CLI layer, the one
+                                           module that imports TensorFlow
+    core/       data, augment, backbones, models, metrics, plots, loading, litert, versions
+    train/      the training engine (phase runner, two-phase recipe), the demo, the train CLI
+    evaluate/   export/   benchmark/      what a trained run goes through next
+    optimize/   adapt/   distill/   explain/   heads/     techniques that extend the engine
+    tune/       hyperparameter search over all of the above
+    doctor/     environment checks
+
+The public API below is a set of verbs and the config dataclasses, loaded on first use
+(``tlkeras.train_model`` imports TensorFlow then), so the command-line tools start, parse flags and
+set up logging before TensorFlow loads. Stage packages are named after the stage (``tlkeras.train``
+is the package); the verbs carry an object (``train_model``, ``export_run``) so they never shadow one.
 """
 
 from __future__ import annotations
@@ -11,10 +24,7 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "BackboneSpec": "tlkeras.backbones",
-    "get_backbone": "tlkeras.backbones",
-    "list_backbones": "tlkeras.backbones",
-    "register_backbone": "tlkeras.backbones",
+    # base
     "DataConfig": "tlkeras.config",
     "ModelConfig": "tlkeras.config",
     "RunConfig": "tlkeras.config",
@@ -22,18 +32,49 @@ _EXPORTS = {
     "load_config": "tlkeras.config",
     "save_config": "tlkeras.config",
     "TLKerasError": "tlkeras.errors",
-    "build_model": "tlkeras.models",
-    "freeze_backbone": "tlkeras.models",
-    "unfreeze_backbone": "tlkeras.models",
-    "DataBundle": "tlkeras.data",
-    "load_data": "tlkeras.data",
-    "from_arrays": "tlkeras.data",
-    "train_model": "tlkeras.training",
-    "fit_two_phase": "tlkeras.training",
-    "TrainResult": "tlkeras.training",
-    "evaluate_run": "tlkeras.evaluation",
-    "load_run_model": "tlkeras.evaluation",
-    "compute_metrics": "tlkeras.evaluation",
+    # core
+    "BackboneSpec": "tlkeras.core.backbones",
+    "get_backbone": "tlkeras.core.backbones",
+    "list_backbones": "tlkeras.core.backbones",
+    "register_backbone": "tlkeras.core.backbones",
+    "build_model": "tlkeras.core.models",
+    "freeze_backbone": "tlkeras.core.models",
+    "unfreeze_backbone": "tlkeras.core.models",
+    "DataBundle": "tlkeras.core.data",
+    "load_data": "tlkeras.core.data",
+    "from_arrays": "tlkeras.core.data",
+    "compute_metrics": "tlkeras.core.metrics",
+    "predict": "tlkeras.core.metrics",
+    "load_run_model": "tlkeras.core.loading",
+    "load_model": "tlkeras.core.loading",
+    # stages: one verb each
+    "train_model": "tlkeras.train.engine",
+    "fit_two_phase": "tlkeras.train.engine",
+    "TrainResult": "tlkeras.train.engine",
+    "evaluate_run": "tlkeras.evaluate.run",
+    "ExportOptions": "tlkeras.export.bundle",
+    "export_run": "tlkeras.export.bundle",
+    "export_model": "tlkeras.export.bundle",
+    "BenchmarkOptions": "tlkeras.benchmark.bundle",
+    "benchmark_bundle": "tlkeras.benchmark.bundle",
+    # techniques
+    "PruningOptions": "tlkeras.optimize.pipeline",
+    "ClusteringOptions": "tlkeras.optimize.pipeline",
+    "QATOptions": "tlkeras.optimize.pipeline",
+    "FineTuneOptions": "tlkeras.optimize.pipeline",
+    "optimize_run": "tlkeras.optimize.pipeline",
+    "train_with_unlabeled": "tlkeras.adapt.run",
+    "DistillOptions": "tlkeras.distill.distillation",
+    "distill": "tlkeras.distill.distillation",
+    "explain_images": "tlkeras.explain.gradcam",
+    "gradcam": "tlkeras.explain.gradcam",
+    "FewShotClassifier": "tlkeras.heads.fewshot",
+    "TaskSpec": "tlkeras.heads.multitask",
+    "train_multitask": "tlkeras.heads.multitask",
+    # search
+    "SearchOptions": "tlkeras.tune.search",
+    "SearchSpace": "tlkeras.tune.search",
+    "run_search": "tlkeras.tune.search",
 }
 
 __all__ = sorted(_EXPORTS)

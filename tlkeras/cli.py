@@ -81,7 +81,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """Builds a validated RunConfig: ``--config`` YAML first (if given), then explicit flags."""
-    from tlkeras.config import config_from_dict, config_to_dict, load_config, RunConfig
+    from tlkeras.config import RunConfig, config_from_dict, config_to_dict, load_config
 
     base = load_config(args.config) if getattr(args, "config", None) else RunConfig()
     values = config_to_dict(base)

@@ -49,12 +49,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from tlkeras import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from tlkeras.benchmarking import BenchmarkOptions, benchmark_bundle
+    from tlkeras.benchmark.bundle import BenchmarkOptions, benchmark_bundle
     from tlkeras.config import load_config
-    from tlkeras.distillation import DistillOptions, distill, student_config
-    from tlkeras.exporting import ExportOptions, export_run
-    from tlkeras import litert
-    from tlkeras.training import train_model
+    from tlkeras.core import litert
+    from tlkeras.distill.distillation import DistillOptions, distill, student_config
+    from tlkeras.export.bundle import ExportOptions, export_run
+    from tlkeras.train.engine import train_model
 
     shared = Path(args.shared)
     work = Path(args.work)

@@ -40,7 +40,7 @@ TARGETS = {
 def train_run(shared: Path, work: Path, seed: int) -> Path:
     """Trains flowers5 with the default recipe into ``work/runs/flowers5-seed<seed>`` (reused if there)."""
     from tlkeras import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from tlkeras.training import train_model
+    from tlkeras.train.engine import train_model
 
     run = work / "runs" / f"flowers5-seed{seed}"
     if (run / "model.keras").is_file():
@@ -78,7 +78,7 @@ def check_targets(bench: dict, meta: dict) -> dict:
 
 
 def markdown(bench: dict, meta: dict, targets: dict, compare: dict | None, run: Path, export_seconds: float) -> str:
-    from tlkeras.benchmarking import format_markdown
+    from tlkeras.benchmark.bundle import format_markdown
 
     lines = [
         "## Edge export (issue 3)",
@@ -119,8 +119,8 @@ def main() -> int:
     parser.add_argument("--compare", action="store_true", help="also export without bias correction")
     args = parser.parse_args()
 
-    from tlkeras.benchmarking import BenchmarkOptions, benchmark_bundle
-    from tlkeras.exporting import ExportOptions, export_run
+    from tlkeras.benchmark.bundle import BenchmarkOptions, benchmark_bundle
+    from tlkeras.export.bundle import ExportOptions, export_run
 
     if not (args.shared / "data" / "flowers5").is_dir():
         print(f"no flowers5 under {args.shared}; pass --shared", file=sys.stderr)

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     from sklearn.linear_model import LogisticRegression
 
     from tlkeras import DataConfig, ModelConfig, load_data
-    from tlkeras.fewshot import FewShotClassifier, evaluate_episodes, export_fewshot, mean_interval
+    from tlkeras.heads.fewshot import FewShotClassifier, evaluate_episodes, export_fewshot, mean_interval
 
     shared = Path(args.shared)
     size = args.image_size
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     python_pred = fewshot.predict(x)
     import tempfile
 
-    from tlkeras import litert
+    from tlkeras.core import litert
 
     with tempfile.TemporaryDirectory() as tmp:
         result = export_fewshot(fewshot, bundle.train.x[support], bundle.train.y[support], Path(tmp) / "bundle",

@@ -46,8 +46,8 @@ def main(argv=None) -> int:
     quiet_tensorflow()
     from tlkeras.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
     from tlkeras.runs import read_json
-    from tlkeras.training import train_model
-    from tlkeras.tuning import SearchOptions, run_search
+    from tlkeras.train.engine import train_model
+    from tlkeras.tune.search import SearchOptions, run_search
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

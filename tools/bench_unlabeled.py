@@ -22,7 +22,6 @@ interrupted benchmark resumes. ``--report`` prints the Markdown tables (mean and
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -62,7 +61,7 @@ def domain_shift(x: np.ndarray) -> np.ndarray:
 def load(size: int):
     """flowers5 at ``size`` px as a DataBundle (decoded once, cached next to the results)."""
     from tlkeras.config import DataConfig
-    from tlkeras.data import load_data
+    from tlkeras.core.data import load_data
 
     return load_data(DataConfig(source=str(FLOWERS5)), size, "softmax", 0)
 
@@ -79,10 +78,10 @@ def base_config(size: int, seed: int, args):
 
 
 def run_shift(method: str, seed: int, bundle, args) -> dict:
-    import dataclasses
 
-    from tlkeras.adaptation import DomainAdaptationOptions, ImportanceWeightingOptions, adapt_domain, train_importance_weighted
-    from tlkeras.data import Split
+    from tlkeras.adapt.domain import DomainAdaptationOptions, adapt_domain
+    from tlkeras.adapt.importance import ImportanceWeightingOptions, train_importance_weighted
+    from tlkeras.core.data import Split
 
     config = base_config(bundle.image_size, seed, args)
     target = domain_shift(bundle.train.x)
@@ -102,12 +101,12 @@ def run_shift(method: str, seed: int, bundle, args) -> dict:
 def run_few(method: str, seed: int, bundle, args) -> dict:
     import dataclasses
 
-    from tlkeras.data import Split
-    from tlkeras.evaluation import evaluate_model
-    from tlkeras.models import build_model
-    from tlkeras.semisupervised import FixMatchOptions, PseudoLabelOptions, self_train, train_fixmatch
-    from tlkeras.training import fit_two_phase
     from tlkeras._backend import keras
+    from tlkeras.adapt.semisupervised import FixMatchOptions, PseudoLabelOptions, self_train, train_fixmatch
+    from tlkeras.core.data import Split
+    from tlkeras.core.metrics import evaluate_model
+    from tlkeras.core.models import build_model
+    from tlkeras.train.engine import fit_two_phase
 
     rng = np.random.default_rng(1000 + seed)
     labelled = np.sort(np.concatenate([rng.choice(np.flatnonzero(bundle.train.y == c), 10, replace=False) for c in range(bundle.num_outputs)]))
@@ -132,7 +131,7 @@ def run_few(method: str, seed: int, bundle, args) -> dict:
 
 
 def run_ssl(method: str, seed: int, bundle, args) -> dict:
-    from tlkeras.selfsupervised import SimCLROptions, train_simclr
+    from tlkeras.adapt.simclr import SimCLROptions, train_simclr
 
     config = base_config(bundle.image_size, seed, args)
     options = SimCLROptions(epochs=args.simclr_epochs, batch_size=args.simclr_batch, unfreeze=args.simclr_unfreeze,

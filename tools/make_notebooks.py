@@ -187,7 +187,7 @@ def export_cells(run: str = "run_dir"):
             the table shows the drop.
         """),
         code(f'''
-            from tlkeras.exporting import ExportOptions, export_run
+            from tlkeras import ExportOptions, export_run
 
             exported = export_run(
                 {run},
@@ -213,14 +213,14 @@ def predict_cells(variant_expr: str = "EXPORT_VARIANTS[-1]"):
         md("""
             ## Predict with the LiteRT model
 
-            `tlkeras.litert` needs only NumPy and `ai-edge-litert` (no TensorFlow): it feeds raw pixels,
+            `tlkeras.core.litert` needs only NumPy and `ai-edge-litert` (no TensorFlow): it feeds raw pixels,
             quantizing them with the model's own input scale when the model takes integers, and
             dequantizes the output. `export/classify.py` in the repository does the same from image
             files, for a Raspberry Pi or a server.
         """),
         code(f'''
-            from tlkeras import litert
-            from tlkeras.evaluation import predict
+            from tlkeras.core import litert
+            from tlkeras import predict
 
             variant = {variant_expr}
             tflite_file = exported.variant_path(variant)
@@ -321,7 +321,7 @@ def hyperparameter_search():
 
             {badge("02_hyperparameter_search.ipynb")}
 
-            `tlkeras.tuning.run_search` runs KerasTuner over the same model building and two-phase
+            `tlkeras.run_search` runs KerasTuner over the same model building and two-phase
             training as `train_model`: each trial is a training run scored on the validation split.
             It writes a table of the trials, a plot of the objective, and `best.yaml`, the best
             trial's config, which is retrained here and evaluated on the untouched test split.
@@ -333,8 +333,8 @@ def hyperparameter_search():
 
             `SPACE` overrides the default search space: a scalar pins a hyperparameter, a list is a
             choice, `"lo..hi/log"` (or `{"min", "max", "step", "sampling"}`) is a range.
-            `tlkeras.tuning.HYPERPARAMETERS` lists the names; unnamed ones use the defaults of
-            `tlkeras.tuning.default_space`. `MAX_TRIALS` and `TIME_BUDGET` bound the search.
+            `tlkeras.tune.search.HYPERPARAMETERS` lists the names; unnamed ones use the defaults of
+            `tlkeras.tune.search.default_space`. `MAX_TRIALS` and `TIME_BUDGET` bound the search.
         """),
         code('''
             DATA = "tfds:tf_flowers"
@@ -374,7 +374,7 @@ def hyperparameter_search():
             it refuses, so change `name` or pass `SearchOptions(overwrite=True)` to start over.
         """),
         code('''
-            from tlkeras.tuning import SearchOptions, SearchSpace, run_search
+            from tlkeras import SearchOptions, SearchSpace, run_search
 
             base = RunConfig(
                 data=data_config,
@@ -423,7 +423,7 @@ def compress_and_export():
 
             {badge("03_compress_and_export.ipynb")}
 
-            A trained run is compressed with TensorFlow Model Optimization (`tlkeras.optimization`):
+            A trained run is compressed with TensorFlow Model Optimization (`tlkeras.optimize`):
             magnitude pruning, quantization-aware training (QAT) and both (prune-preserving QAT). Each
             result is a new run directory with a report. Every model is exported to TFLite variants,
             verified with LiteRT, and benchmarked: file size, gzipped size, latency and accuracy of all
@@ -484,7 +484,7 @@ def compress_and_export():
             conversion; here the export below converts and verifies every model).
         """),
         code('''
-            from tlkeras.optimization import FineTuneOptions, PruningOptions, QATOptions, optimize_run
+            from tlkeras import FineTuneOptions, PruningOptions, QATOptions, optimize_run
 
             finetune = FineTuneOptions(epochs=FINETUNE_EPOCHS, verbose=0)
             pruning = PruningOptions(target_sparsity=TARGET_SPARSITY)
@@ -508,8 +508,8 @@ def compress_and_export():
             models to int8. Each variant is verified with LiteRT on the test split.
         """),
         code('''
-            from tlkeras.exporting import ExportOptions, export_run
-            from tlkeras.optimization import keras_load_scope
+            from tlkeras import ExportOptions, export_run
+            from tlkeras.core.loading import keras_load_scope
 
             runs = {"base": (base.run_dir, BASE_VARIANTS), **{k: (v, COMPRESSED_VARIANTS) for k, v in compressed.items()}}
             bundles = {}
@@ -532,7 +532,7 @@ def compress_and_export():
             the dashed line is the base Keras model.
         """),
         code('''
-            from tlkeras.benchmarking import BenchmarkOptions, benchmark_bundle, format_markdown, plot_size_vs_accuracy, write_benchmark
+            from tlkeras.benchmark.bundle import BenchmarkOptions, benchmark_bundle, format_markdown, plot_size_vs_accuracy, write_benchmark
 
             options = BenchmarkOptions(threads=(1,), iterations=BENCHMARK_ITERATIONS, warmup=min(10, BENCHMARK_ITERATIONS))
             results = {label: benchmark_bundle(bundle, options) for label, bundle in bundles.items()}

@@ -1,0 +1,77 @@
+"""``python -m tlkeras.distill runs/<teacher> --image-size 128``: a smaller student from a teacher.
+
+The student starts from the teacher's ``config.yaml`` (data, recipe, seed); every
+``tlkeras.train`` flag overrides it (``--image-size``, ``--alpha``, ``--backbone``, ``--weights``,
+``--phase1-epochs``, ...). The student is written as an ordinary run directory
+(default ``<output-dir>/<teacher>-student-<size>px``), ready for ``python -m tlkeras.export``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from tlkeras import cli
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tlkeras.distill",
+        description=(
+            "Train a smaller student (lower --image-size and/or --alpha) from a trained teacher run with "
+            "temperature-scaled soft targets plus the hard labels; writes a normal run directory."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("teacher", help="the teacher's run directory (softmax classifier)")
+    parser.add_argument("--temperature", type=float, default=4.0, help="softmax temperature of the soft targets")
+    parser.add_argument("--soft-weight", type=float, default=0.7, help="weight of the soft-target term (the hard labels get 1 - this)")
+    parser.add_argument("--mixup", type=float, default=0.0,
+                        help="Beta(a, a) mixup of fine-tuning images, labelled by the teacher (0: off)")
+    cli.add_config_flags(parser)
+    parser.set_defaults(config=None)
+    return parser
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    from tlkeras.errors import TLKerasError
+
+    teacher = Path(args.teacher)
+    if not (teacher / "config.yaml").is_file() or not (teacher / "model.keras").is_file():
+        raise TLKerasError(f"{teacher} is not a run directory (config.yaml and model.keras); pass a run written by tlkeras.train")
+    explicit = set(vars(args))
+    if not args.config:
+        args.config = str(teacher / "config.yaml")
+    config = cli.config_from_args(args)
+    if "name" not in explicit:
+        size = config.data.image_size or "default"
+        width = f"-a{config.model.alpha:g}" if "model.alpha" in explicit and config.model.alpha else ""
+        config.name = f"{teacher.resolve().name}-student-{size}px{width}"
+    from tlkeras.distill.distillation import DistillOptions, distill
+
+    result = distill(teacher, config, DistillOptions(args.temperature, args.soft_weight, args.mixup))
+    m = result.metrics
+    d = m["distillation"]
+    print(f"teacher {d['teacher_image_size']}px: {m['final_split']} accuracy {d['teacher_final']['accuracy']:.3f} "
+          f"({d['teacher_params']:,} parameters)")
+    print(f"student {d['student_image_size']}px: {m['final_split']} accuracy {m['final']['accuracy']:.3f} | "
+          f"val {m['val']['accuracy']:.3f} ({d['student_params']:,} parameters)")
+    t = result.timings
+    print(f"phase 1 {t['phase1']:.1f}s | phase 2 {t['phase2']:.1f}s | total {t['total']:.1f}s")
+    if result.run_dir is not None:
+        print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m tlkeras.distill``; returns the exit code."""
+    return cli.run("tlkeras.distill", _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

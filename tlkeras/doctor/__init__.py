@@ -1,0 +1,1 @@
+"""Checks of the environment: versions, the Keras world, GPUs, caches (``python -m tlkeras.doctor``)."""

@@ -1,0 +1,1 @@
+"""Stage 2: re-evaluating a saved run (``python -m tlkeras.evaluate``)."""

@@ -1,0 +1,110 @@
+"""``python -m tlkeras.export runs/<name>``: a verified TFLite bundle in ``export/<name>/``.
+
+Exit codes: 0 exported and verified; 2 bad input (one line on stderr); 3 the bundle was written
+but a variant lost more than ``--max-drop`` points (or did not run on LiteRT) and
+``--allow-drop`` was not given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from tlkeras import cli
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tlkeras.export.bundle import VARIANTS, ExportOptions
+
+    defaults = ExportOptions()
+    parser = argparse.ArgumentParser(
+        prog="python -m tlkeras.export",
+        description=(
+            "Convert a trained run to TFLite variants, run each with LiteRT on the test split, and write "
+            "a bundle (one .tflite per variant, labels.txt, metadata.json, model_card.md, micro/ C array). "
+            "Exits 3 when a variant drops more than --max-drop points, unless --allow-drop."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("run_dir", help="a run directory written by tlkeras.train")
+    parser.add_argument("--quantize", default="all", metavar="VARIANTS",
+                        help=f"comma-separated variants, or all: {', '.join(VARIANTS)}")
+    parser.add_argument("--output-dir", default=None, help="bundle directory (default: export/<run name>)")
+    parser.add_argument("--data", default=None, help="image folder, CSV or tfds:<name> with the run's classes (default: the run's own data)")
+    parser.add_argument("--representative-size", type=int, default=defaults.representative_size,
+                        help="training images (stratified by class) that calibrate int8/int16x8 activations")
+    parser.add_argument("--max-drop", type=float, default=defaults.max_drop,
+                        help="largest allowed drop from the Keras model, in points of accuracy (relative MAE %% for regression)")
+    parser.add_argument("--allow-drop", action="store_true", help="exit 0 even when a variant drops more than --max-drop")
+    parser.add_argument("--debug-quantization", action="store_true",
+                        help="write the per-layer int8 error report even when every variant passes")
+    parser.add_argument("--saved-model", action="store_true", help="also write a SavedModel (dynamic batch) into the bundle")
+    parser.add_argument("--no-micro", action="store_true", help="skip the microcontroller C array of the int8 variant")
+    parser.add_argument("--c-name", default=defaults.c_name, help="C identifier prefix of the micro/ files and symbols")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
+    parser.add_argument("--no-bias-correction", action="store_true",
+                        help="convert quantized variants from the model as trained, without bias correction")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the representative-set draw")
+    parser.add_argument("--quiet", action="store_true", help="print only the final table")
+    return parser
+
+
+def _table(result) -> str:
+    meta = result.metadata
+    key = meta["evaluation"]["primary_metric"]
+    lines = [f"| variant | KB | {key} | agreement | drop (points) | status |", "|---|---|---|---|---|---|"]
+    for name, v in meta["variants"].items():
+        m = v.get("metrics") or {}
+        agreement = m.get("agreement")
+        status = "ok" if v.get("within_threshold") else ("error" if v.get("error") else "OVER")
+        lines.append(
+            f"| {name} | {v['bytes'] / 1024:.0f} | {m.get(key, float('nan')):.3f} | "
+            f"{'—' if agreement is None else f'{agreement:.3f}'} | {m.get('drop_points', float('nan')):.2f} | {status} |"
+        )
+    keras_value = meta["evaluation"]["keras"].get(key)
+    lines.append(f"Keras {key} on {meta['evaluation']['split']} ({meta['evaluation']['count']} images): {keras_value:.3f}")
+    if meta.get("micro"):
+        micro = meta["micro"]
+        lines.append(f"micro: {'builtin int8 only' if micro['ok'] else 'NOT micro-ready: ' + micro['problems'][0]}; "
+                     f"tensor arena estimate {micro['arena_bytes']} bytes")
+    return "\n".join(lines)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    from tlkeras.export.bundle import ExportCheckError, ExportOptions, export_run
+
+    options = ExportOptions(
+        variants=args.quantize,
+        representative_size=args.representative_size,
+        max_drop=args.max_drop,
+        allow_drop=args.allow_drop,
+        debug_quantization=args.debug_quantization,
+        saved_model=args.saved_model,
+        micro=not args.no_micro,
+        c_name=args.c_name,
+        overwrite=args.overwrite,
+        seed=args.seed,
+        bias_correction=not args.no_bias_correction,
+    )
+    progress = None if args.quiet else (lambda line: print(line, flush=True))
+    try:
+        result = export_run(args.run_dir, args.output_dir, options, data_source=args.data, progress=progress)
+    except ExportCheckError as exc:
+        print(_table(exc.result))
+        raise
+    print(_table(result))
+    print(f"bundle: {result.bundle_dir}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m tlkeras.export``; returns the exit code."""
+    return cli.run("tlkeras.export", _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

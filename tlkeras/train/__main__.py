@@ -1,0 +1,122 @@
+"""``python -m tlkeras.train``: two-phase transfer training from the command line.
+
+With no ``--data`` (and no data source in ``--config``) it runs the embedded offline demo:
+transfer from a backbone pretrained on generated images, beside a from-scratch baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from tlkeras import cli
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tlkeras.train",
+        description=(
+            "Train a transfer-learning model in two phases (frozen backbone, then fine-tuning) and "
+            "write runs/<name>/. Without --data, run the embedded offline demo."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--list-backbones", action="store_true", help="print the registered backbones and exit")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue the interrupted run --name (under --output-dir) from its last completed epoch, "
+        "with the config it was started with",
+    )
+    unlabeled = parser.add_argument_group(
+        "learning from unlabelled images",
+        "train with one technique at its default options (python -m tlkeras.adapt TECHNIQUE --help sets each option)",
+    )
+    unlabeled.add_argument(
+        "--technique", default=None, choices=sorted(_techniques()),
+        help="domain adaptation (dann, mmd, importance), semi-supervised (pseudo-label, fixmatch) or self-supervised (simclr)",
+    )
+    unlabeled.add_argument("--unlabeled", default=None, metavar="PATH",
+                           help="the unlabelled images for --technique (a folder, searched recursively, or a CSV with a path column)")
+    unlabeled.add_argument("--target-test", default=None, metavar="DIR",
+                           help="labelled target-domain images (class folders) to report on; dann, mmd and importance only")
+    cli.add_config_flags(parser)
+    return parser
+
+
+def _techniques() -> dict:
+    from tlkeras.adapt.catalog import TECHNIQUES  # argparse only; no TensorFlow import
+
+    return TECHNIQUES
+
+
+def _print_summary(result) -> None:
+    m = result.metrics
+    split = m["final_split"]
+    if "accuracy" in m["final"]:
+        print(f"val accuracy {m['val']['accuracy']:.3f} | {split} accuracy {m['final']['accuracy']:.3f} | macro F1 {m['final']['f1_macro']:.3f}")
+    else:
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in m["final"].items() if isinstance(v, float))
+        print(f"{split}: {shown}")
+    t = result.timings
+    print(f"phase 1 {t['phase1']:.1f}s | phase 2 {t['phase2']:.1f}s | total {t['total']:.1f}s")
+    if result.run_dir is not None:
+        print(f"run directory: {result.run_dir}")
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    from tlkeras.core.backbones import get_backbone, list_backbones
+
+    if args.list_backbones:
+        for name in list_backbones():
+            print(get_backbone(name).describe())
+        print("hub:<handle-or-dir>: a TF-Hub feature-vector model (URL or local SavedModel directory)")
+        return 0
+    config = cli.config_from_args(args)  # takes the run-config flags, ignores the others
+    if args.technique is not None or args.unlabeled is not None or args.target_test is not None:
+        return _train_with_unlabeled(config, args.technique, args.unlabeled, args.target_test, resume=args.resume)
+    if args.resume:
+        from tlkeras.train.engine import train_model
+
+        _print_summary(train_model(config, resume=True))
+        return 0
+    if config.data.source is None:
+        from tlkeras.train.demo import run_demo
+
+        run_demo(config, explicit=set(vars(args)))
+        return 0
+    from tlkeras.train.engine import train_model
+
+    _print_summary(train_model(config))
+    return 0
+
+
+def _train_with_unlabeled(config, technique, unlabeled, target_test, *, resume: bool) -> int:
+    from tlkeras.errors import TLKerasError
+
+    if technique is None:
+        raise TLKerasError("--unlabeled and --target-test need --technique (dann, mmd, importance, pseudo-label, fixmatch or simclr)")
+    if unlabeled is None:
+        raise TLKerasError(f"--technique {technique} needs --unlabeled <folder|file.csv> with the unlabelled images")
+    if resume:
+        raise TLKerasError("--resume applies to plain two-phase runs; rerun the technique without --resume")
+    if config.data.source is None:
+        raise TLKerasError("--technique needs labelled data: pass --data <folder|file.csv>")
+    from tlkeras.adapt.catalog import print_summary
+    from tlkeras.adapt.run import train_with_unlabeled
+
+    method = _techniques()[technique][0]
+    print_summary(train_with_unlabeled(config, method, unlabeled, target_test=target_test))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m tlkeras.train``; returns the exit code."""
+    return cli.run("tlkeras.train", _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
