@@ -47,6 +47,7 @@ _EXPORTS = {
     "predict": "tlkeras.core.metrics",
     "load_run_model": "tlkeras.core.loading",
     "load_model": "tlkeras.core.loading",
+    "calibrate_model": "tlkeras.core.calibration",
     # stages: one verb each
     "train_model": "tlkeras.train.engine",
     "fit_two_phase": "tlkeras.train.engine",
@@ -57,6 +58,8 @@ _EXPORTS = {
     "export_model": "tlkeras.export.bundle",
     "BenchmarkOptions": "tlkeras.benchmark.bundle",
     "benchmark_bundle": "tlkeras.benchmark.bundle",
+    "write_run_report": "tlkeras.report.html",
+    "write_bundle_report": "tlkeras.report.html",
     # techniques
     "PruningOptions": "tlkeras.optimize.pipeline",
     "ClusteringOptions": "tlkeras.optimize.pipeline",

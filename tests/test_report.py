@@ -1,0 +1,280 @@
+"""The HTML report: written for a tiny trained run, opened in headless Chromium (Debian's
+``chromium``) at a desktop and a phone width; it must render non-blank, log no console error,
+make no network request, decode every inline image and fit the phone's width.
+
+The browser is driven over the DevTools protocol (``websocket-client``); the tests skip cleanly
+when Chromium or websocket-client is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), shutil.which("google-chrome")) if p), None)
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-extensions", "--remote-debugging-port=0", "--remote-allow-origins=*",
+]
+DESKTOP = (1280, 900, False)
+PHONE = (390, 844, True)
+
+
+class Browser:
+    """One headless Chromium with a fresh profile, driven over the DevTools protocol."""
+
+    def __init__(self):
+        websocket = pytest.importorskip("websocket", reason="websocket-client is not installed")
+        if CHROMIUM is None:
+            pytest.skip("chromium is not installed (apt-get install chromium)")
+        self.profile = tempfile.mkdtemp(prefix="tlkeras-chromium-")
+        self.proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = Path(self.profile) / "DevToolsActivePort"
+        deadline = time.time() + 30
+        while not port_file.is_file() or not port_file.read_text().strip():
+            if time.time() > deadline or self.proc.poll() is not None:
+                self.close()
+                pytest.fail("chromium did not start its DevTools endpoint within 30 s")
+            time.sleep(0.1)
+        port = int(port_file.read_text().splitlines()[0])
+        while True:  # the first page target shows up shortly after the endpoint
+            targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5))
+            pages = [t for t in targets if t.get("type") == "page"]
+            if pages or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=30, suppress_origin=True)
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def call(self, method: str, **params):
+        self.next_id += 1
+        my_id = self.next_id
+        self.ws.send(json.dumps({"id": my_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == my_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self.events.append(message)
+
+    def wait_for(self, event: str, timeout: float = 30.0) -> None:
+        deadline = time.time() + timeout
+        while not any(e.get("method") == event for e in self.events):
+            if time.time() > deadline:
+                raise TimeoutError(event)
+            self.events.append(json.loads(self.ws.recv()))
+
+    def open(self, url: str, width: int, height: int, mobile: bool) -> dict:
+        """Loads ``url`` at the given viewport; returns requests, console errors, layout and a screenshot."""
+        self.events = []
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.call(f"{domain}.enable")
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=mobile)
+        self.call("Page.navigate", url=url)
+        self.wait_for("Page.loadEventFired")
+        layout = self.call("Runtime.evaluate", returnByValue=True, expression="""({
+            scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+            images: document.images.length,
+            broken: Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length,
+            sections: Array.from(document.querySelectorAll('section')).map(s => s.id),
+            text: document.body.innerText.length})""")["result"]["value"]
+        shot = self.call("Page.captureScreenshot", format="png")
+        time.sleep(0.2)  # late console messages
+        self.ws.settimeout(0.2)
+        try:
+            while True:
+                self.events.append(json.loads(self.ws.recv()))
+        except Exception:  # noqa: BLE001  (the read times out when nothing is left)
+            pass
+        self.ws.settimeout(30)
+        requests = [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
+        errors = [json.dumps(e["params"])[:300] for e in self.events if (
+            e.get("method") == "Runtime.exceptionThrown"
+            or (e.get("method") == "Runtime.consoleAPICalled" and e["params"].get("type") in ("error", "assert"))
+            or (e.get("method") == "Log.entryAdded" and e["params"]["entry"].get("level") == "error"))]
+        return {"requests": requests, "errors": errors, "layout": layout, "png": base64.b64decode(shot["data"])}
+
+    def close(self) -> None:
+        if getattr(self, "ws", None) is not None:
+            self.ws.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    b = Browser()
+    yield b
+    b.close()
+
+
+def not_blank(png: bytes) -> float:
+    """Share of pixels that differ from the most common colour (the background)."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3)
+    colors, counts = np.unique(img, axis=0, return_counts=True)
+    return 1.0 - counts.max() / len(img)
+
+
+def external(requests: list[str]) -> list[str]:
+    """Requests that leave the page: anything but the page's own file and inline data."""
+    return [u for u in requests if not (u.startswith("data:") or u.startswith("file://"))]
+
+
+def test_harness_sees_requests_and_console_errors(tmp_path, browser):
+    """The checks below can fail: a page with an external image and a console error is caught."""
+    page = tmp_path / "bad.html"
+    page.write_text('<html><body><h1>bad</h1><img src="http://198.51.100.7/x.png"><script>console.error("boom")</script></body></html>')
+    seen = browser.open(page.as_uri(), *DESKTOP)
+    assert external(seen["requests"]) == ["http://198.51.100.7/x.png"]
+    assert any("boom" in e for e in seen["errors"])
+
+
+@pytest.fixture(scope="module")
+def report_run(tiny_run, tmp_path_factory):
+    """A copy of the tiny run, calibrated, with a report written from its test split and overlays."""
+    from tlkeras.config import load_config
+    from tlkeras.core.calibration import calibrate_model
+    from tlkeras.core.data import load_data
+    from tlkeras.core.loading import load_run_model
+    from tlkeras.report.html import examples_from, write_run_report
+    from tlkeras.runs import write_json
+
+    run = tmp_path_factory.mktemp("report") / "tiny"
+    shutil.copytree(tiny_run, run)
+    model = load_run_model(run)
+    config = load_config(run / "config.yaml")
+    data = load_data(config.data, config.data.image_size, "softmax", config.seed)
+    write_json(run / "calibration.json", calibrate_model(model, data.val, "softmax", eval_split=data.test))
+    examples = examples_from(model, data.test, "test")
+
+    def overlays(images, classes):
+        # Stand-in for Grad-CAM (the CLIs pass tlkeras.explain's): a red tint, one per image.
+        return [np.clip(img * 0.5 + np.array([120, 0, 0]), 0, 255).astype("uint8") for img in images]
+
+    started = time.perf_counter()
+    path = write_run_report(run, examples, overlays)
+    return {"run": run, "path": path, "seconds": time.perf_counter() - started, "examples": examples}
+
+
+def test_report_content(report_run):
+    html = report_run["path"].read_text()
+    assert report_run["seconds"] < 10
+    for section in ("summary", "metrics", "per-class", "confusion", "curves", "gallery", "calibration", "config"):
+        assert f'id="{section}"' in html, section
+    # Self-contained: no URL other than inline data and in-page anchors.
+    assert "http://" not in html and "https://" not in html
+    assert "<script" not in html
+    assert html.count("data:image/png;base64,") >= 3
+    names = (report_run["run"] / "labels.txt").read_text().split()
+    assert all(n in html for n in names)
+    wrong = int((report_run["examples"].predicted != report_run["examples"].y_true).sum())
+    assert (f"{wrong} of {len(report_run['examples'].y_true)} images misclassified") in html
+    if wrong:
+        assert 'alt="Grad-CAM overlay"' in html
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_report_in_chromium(report_run, browser, viewport, tmp_path):
+    seen = browser.open(report_run["path"].as_uri(), *viewport)
+    (tmp_path / "shot.png").write_bytes(seen["png"])
+    assert external(seen["requests"]) == [], seen["requests"]
+    assert seen["errors"] == []
+    layout = seen["layout"]
+    assert layout["broken"] == 0 and layout["images"] >= 3
+    assert layout["scrollWidth"] <= layout["innerWidth"] + 1, layout  # nothing overflows a phone's width
+    assert {"summary", "confusion", "curves", "calibration"} <= set(layout["sections"])
+    assert not_blank(seen["png"]) > 0.02
+
+
+def test_report_escapes_class_names(tmp_path):
+    """Class names and paths are text, never markup."""
+    from tlkeras.report.html import Examples, run_report_html
+    from tlkeras.runs import write_json
+
+    (tmp_path / "labels.txt").write_text("<b>cat</b>\ndog\n")
+    write_json(tmp_path / "metrics.json", {"final_split": "test", "final": {"accuracy": 0.5, "confusion_matrix": [[1, 1], [0, 2]]}})
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    ex = Examples(images, [0, 0, 1, 1], [[0.9, 0.1], [0.2, 0.8], [0.1, 0.9], [0.3, 0.7]], ["a.png", "<i>x</i>.png", "c", "d"])
+    html = run_report_html(tmp_path, ex)
+    assert "<b>cat</b>" not in html and "&lt;b&gt;cat&lt;/b&gt;" in html
+    assert "<i>x</i>" not in html
+
+
+def test_misclassified_and_pairs():
+    from tlkeras.report.html import Examples, confused_pairs, misclassified
+
+    probs = np.array([[0.9, 0.1, 0], [0.1, 0.6, 0.3], [0.2, 0.7, 0.1], [0.05, 0.05, 0.9], [0.5, 0.1, 0.4]])
+    ex = Examples(np.zeros((5, 4, 4, 3), np.uint8), [0, 0, 0, 1, 2], probs)
+    assert misclassified(ex) == [3, 2, 1, 4]  # wrong ones, most confident first
+    assert misclassified(ex, top=2) == [3, 2]
+    assert confused_pairs([[5, 2, 0], [1, 4, 3], [0, 0, 6]], ["a", "b", "c"], top=2) == [(1, 2, 3), (0, 1, 2)]
+
+
+def test_kept_epoch_is_lowest_val_loss_of_each_phase():
+    from tlkeras.report.figures import kept_epochs, training_curves
+
+    history = {"phase": [1, 1, 1, 2, 2], "loss": [1, .8, .7, .6, .5], "val_loss": [1.0, 0.7, 0.9, 0.65, 0.8],
+               "accuracy": [.5, .6, .7, .8, .9], "val_accuracy": [.5, .6, .6, .7, .7]}
+    assert kept_epochs(history) == {1: 2, 2: 4}
+    png = training_curves(history)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bundle_report(tmp_path, browser):
+    """A bundle's page: the variants table and the size-vs-accuracy plot it is given."""
+    from tlkeras.core.plots import figure
+    from tlkeras.report.figures import png_bytes
+    from tlkeras.report.html import write_bundle_report
+    from tlkeras.runs import write_json
+
+    variants = {
+        "float32": {"file": "float32.tflite", "bytes": 900_000, "gzip_bytes": 800_000, "within_threshold": True,
+                    "metrics": {"accuracy": 0.91, "agreement": 1.0, "drop_points": 0.0}},
+        "int8": {"file": "int8.tflite", "bytes": 300_000, "gzip_bytes": 250_000, "within_threshold": True,
+                 "metrics": {"accuracy": 0.90, "agreement": 0.97, "drop_points": 1.0}},
+    }
+    write_json(tmp_path / "metadata.json", {
+        "format": "tlkeras-bundle", "name": "demo", "task": {"class_names": ["a", "b"]}, "passed": True,
+        "evaluation": {"split": "test", "count": 60, "primary_metric": "accuracy", "keras": {"accuracy": 0.91}},
+        "variants": variants, "recommended": "int8", "unknown_threshold": 0.61,
+    })
+    fig = figure(figsize=(3, 2))
+    fig.subplots().scatter([300, 900], [0.90, 0.91])
+    path = write_bundle_report(tmp_path, size_vs_accuracy=png_bytes(fig))
+    html = path.read_text()
+    assert "int8" in html and "float32" in html and "0.6100" in html and 'alt="size versus accuracy"' in html
+    seen = browser.open(path.as_uri(), *PHONE)
+    assert external(seen["requests"]) == [] and seen["errors"] == [] and seen["layout"]["broken"] == 0
+    assert not_blank(seen["png"]) > 0.02
+
+
+def test_report_of_a_missing_run_is_one_clear_error(tmp_path):
+    from tlkeras.errors import TLKerasError
+    from tlkeras.report.html import write_run_report
+
+    with pytest.raises(TLKerasError, match="does not exist"):
+        write_run_report(tmp_path / "nope")
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    with pytest.raises(TLKerasError, match="no metrics.json"):
+        write_run_report(tmp_path)
+    assert not (tmp_path / "report.html").exists()
