@@ -10,14 +10,13 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_image_folder, tiny_config
+from conftest import make_bundle, make_image_folder, tiny_config
 
 from tlkeras._backend import keras, tf
 from tlkeras.adapt.common import load_unlabeled
 from tlkeras.adapt.domain import DomainAdaptationOptions, GradientReversal, gaussian_mmd, reversal_schedule
 from tlkeras.adapt.importance import ImportanceWeightingOptions, importance_weights
 from tlkeras.adapt.run import train_with_unlabeled
-from tlkeras.core.data import DataConfig, from_arrays
 from tlkeras.core.loading import load_run_model
 from tlkeras.errors import TLKerasError
 
@@ -25,12 +24,7 @@ RUN_FILES = ("config.yaml", "model.keras", "labels.txt", "history.json", "metric
 
 
 def _bundle(n=36, size=32, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    x = rng.integers(0, 80, (n, size, size, 3)).astype(np.uint8)
-    for c in range(classes):
-        x[y == c, :, :, c] += 150
-    return from_arrays(x, y, config=DataConfig(val_fraction=0.25, test_fraction=0.0), seed=seed)
+    return make_bundle(n, size, classes, seed, test_fraction=0.0)
 
 
 def _shifted(x):

@@ -7,22 +7,16 @@ import math
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import make_bundle, tiny_config
 
 from tlkeras._backend import tf
 from tlkeras.adapt.simclr import SimCLROptions, nt_xent_loss, simclr_view, train_simclr
-from tlkeras.core.data import DataConfig, from_arrays
 from tlkeras.core.loading import load_run_model
 from tlkeras.errors import TLKerasError
 
 
 def _bundle(n=36, size=32, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    x = rng.integers(0, 80, (n, size, size, 3)).astype(np.uint8)
-    for c in range(classes):
-        x[y == c, :, :, c] += 150
-    return from_arrays(x, y, config=DataConfig(val_fraction=0.25, test_fraction=0.25), seed=seed)
+    return make_bundle(n, size, classes, seed, test_fraction=0.25)
 
 
 def test_nt_xent_is_lower_for_matched_pairs_than_for_shuffled_pairs():

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_image_folder, tiny_config
+from conftest import make_bundle, make_image_folder, tiny_config
 
 from tlkeras._backend import keras, tf
 from tlkeras.adapt.semisupervised import (
@@ -20,18 +20,12 @@ from tlkeras.adapt.semisupervised import (
     train_fixmatch,
     weak_augment,
 )
-from tlkeras.core.data import DataConfig, from_arrays
 from tlkeras.core.loading import load_run_model
 from tlkeras.errors import TLKerasError
 
 
 def _bundle(n=36, size=32, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    x = rng.integers(0, 80, (n, size, size, 3)).astype(np.uint8)
-    for c in range(classes):
-        x[y == c, :, :, c] += 150
-    return from_arrays(x, y, config=DataConfig(val_fraction=0.25, test_fraction=0.0), seed=seed)
+    return make_bundle(n, size, classes, seed, test_fraction=0.0)
 
 
 def test_pseudo_labels_respect_the_threshold_and_the_cap():
