@@ -45,7 +45,6 @@ LARGE_OK: dict[str, str] = {
     "tlkeras.heads.multitask": "pending split",
     "tlkeras.optimize.pipeline": "pending split",
     "tlkeras.train.engine": "pending split",
-    "tlkeras.tune.search": "pending split",
 }
 
 

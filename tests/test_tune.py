@@ -1,4 +1,4 @@
-"""Hyperparameter search (tlkeras.tuning, python -m tlkeras.tune) with real KerasTuner, offline.
+"""Hyperparameter search (tlkeras.tune, python -m tlkeras.tune) with real KerasTuner, offline.
 
 Trials train MobileNet-0.25 (random init) at 32 px on a synthetic 3-class folder; most trials
 keep phase 2 off so a trial costs a few seconds on a busy 2-core machine.
@@ -56,7 +56,7 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 def test_space_entries_parse_to_pins_choices_and_ranges():
-    from tlkeras.tune.search import parse_param_spec
+    from tlkeras.tune.space import parse_param_spec
 
     lr = parse_param_spec("phase1_lr", "1e-4..1e-2/log")
     assert (lr.kind, lr.min, lr.max, lr.sampling) == ("range", 1e-4, 1e-2, "log")
@@ -71,7 +71,7 @@ def test_space_entries_parse_to_pins_choices_and_ranges():
 
 
 def test_default_space_searches_training_and_pins_backbone_and_size(images, tmp_path):
-    from tlkeras.tune.search import SearchSpace
+    from tlkeras.tune.space import SearchSpace
 
     space = SearchSpace.create({"dropout": 0.1}, _base(images, tmp_path, "x"))
     assert space.params["backbone"].values == ("mobilenet",)
@@ -82,7 +82,8 @@ def test_default_space_searches_training_and_pins_backbone_and_size(images, tmp_
 
 def test_hyperband_budget_shortens_fine_tuning_and_keeps_cached_phase1_whole(images, tmp_path):
     from tlkeras._backend import keras_tuner
-    from tlkeras.tune.search import SearchSpace, TransferHyperModel
+    from tlkeras.tune.hypermodel import TransferHyperModel
+    from tlkeras.tune.space import SearchSpace
 
     base = _base(images, tmp_path, "x", phase1_epochs=30, phase2_epochs=8)
     model = TransferHyperModel(base, SearchSpace.create(None, base))
@@ -105,7 +106,8 @@ def test_random_search_writes_results_and_best_config_retrains(images, tmp_path)
     from tlkeras.config import load_config
     from tlkeras.runs import read_json
     from tlkeras.train import __main__ as train
-    from tlkeras.tune.search import SearchOptions, run_search, trial_config
+    from tlkeras.tune.hypermodel import trial_config
+    from tlkeras.tune.search import SearchOptions, run_search
 
     base = _base(images, tmp_path, "rand")
     result = run_search(base, {**CHEAP, "dropout": [0.0, 0.3], "label_smoothing": 0.0}, SearchOptions(tuner="random", max_trials=2, verbose=0))

@@ -76,7 +76,7 @@ _EXPORTS = {
     "train_multitask": "tlkeras.heads.multitask",
     # search
     "SearchOptions": "tlkeras.tune.search",
-    "SearchSpace": "tlkeras.tune.search",
+    "SearchSpace": "tlkeras.tune.space",
     "run_search": "tlkeras.tune.search",
 }
 

@@ -333,8 +333,8 @@ def hyperparameter_search():
 
             `SPACE` overrides the default search space: a scalar pins a hyperparameter, a list is a
             choice, `"lo..hi/log"` (or `{"min", "max", "step", "sampling"}`) is a range.
-            `tlkeras.tune.search.HYPERPARAMETERS` lists the names; unnamed ones use the defaults of
-            `tlkeras.tune.search.default_space`. `MAX_TRIALS` and `TIME_BUDGET` bound the search.
+            `tlkeras.tune.space.HYPERPARAMETERS` lists the names; unnamed ones use the defaults of
+            `tlkeras.tune.space.default_space`. `MAX_TRIALS` and `TIME_BUDGET` bound the search.
         """),
         code('''
             DATA = "tfds:tf_flowers"

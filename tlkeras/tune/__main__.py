@@ -81,7 +81,7 @@ def _pins(args: argparse.Namespace, given: dict) -> dict:
 
 
 def _space_overrides(args: argparse.Namespace, given: dict) -> dict:
-    from tlkeras.tune.search import load_search_space
+    from tlkeras.tune.space import load_search_space
 
     overrides = dict(load_search_space(given["space"])) if "space" in given else {}
     for item in given.get("hp", []):
@@ -112,7 +112,8 @@ def _print_summary(result) -> None:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     given = vars(args)
-    from tlkeras.tune.search import SearchOptions, SearchSpace, load_search, run_search
+    from tlkeras.tune.search import SearchOptions, load_search, run_search
+    from tlkeras.tune.space import SearchSpace
 
     if "resume" in given:
         extra = sorted(k for k, v in given.items() if k not in _RESUME_OK and not (k == "config" and v is None))

@@ -30,452 +30,48 @@ environment variables start a chief (the oracle, as a gRPC service) and workers.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import csv
 import dataclasses
 import difflib
-import hashlib
-import io
 import math
 import os
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import yaml
 
-from tlkeras._backend import keras, keras_tuner, tf
-from tlkeras.config import AUGMENT_PRESETS, RunConfig, config_from_dict, config_to_dict, parse_unfreeze, save_config
-from tlkeras.core.backbones import get_backbone
-from tlkeras.core.data import DataBundle, Split, load_data
-from tlkeras.core.metrics import compute_metrics, predict
-from tlkeras.core.models import HUB_PREFIX, backbone_layers, build_model, resolve_image_size
+from tlkeras.config import RunConfig, config_from_dict, config_to_dict, save_config
+from tlkeras.core.data import DataBundle
+from tlkeras.core.models import HUB_PREFIX
 from tlkeras.errors import TLKerasError
-from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, write_json
-
-kt = keras_tuner()
+from tlkeras.runs import atomic_write_text, default_run_name, write_json
+from tlkeras.tune.hypermodel import TransferHyperModel, clean_value, epoch_unit, trial_config
+from tlkeras.tune.limits import parse_duration
+from tlkeras.tune.results import SearchResult, last_line, plot_objective, trial_rows, write_tables
+from tlkeras.tune.space import HYPERPARAMETERS, SearchSpace
+from tlkeras.tune.tuner import TransferTuner, distributed_role, make_oracle
 
 __all__ = [
-    "HYPERPARAMETERS",
     "TUNERS",
-    "ParamSpec",
-    "SearchSpace",
+    "SEARCH_FILE",
     "SearchOptions",
     "SearchResult",
-    "TransferHyperModel",
-    "default_space",
-    "parse_param_spec",
-    "parse_duration",
-    "load_search_space",
     "reported_metrics",
     "objective_direction",
-    "trial_config",
     "load_search",
     "run_search",
-    "SEARCH_FILE",
 ]
 
 TUNERS = ("random", "hyperband", "bayesian")
 SEARCH_FILE = "search.yaml"
-_BUDGET_MESSAGE = "stopped by the time budget"
 
 
 # ---------------------------------------------------------------------------------------------
-# The hyperparameters
-
-
-@dataclass(frozen=True)
-class _Param:
-    kind: type
-    help: str
-    check: Callable[[Any], str | None]
-
-
-def _check_backbone(value: str) -> str | None:
-    if str(value).startswith(HUB_PREFIX):
-        return None
-    try:
-        get_backbone(value)
-    except TLKerasError as exc:
-        return str(exc)
-    return None
-
-
-def _check_unfreeze(value: str) -> str | None:
-    try:
-        parse_unfreeze(value)
-    except TLKerasError as exc:
-        return str(exc)
-    return None
-
-
-def _between(lo: float, hi: float, lo_open: bool = False, hi_open: bool = True) -> Callable[[Any], str | None]:
-    def check(value):
-        low_ok = value > lo if lo_open else value >= lo
-        high_ok = value < hi if hi_open else value <= hi
-        if low_ok and high_ok:
-            return None
-        return f"{value} is outside {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-
-    return check
-
-
-_PARAMS: dict[str, _Param] = {
-    "backbone": _Param(str, "backbone name (model.backbone)", _check_backbone),
-    "image_size": _Param(int, "square input size in pixels (data.image_size)", lambda v: None if v >= 1 else f"{v} is not a positive size"),
-    "dropout": _Param(float, "head dropout rate (model.dropout)", _between(0.0, 1.0)),
-    "hidden_units": _Param(int, "units of one hidden Dense layer in the head, 0 for none (model.hidden_units)", lambda v: None if v >= 0 else f"{v} is negative"),
-    "phase1_lr": _Param(float, "phase-1 learning rate (train.phase1_lr)", lambda v: None if v > 0 else f"{v} is not > 0"),
-    "phase2_lr_factor": _Param(float, "phase-2 learning rate / phase-1 learning rate (train.phase2_lr_factor)", _between(0.0, 1.0, lo_open=True)),
-    "unfreeze": _Param(str, "what phase 2 fine-tunes: none, layers:N, blocks:N or all (train.unfreeze)", _check_unfreeze),
-    "augment": _Param(str, "augmentation strength: off, light or strong (data.augment)", lambda v: None if v in AUGMENT_PRESETS else f"{v!r} is not one of {', '.join(AUGMENT_PRESETS)}"),
-    "label_smoothing": _Param(float, "label smoothing of the softmax loss (train.label_smoothing)", _between(0.0, 1.0)),
-    "weight_decay": _Param(float, "decoupled weight decay; > 0 switches adam to adamw (train.weight_decay)", lambda v: None if v >= 0 else f"{v} is negative"),
-}
-
-#: The searchable hyperparameters: name -> what it sets.
-HYPERPARAMETERS: dict[str, str] = {name: p.help for name, p in _PARAMS.items()}
-
-_RANGE_KEYS = ("min", "max", "step", "sampling")
-_SAMPLINGS = ("linear", "log", "reverse_log")
-
-
-def _where(name: str) -> str:
-    return f"search space key {name!r}"
-
-
-def _coerce(name: str, value: Any) -> Any:
-    """Converts one YAML/flag value to the hyperparameter's type and checks it."""
-    param = _PARAMS[name]
-    kind = param.kind
-    try:
-        if kind is str:
-            if isinstance(value, bool):  # YAML 1.1 reads a bare `off` as False
-                value = "off" if value is False else "on"
-            if value is None or isinstance(value, (list, dict)):
-                raise ValueError
-            value = str(value).strip()
-        elif kind is int:
-            if isinstance(value, bool) or value is None:
-                raise ValueError
-            number = float(value)
-            if not number.is_integer():
-                raise ValueError
-            value = int(number)
-        else:
-            if isinstance(value, bool) or value is None:
-                raise ValueError
-            value = float(value)
-            if not math.isfinite(value):
-                raise ValueError
-    except (TypeError, ValueError):
-        raise TLKerasError(f"{_where(name)}: {value!r} is not {'an integer' if kind is int else 'a number' if kind is float else 'a name'}") from None
-    problem = param.check(value)
-    if problem:
-        raise TLKerasError(f"{_where(name)}: {problem}")
-    return value
-
-
-@dataclass
-class ParamSpec:
-    """How one hyperparameter is searched.
-
-    Attributes:
-        name: one of :data:`HYPERPARAMETERS`.
-        values: one value (pinned) or several (a choice); empty for a range.
-        min: lower bound of a range (numeric hyperparameters only).
-        max: upper bound of a range.
-        step: spacing of a range's values (None: continuous for floats, 1 for integers).
-        sampling: ``linear``, ``log`` or ``reverse_log`` (KerasTuner's samplings).
-    """
-
-    name: str
-    values: tuple = ()
-    min: float | int | None = None
-    max: float | int | None = None
-    step: float | int | None = None
-    sampling: str = "linear"
-
-    @property
-    def kind(self) -> str:
-        """``fixed``, ``choice`` or ``range``."""
-        if self.min is not None:
-            return "range"
-        return "fixed" if len(self.values) == 1 else "choice"
-
-    @property
-    def candidates(self) -> list:
-        """The pinned/choice values, or a range's bounds (for validation)."""
-        return list(self.values) if self.kind != "range" else [self.min, self.max]
-
-    def declare(self, hp) -> Any:
-        """Registers this hyperparameter on a KerasTuner ``HyperParameters``; returns its value."""
-        if self.kind == "fixed":
-            return hp.Fixed(self.name, self.values[0])
-        if self.kind == "choice":
-            return hp.Choice(self.name, list(self.values))
-        if _PARAMS[self.name].kind is int:
-            return hp.Int(self.name, int(self.min), int(self.max), step=int(self.step) if self.step else None, sampling=self.sampling)
-        return hp.Float(self.name, float(self.min), float(self.max), step=self.step, sampling=self.sampling)
-
-    def to_yaml(self) -> Any:
-        """The YAML form :func:`parse_param_spec` reads back."""
-        if self.kind == "fixed":
-            return self.values[0]
-        if self.kind == "choice":
-            return list(self.values)
-        out: dict[str, Any] = {"min": self.min, "max": self.max}
-        if self.step is not None:
-            out["step"] = self.step
-        if self.sampling != "linear":
-            out["sampling"] = self.sampling
-        return out
-
-    def describe(self) -> str:
-        if self.kind == "fixed":
-            return f"{self.name} = {self.values[0]} (pinned)"
-        if self.kind == "choice":
-            return f"{self.name} in {{{', '.join(str(v) for v in self.values)}}}"
-        step = f" step {self.step}" if self.step is not None else ""
-        return f"{self.name} in [{self.min}, {self.max}]{step} ({self.sampling})"
-
-
-_RANGE_TEXT = re.compile(r"^\s*([^.\s][^\s]*?)\s*\.\.\s*([^/\s]+)\s*(?:/\s*(\S+))?\s*$")
-
-
-def parse_param_spec(name: str, raw: Any) -> ParamSpec:
-    """Parses one search-space entry.
-
-    Forms: a scalar pins the value; a list is a choice; a mapping ``{min, max, step, sampling}``
-    or the text ``lo..hi``, ``lo..hi/log`` or ``lo..hi/step`` is a range (numeric only).
-
-    Raises:
-        TLKerasError: an unknown name, an empty choice list, a malformed range, or a value the
-            hyperparameter cannot take; the message names the key.
-    """
-    if name not in _PARAMS:
-        close = difflib.get_close_matches(str(name), list(_PARAMS), n=1)
-        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(_PARAMS)}"
-        raise TLKerasError(f"unknown hyperparameter {name!r} in the search space; {hint}")
-    kind = _PARAMS[name].kind
-    if isinstance(raw, str) and ".." in raw and kind is not str:
-        match = _RANGE_TEXT.match(raw)
-        if not match:
-            raise TLKerasError(f"{_where(name)}: cannot read range {raw!r}; write lo..hi, lo..hi/log or lo..hi/step")
-        lo, hi, extra = match.groups()
-        raw = {"min": lo, "max": hi}
-        if extra:
-            if extra in _SAMPLINGS:
-                raw["sampling"] = extra
-            else:
-                raw["step"] = extra
-    if isinstance(raw, dict):
-        if kind is str:
-            raise TLKerasError(f"{_where(name)}: a range needs numbers; give a list of choices for {name}")
-        unknown = sorted(set(map(str, raw)) - set(_RANGE_KEYS))
-        if unknown:
-            raise TLKerasError(f"{_where(name)}: unknown range field {unknown[0]!r}; a range has min, max, step and sampling")
-        if "min" not in raw or "max" not in raw:
-            raise TLKerasError(f"{_where(name)}: a range needs both min and max")
-        lo, hi = _coerce(name, raw["min"]), _coerce(name, raw["max"])
-        if not lo < hi:
-            raise TLKerasError(f"{_where(name)}: min ({lo}) must be below max ({hi}); give one value to pin it")
-        sampling = str(raw.get("sampling", "linear")).lower()
-        if sampling not in _SAMPLINGS:
-            raise TLKerasError(f"{_where(name)}: sampling {sampling!r} is not one of {', '.join(_SAMPLINGS)}")
-        if sampling != "linear" and lo <= 0:
-            raise TLKerasError(f"{_where(name)}: {sampling} sampling needs min > 0, got {lo}")
-        step = raw.get("step")
-        if step is not None:
-            try:
-                step = float(step)
-            except (TypeError, ValueError):
-                raise TLKerasError(f"{_where(name)}: step {raw.get('step')!r} is not a number") from None
-            if not step > 0 or (kind is int and not step.is_integer()):
-                raise TLKerasError(f"{_where(name)}: step must be a positive {'integer' if kind is int else 'number'}, got {raw.get('step')!r}")
-            if sampling != "linear":
-                raise TLKerasError(f"{_where(name)}: step applies to linear sampling only; drop step or sampling")
-            step = int(step) if kind is int else step
-        return ParamSpec(name, (), lo, hi, step, sampling)
-    if isinstance(raw, (list, tuple)):
-        if not raw:
-            raise TLKerasError(f"{_where(name)}: the choice list is empty; give at least one value")
-        values = tuple(dict.fromkeys(_coerce(name, v) for v in raw))
-        return ParamSpec(name, values)
-    return ParamSpec(name, (_coerce(name, raw),))
-
-
-def _canonical_backbone(name: str) -> str:
-    return name if str(name).startswith(HUB_PREFIX) else get_backbone(name).name
-
-
-def default_space(base: RunConfig) -> dict[str, ParamSpec]:
-    """The search space used for every hyperparameter the user does not name.
-
-    Backbone and input size stay pinned to the base config (changing them recomputes features
-    and needs matching weights); the training hyperparameters are searched over ranges that work
-    for transfer learning. Weight decay is pinned when the optimizer (sgd) ignores it.
-    """
-    size = base.data.image_size or resolve_image_size(base.model, None)
-    spaces = {
-        "backbone": ParamSpec("backbone", (base.model.backbone,)),
-        "image_size": ParamSpec("image_size", (int(size),)),
-        "dropout": ParamSpec("dropout", (), 0.0, 0.5, 0.1),
-        "hidden_units": ParamSpec("hidden_units", (0, 128, 256)),
-        "phase1_lr": ParamSpec("phase1_lr", (), 1e-4, 1e-2, None, "log"),
-        "phase2_lr_factor": ParamSpec("phase2_lr_factor", (), 0.01, 0.3, None, "log"),
-        "unfreeze": ParamSpec("unfreeze", ("none", "blocks:2", "blocks:4", "blocks:6")),
-        "augment": ParamSpec("augment", ("off", "light", "strong")),
-        "label_smoothing": ParamSpec("label_smoothing", (), 0.0, 0.2, 0.05),
-        "weight_decay": ParamSpec("weight_decay", (0.0, 1e-4, 1e-3)),
-    }
-    if base.train.optimizer == "sgd":
-        spaces["weight_decay"] = ParamSpec("weight_decay", (float(base.train.weight_decay),))
-    return spaces
-
-
-@dataclass
-class SearchSpace:
-    """All ten hyperparameters, each pinned, a choice or a range.
-
-    Build it with :meth:`create` (defaults plus overrides, validated against the base config).
-    """
-
-    params: dict[str, ParamSpec] = field(default_factory=dict)
-
-    @classmethod
-    def create(cls, overrides: "SearchSpace | dict | str | os.PathLike | None", base: RunConfig) -> "SearchSpace":
-        """Defaults from :func:`default_space`, overridden by ``overrides`` (a dict of entries, a
-        YAML file path, or a SearchSpace), then checked against ``base``.
-
-        Raises:
-            TLKerasError: on any bad entry (see :func:`parse_param_spec`) or a combination that
-                cannot work with ``base`` (a weights file with another backbone, a size below a
-                backbone's minimum, weight decay with sgd).
-        """
-        if isinstance(overrides, SearchSpace):
-            params = dict(overrides.params)
-        else:
-            if isinstance(overrides, (str, os.PathLike)):
-                overrides = load_search_space(overrides)
-            params = default_space(base)
-            for name, raw in (overrides or {}).items():
-                params[str(name)] = raw if isinstance(raw, ParamSpec) else parse_param_spec(str(name), raw)
-        space = cls({name: params[name] for name in _PARAMS})
-        space.check(base)
-        return space
-
-    def check(self, base: RunConfig) -> None:
-        """Cross-checks the space against the base config (see :meth:`create`)."""
-        backbones = self.params["backbone"].candidates
-        home = _canonical_backbone(base.model.backbone)
-        weights = str(base.model.weights).strip().lower()
-        others = [b for b in backbones if _canonical_backbone(b) != home]
-        if others and weights not in ("imagenet", "none"):
-            raise TLKerasError(
-                f"{_where('backbone')}: model.weights is a file made for {base.model.backbone}, so "
-                f"{others[0]} cannot use it; pin backbone or use weights imagenet/none"
-            )
-        sizes = self.params["image_size"].candidates
-        for backbone in backbones:
-            model_cfg = dataclasses.replace(base.model, backbone=backbone)
-            try:
-                resolve_image_size(model_cfg, min(sizes))
-            except TLKerasError as exc:
-                raise TLKerasError(f"{_where('image_size')}: {exc}") from None
-        decay = self.params["weight_decay"]
-        if base.train.optimizer == "sgd" and (decay.kind != "fixed" or decay.values[0] != 0):
-            raise TLKerasError(f"{_where('weight_decay')}: optimizer sgd ignores weight decay; pin weight_decay: 0 or use --optimizer adam/adamw")
-
-    def base_values(self, base: RunConfig) -> dict[str, Any]:
-        """The point of the space closest to ``base``: its value where the space allows it,
-        else the pinned value, the first choice or the range's lower bound."""
-        t, m, d = base.train, base.model, base.data
-        units = m.hidden_units[0] if len(m.hidden_units) == 1 else (0 if not m.hidden_units else None)
-        wanted = {
-            "backbone": m.backbone, "image_size": d.image_size or resolve_image_size(m, None),
-            "dropout": m.dropout, "hidden_units": units, "phase1_lr": t.phase1_lr,
-            "phase2_lr_factor": t.phase2_lr_factor, "unfreeze": t.unfreeze, "augment": d.augment,
-            "label_smoothing": t.label_smoothing, "weight_decay": t.weight_decay,
-        }
-        values = {}
-        for name, spec in self.params.items():
-            value = wanted[name]
-            try:
-                value = _coerce(name, value) if value is not None else None
-            except TLKerasError:
-                value = None
-            if spec.kind == "range":
-                ok = value is not None and spec.min <= value <= spec.max
-                values[name] = value if ok else spec.min
-            else:
-                values[name] = value if value in spec.values else spec.values[0]
-        return values
-
-    def declare(self, hp) -> dict[str, Any]:
-        """Registers every hyperparameter on ``hp``; returns the values ``hp`` holds for them."""
-        return {name: spec.declare(hp) for name, spec in self.params.items()}
-
-    def searched(self) -> list[str]:
-        """Names of the hyperparameters that are not pinned."""
-        return [n for n, s in self.params.items() if s.kind != "fixed"]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {name: spec.to_yaml() for name, spec in self.params.items()}
-
-    def describe(self) -> str:
-        return "\n".join(spec.describe() for spec in self.params.values())
-
-
-def load_search_space(path: str | os.PathLike) -> dict[str, Any]:
-    """Reads a search-space YAML file: a mapping of hyperparameter name -> entry.
-
-    Raises:
-        TLKerasError: a missing file, invalid YAML, or not a mapping.
-    """
-    try:
-        with open(path, encoding="utf-8") as fh:
-            values = yaml.safe_load(fh)
-    except FileNotFoundError:
-        raise TLKerasError(f"search space file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise TLKerasError(f"search space file {path} is not valid YAML{where}; fix the syntax") from None
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise TLKerasError(f"search space file {path} must map hyperparameter names to values, lists or ranges")
-    return values
-
-
-# ---------------------------------------------------------------------------------------------
-# Options, objective, durations
-
-
-def parse_duration(text: str | float | int | None) -> float | None:
-    """Seconds from ``600``, ``90s``, ``10m`` or ``1.5h``; None stays None.
-
-    Raises:
-        TLKerasError: for unreadable text or a value that is not > 0.
-    """
-    if text is None:
-        return None
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([smh]?)\s*", str(text).lower())
-        if not match:
-            raise TLKerasError(f"time_budget {text!r} is not a duration; write e.g. 600, 90s, 10m or 1.5h")
-        seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
-    if not seconds > 0:
-        raise TLKerasError(f"time_budget must be > 0 seconds, got {text!r}; leave it out for no time limit")
-    return seconds
+# Options and objective
 
 
 @dataclass
@@ -550,7 +146,7 @@ def objective_direction(name: str) -> str:
     return "min" if name.removeprefix("val_") in _MIN_METRICS else "max"
 
 
-def _resolve_objective(objective: str | None, head: str, num_classes: int | None) -> str:
+def resolve_objective(objective: str | None, head: str, num_classes: int | None) -> str:
     name = objective or _DEFAULT_OBJECTIVE[head]
     known = reported_metrics(head, num_classes)
     if num_classes is None and head == "softmax" and re.fullmatch(r"val_top\d+_accuracy", name):
@@ -563,524 +159,7 @@ def _resolve_objective(objective: str | None, head: str, num_classes: int | None
 
 
 # ---------------------------------------------------------------------------------------------
-# Trials
-
-
-def _phase1_is_cheap(base: RunConfig) -> bool:
-    """Whether every trial's phase 1 runs on cached features (whatever the trial's ``augment``)."""
-    t = base.train
-    return t.feature_cache == "on" or (t.feature_cache == "auto" and not t.phase1_augment)
-
-
-def _shortens_phase1(base: RunConfig) -> bool:
-    """Whether Hyperband's early rounds shorten phase 1 too (see :func:`_epoch_unit`)."""
-    return not (_phase1_is_cheap(base) and base.train.phase2_epochs > 0)
-
-
-def _epoch_unit(base: RunConfig) -> int:
-    """Hyperband's ``max_epochs``: the epochs of the phase(s) a budget shortens.
-
-    When phase 1 trains the head on cached features it costs seconds, so Hyperband shortens
-    only phase 2 (fine-tuning, the expensive part) and its unit is one phase-2 epoch; otherwise
-    both phases are shortened and the unit is one epoch of the longer phase.
-    """
-    t = base.train
-    if not _shortens_phase1(base):
-        return t.phase2_epochs
-    return max(t.phase1_epochs, t.phase2_epochs, 1)
-
-
-def _clean(value: Any) -> Any:
-    """Drops float noise of stepped ranges (0.15000000000000002 -> 0.15)."""
-    return float(f"{value:.10g}") if isinstance(value, float) else value
-
-
-def trial_config(base: RunConfig, values: dict[str, Any], fraction: float = 1.0, *, shorten_phase1: bool = True) -> RunConfig:
-    """The RunConfig of one trial: ``base`` with the hyperparameter ``values`` applied.
-
-    Args:
-        base: the base config (data source, epochs, seed, everything not searched).
-        values: hyperparameter name -> value (KerasTuner's ``tuner/*`` entries are ignored).
-        fraction: share of the base epochs a shortened phase trains (Hyperband's early rounds);
-            ``shorten_phase1`` False leaves phase 1 at full length. A shortened phase with
-            epochs still trains at least one.
-
-    Returns:
-        A validated copy; ``name`` is None so ``tlkeras.train`` picks a fresh run directory.
-    """
-    config = copy.deepcopy(base)
-    home = _canonical_backbone(base.model.backbone)
-    for name, value in values.items():
-        if name not in _PARAMS:
-            continue
-        value = _clean(value)
-        if name == "backbone":
-            config.model.backbone = value
-            if _canonical_backbone(value) != home:
-                config.model.alpha = None  # the base alpha belongs to the base backbone's family
-        elif name == "image_size":
-            config.data.image_size = int(value)
-        elif name == "dropout":
-            config.model.dropout = float(value)
-        elif name == "hidden_units":
-            config.model.hidden_units = [int(value)] if int(value) > 0 else []
-        elif name == "augment":
-            config.data.augment = value
-        elif name == "weight_decay":
-            config.train.weight_decay = float(value)
-            if value > 0 and config.train.optimizer == "adam":
-                config.train.optimizer = "adamw"  # AdamW with decay 0 is Adam: one family
-        else:
-            setattr(config.train, name, value)
-    if fraction < 1.0:
-        t = config.train
-        if shorten_phase1:
-            t.phase1_epochs = math.ceil(t.phase1_epochs * fraction) if t.phase1_epochs else 0
-        t.phase2_epochs = math.ceil(t.phase2_epochs * fraction) if t.phase2_epochs else 0
-    config.name = None
-    return config.validate()
-
-
-class _DataCache:
-    """Decodes the data once per image size (trials at one size share the in-memory images)."""
-
-    def __init__(self, base: RunConfig, data: DataBundle | None):
-        self.base = base
-        self.given = data
-        self.bundles: dict[int, DataBundle] = {}
-
-    def get(self, size: int) -> DataBundle:
-        size = int(size)
-        if size not in self.bundles:
-            if self.given is not None:
-                self.bundles[size] = self.given if self.given.image_size == size else _resized(self.given, size)
-            else:
-                self.bundles[size] = load_data(self.base.data, size, self.base.model.head, self.base.seed)
-        return self.bundles[size]
-
-
-def _resized(bundle: DataBundle, size: int) -> DataBundle:
-    def one(split: Split | None) -> Split | None:
-        if split is None:
-            return None
-        x = tf.cast(tf.round(tf.clip_by_value(tf.image.resize(split.x, (size, size)), 0, 255)), tf.uint8).numpy()
-        return Split(x, split.y, list(split.paths))
-
-    return dataclasses.replace(bundle, train=one(bundle.train), val=one(bundle.val), test=one(bundle.test), image_size=size)
-
-
-class _FeatureCache:
-    """Keeps the pooled backbone features of phase 1 across trials.
-
-    ``tlkeras.training.fit_two_phase`` computes features with its module function ``_features``;
-    while a trial runs, that function is wrapped by a memo keyed by a hash of the backbone's
-    weights and the image array, so a second trial with the same (backbone, size, weights) gets
-    the same NumPy features back without running the backbone. Augmented views (random) are
-    never cached.
-    """
-
-    def __init__(self):
-        self.store: dict[tuple, np.ndarray] = {}
-        self.hits = 0
-        self.misses = 0
-
-    @staticmethod
-    def _fingerprint(model) -> str:
-        digest = hashlib.blake2b(digest_size=16)
-        for layer in backbone_layers(model):
-            for weight in layer.weights:
-                digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
-        return digest.hexdigest()
-
-    @contextlib.contextmanager
-    def active(self, enabled: bool):
-        import tlkeras.train.engine as training
-
-        original = getattr(training, "_features", None)
-        if not enabled or original is None:  # a core without the hook: correct, just uncached
-            yield
-            return
-
-        def cached(model, x, batch_size, augment, views, seed):
-            if augment != "off" and views > 1:
-                return original(model, x, batch_size, augment, views, seed)
-            key = (self._fingerprint(model), id(x), x.shape)
-            if key in self.store:
-                self.hits += 1
-            else:
-                self.misses += 1
-                self.store[key] = original(model, x, batch_size, augment, views, seed)
-            return self.store[key]
-
-        training._features = cached
-        try:
-            yield
-        finally:
-            training._features = original
-
-
-class _OutOfTime(Exception):
-    """Raised inside a trial's fit when the search's time budget runs out."""
-
-
-class _DeadlineCallback(keras.callbacks.Callback):
-    def __init__(self, deadline: float):
-        super().__init__()
-        self.deadline = deadline
-
-    def _check(self, *_args, **_kwargs):
-        if time.monotonic() >= self.deadline:
-            raise _OutOfTime()
-
-    on_train_begin = on_train_batch_end = on_epoch_end = _check
-
-
-def _val_loss(head: str, y: np.ndarray, outputs: np.ndarray, num_outputs: int) -> float:
-    eps = 1e-7
-    if head == "softmax":
-        p = np.clip(outputs[np.arange(len(y)), y.astype(int)], eps, 1.0)
-        return float(-np.mean(np.log(p)))
-    if head == "sigmoid":
-        p = np.clip(outputs, eps, 1 - eps)
-        t = y.astype(np.float32).reshape(p.shape)
-        return float(-np.mean(t * np.log(p) + (1 - t) * np.log(1 - p)))
-    return float(np.mean((outputs - y.reshape(outputs.shape)) ** 2))
-
-
-class TransferHyperModel(kt.HyperModel):
-    """A KerasTuner HyperModel whose trials are ``tlkeras.train`` runs.
-
-    ``build(hp)`` seeds like :func:`tlkeras.training.train_model` and calls
-    :func:`tlkeras.models.build_model`; ``fit(hp, model)`` calls
-    :func:`tlkeras.training.fit_two_phase` and returns the validation metrics of the trained
-    model (:func:`reported_metrics`) plus ``phase1_epochs``/``phase2_epochs`` (the epochs the
-    trial was given) and ``seconds``.
-
-    Args:
-        base: the base RunConfig (validated, data source set unless ``data`` is given).
-        space: the search space.
-        data: an in-memory DataBundle instead of ``base.data.source``.
-        callbacks: extra Keras callbacks for every trial's training.
-        trial_verbose: Keras progress display inside trials.
-    """
-
-    def __init__(self, base: RunConfig, space: SearchSpace, data: DataBundle | None = None, callbacks: list | None = None, trial_verbose: int = 0):
-        super().__init__(name="tlkeras_transfer", tunable=True)
-        self.base = base
-        self.space = space
-        self.callbacks = list(callbacks or [])
-        self.trial_verbose = trial_verbose
-        self.data = _DataCache(base, data)
-        self.features = _FeatureCache()
-
-    def declare_hyperparameters(self, hp) -> None:
-        self.space.declare(hp)
-
-    def config_for(self, hp) -> RunConfig:
-        """The RunConfig a trial with these hyperparameters trains (Hyperband: its epoch share)."""
-        values = self.space.declare(hp)
-        epochs = hp.values.get("tuner/epochs")
-        fraction = min(1.0, float(epochs) / _epoch_unit(self.base)) if epochs else 1.0
-        config = trial_config(self.base, values, fraction, shorten_phase1=_shortens_phase1(self.base))
-        config.train.verbose = self.trial_verbose
-        return config
-
-    def build(self, hp):
-        from tlkeras.train.engine import select_strategy
-
-        config = self.config_for(hp)
-        bundle = self.data.get(config.data.image_size)
-        keras.utils.set_random_seed(config.seed)  # as train_model does, so initial weights match
-        self._strategy = select_strategy(config.train.distribute)
-        with self._strategy.scope():
-            return build_model(config.model, bundle.num_outputs, config.data.image_size)
-
-    def fit(self, hp, model, *args, callbacks=None, **kwargs) -> dict[str, float]:
-        from tlkeras.train.engine import fit_two_phase, uses_feature_cache
-
-        config = self.config_for(hp)
-        bundle = self.data.get(config.data.image_size)
-        with self.features.active(uses_feature_cache(config)):
-            fit_two_phase(
-                model, bundle, config, callbacks=[*self.callbacks, *(callbacks or [])],
-                strategy=getattr(self, "_strategy", None),
-            )
-        outputs = predict(model, bundle.val.x, config.data.batch_size)
-        metrics = compute_metrics(bundle.val.y, outputs, bundle.class_names, bundle.head)
-        result = {"val_loss": _val_loss(bundle.head, bundle.val.y, outputs, bundle.num_outputs)}
-        for key, value in metrics.items():
-            if isinstance(value, float):
-                result[f"val_{key}"] = value
-        result["phase1_epochs"] = float(config.train.phase1_epochs)
-        result["phase2_epochs"] = float(config.train.phase2_epochs)
-        return result
-
-
-def _budgeted(base_cls):
-    """A subclass of a KerasTuner oracle that stops handing out trials after a deadline."""
-
-    class Budgeted(base_cls):
-        deadline: float | None = None
-        stopped_by: str | None = None
-        initial_values: dict | None = None
-
-        def _random_values(self):
-            # Every oracle draws its first (random) points here: hand out the base
-            # configuration once, then sample. The oracle's record of tried values (saved with
-            # its state) keeps a resumed search from proposing it again.
-            initial = self.initial_values
-            if initial is not None and not self._duplicate(initial):
-                return dict(initial)
-            return super()._random_values()
-
-        @kt.synchronized
-        def create_trial(self, tuner_id):
-            if self.deadline is not None and time.monotonic() >= self.deadline and tuner_id not in self.ongoing_trials:
-                self.stopped_by = "time_budget"
-                # Like KerasTuner's own STOPPED answer: forget the tuner so a chief can exit.
-                self.tuner_ids.discard(tuner_id)
-                return kt.engine.trial.Trial(self.hyperparameters.copy(), status="STOPPED")
-            return super().create_trial(tuner_id)
-
-    Budgeted.__name__ = Budgeted.__qualname__ = f"Budgeted{base_cls.__name__}"
-    return Budgeted
-
-
-def _serve_oracle(oracle) -> None:
-    """Runs KerasTuner's gRPC oracle service until every worker has been told to stop."""
-    from concurrent import futures
-
-    import grpc
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute import oracle_chief
-
-    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = oracle_chief.OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError:
-        bound = 0
-    if not bound:
-        raise TLKerasError(f"the chief cannot listen on {address} (port in use or not this machine's address); set KERASTUNER_ORACLE_PORT to a free port")
-    server.start()
-    try:
-        while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
-            time.sleep(0.5)
-    finally:
-        server.stop(grace=2)
-
-
-class _TransferTuner(kt.engine.base_tuner.BaseTuner):
-    """Runs trials through :class:`TransferHyperModel` (KerasTuner's documented ``run_trial`` override)."""
-
-    def __init__(self, oracle, hypermodel: TransferHyperModel, *, deadline: float | None, worker_log: bool, **kwargs):
-        self.deadline = deadline
-        self.worker_log = worker_log
-        self.trials_run = 0
-        self.trials_started = 0
-        self._stopped: set[str] = set()
-        super().__init__(oracle, hypermodel, **kwargs)
-
-    def search(self, *fit_args, **fit_kwargs):
-        if _role() != "chief":
-            return super().search(*fit_args, **fit_kwargs)
-        # KerasTuner's chief (BaseTuner.search -> oracle_chief.start_server) polls for the end of
-        # the search every 20 s; serving the same OracleServicer here ends it within a second and
-        # turns a port that cannot be bound into a one-line error.
-        if "verbose" in fit_kwargs:
-            self.oracle.verbose = fit_kwargs["verbose"]
-        self.save()
-        _serve_oracle(self.oracle)
-
-    def _populate_initial_space(self):
-        # The space has no conditional parts; declaring it is enough (KerasTuner's default would
-        # build a real model here just to discover the hyperparameters).
-        hp = self.oracle.get_space()
-        self.hypermodel.declare_hyperparameters(hp)
-        self.oracle.update_space(hp)
-
-    def run_trial(self, trial, *args, **kwargs):
-        hp = trial.hyperparameters
-        start = time.perf_counter()
-        callbacks = [_DeadlineCallback(self.deadline)] if self.deadline is not None else []
-        model = None
-        self.trials_started += 1
-        from tlkeras.train.engine import precision_policy
-
-        try:
-            if self.deadline is not None and time.monotonic() >= self.deadline:
-                raise _OutOfTime()
-            with precision_policy(self.hypermodel.base.train.mixed_precision):
-                model = self.hypermodel.build(hp)
-                result = self.hypermodel.fit(hp, model, callbacks=callbacks)
-        except _OutOfTime:
-            self._stopped.add(trial.trial_id)
-            raise kt.errors.FailedTrialError(_BUDGET_MESSAGE) from None
-        except TLKerasError as exc:
-            # A configuration this data/backbone cannot train: the trial fails, the search goes on.
-            raise kt.errors.FailedTrialError(str(exc)) from None
-        finally:
-            del model
-            keras.backend.clear_session()
-        result["seconds"] = time.perf_counter() - start
-        self.trials_run += 1
-        if self.worker_log:
-            objective = self.oracle.objective.name
-            print(f"tlkeras.tune: [{self.tuner_id}] trial {trial.trial_id}: {objective} {result.get(objective, float('nan')):.4f} ({result['seconds']:.1f}s)", flush=True)
-        return result
-
-    def on_trial_end(self, trial):
-        if trial.trial_id in self._stopped:
-            trial.status = "STOPPED"  # not a failure, not a result: the budget ran out
-            trial.message = _BUDGET_MESSAGE
-        super().on_trial_end(trial)
-
-
-# ---------------------------------------------------------------------------------------------
-# Results
-
-
-@dataclass
-class SearchResult:
-    """What :func:`run_search` did.
-
-    Attributes:
-        directory: the search directory.
-        role: ``single``, ``chief`` or ``worker``.
-        objective: the objective's name; ``direction`` is ``min`` or ``max``.
-        trials: one row per trial, best first (what trials.csv holds).
-        best_values: the best trial's hyperparameter values (None if no trial completed).
-        best_score: its objective value.
-        best_config: the RunConfig written to ``best.yaml`` (full epochs).
-        info: stop reason, counts, timings and feature-cache statistics (``search.json``).
-    """
-
-    directory: Path
-    role: str
-    objective: str
-    direction: str
-    trials: list[dict[str, Any]] = field(default_factory=list)
-    best_values: dict[str, Any] | None = None
-    best_score: float | None = None
-    best_config: RunConfig | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def _last_line(message: str | None) -> str:
-    lines = [l.strip() for l in (message or "").splitlines() if l.strip()]
-    text = lines[-1] if lines else ""
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-def _trial_rows(oracle, objective: str, direction: str) -> list[dict[str, Any]]:
-    order = {tid: i for i, tid in enumerate(oracle.start_order)}
-    rows = []
-    for tid, trial in oracle.trials.items():
-        values = trial.hyperparameters.values
-        row: dict[str, Any] = {"trial": tid, "number": order.get(tid, len(order)) + 1, "status": trial.status}
-        metrics = {name: _float(trial.metrics.get_last_value(name)) for name in trial.metrics.metrics}
-        row[objective] = metrics.get(objective) if trial.status == "COMPLETED" else None
-        for name in _PARAMS:
-            row[name] = _clean(values.get(name))
-        row["phase1_epochs"] = _as_int(metrics.get("phase1_epochs"))
-        row["phase2_epochs"] = _as_int(metrics.get("phase2_epochs"))
-        row["seconds"] = round(metrics["seconds"], 1) if metrics.get("seconds") is not None else None
-        for name, value in sorted(metrics.items()):
-            if name.startswith("val_") and name != objective:
-                row[name] = value if trial.status == "COMPLETED" else None
-        row["note"] = "" if trial.status == "COMPLETED" else _last_line(trial.message) or trial.status.lower()
-        rows.append(row)
-    sign = -1.0 if direction == "max" else 1.0
-    rows.sort(key=lambda r: (r[objective] is None or r["status"] != "COMPLETED", sign * (r[objective] or 0.0), r["number"]))
-    return rows
-
-
-def _float(value) -> float | None:
-    return None if value is None else float(value)
-
-
-def _as_int(value):
-    return None if value is None else int(round(value))
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _columns(rows: list[dict[str, Any]]) -> list[str]:
-    columns: list[str] = []
-    for row in rows:
-        for key in row:
-            if key not in columns:
-                columns.append(key)
-    return columns
-
-
-def _write_tables(directory: Path, rows: list[dict[str, Any]], objective: str, searched: list[str]) -> None:
-    columns = _columns(rows) or ["trial", "number", "status", objective]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-    atomic_write_text(directory / "trials.csv", buffer.getvalue())
-
-    # The Markdown table shows what differs between trials; the CSV has every column.
-    shown = ["trial", "status", objective, *searched, "phase1_epochs", "phase2_epochs", "seconds", "note"]
-    shown = [c for c in shown if c in columns] if rows else shown
-    lines = [
-        f"# Trials, best {objective} first",
-        "",
-        "| rank | " + " | ".join(shown) + " |",
-        "|" + "---|" * (len(shown) + 1),
-    ]
-    for rank, row in enumerate(rows, 1):
-        cells = [_fmt(row.get(c)).replace("|", "/") for c in shown]
-        lines.append(f"| {rank if row['status'] == 'COMPLETED' else ''} | " + " | ".join(cells) + " |")
-    atomic_write_text(directory / "trials.md", "\n".join(lines) + "\n")
-
-
-def _plot(directory: Path, rows: list[dict[str, Any]], objective: str, direction: str) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    done = sorted((r["number"], r[objective]) for r in rows if r["status"] == "COMPLETED" and r[objective] is not None)
-    fig = Figure(figsize=(6.4, 4.0))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    if done:
-        xs, ys = zip(*done)
-        best = np.maximum.accumulate(ys) if direction == "max" else np.minimum.accumulate(ys)
-        ax.scatter(xs, ys, s=18, label="trial")
-        ax.step(xs, best, where="post", color="tab:orange", label="best so far")
-        ax.legend(loc="best")
-    ax.set_xlabel("trial (start order)")
-    ax.set_ylabel(objective)
-    ax.set_title(f"{objective} per trial ({direction})")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(directory / "objective.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-
-
-# ---------------------------------------------------------------------------------------------
 # The search
-
-
-def _role() -> str:
-    """``single``, or ``chief``/``worker`` when KerasTuner's distributed variables are set."""
-    if "KERASTUNER_ORACLE_IP" not in os.environ:
-        return "single"
-    for var in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"):
-        if not os.environ.get(var):
-            raise TLKerasError(f"KERASTUNER_ORACLE_IP is set but {var} is not; set both (see docs/tuning.md)")
-    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
 
 
 def _prepare_base(config: RunConfig, data: DataBundle | None) -> RunConfig:
@@ -1161,20 +240,6 @@ def load_search(directory: str | os.PathLike) -> tuple[RunConfig, SearchSpace, S
     return base, space, options
 
 
-def _make_oracle(options: SearchOptions, objective: str, direction: str, seed: int, epoch_unit: int):
-    objective_obj = kt.Objective(objective, direction)
-    common = {"objective": objective_obj, "seed": seed, "max_consecutive_failed_trials": 3}
-    if options.tuner == "hyperband":
-        oracle = _budgeted(kt.oracles.HyperbandOracle)(
-            max_epochs=epoch_unit, factor=int(options.hyperband_factor),
-            hyperband_iterations=int(options.hyperband_iterations), **common,
-        )
-        oracle.max_trials = options.max_trials  # Hyperband has no max_trials argument; the base Oracle honours it
-        return oracle
-    cls = kt.oracles.RandomSearchOracle if options.tuner == "random" else kt.oracles.BayesianOptimizationOracle
-    return _budgeted(cls)(max_trials=options.max_trials or 10, **common)
-
-
 def run_search(
     config: RunConfig,
     space: "SearchSpace | dict | str | os.PathLike | None" = None,
@@ -1213,13 +278,13 @@ def run_search(
     options.validate()
     base = _prepare_base(config, data)
     space = SearchSpace.create(space, base)
-    role = _role()
-    objective = _resolve_objective(options.objective, base.model.head, None)
+    role = distributed_role()
+    objective = resolve_objective(options.objective, base.model.head, None)
     hypermodel = TransferHyperModel(base, space, data, callbacks, trial_verbose)
     if role != "chief":
         # Loading the first size checks the data before anything is written.
         bundle = hypermodel.data.get(space.params["image_size"].candidates[0])
-        objective = _resolve_objective(objective, base.model.head, bundle.num_outputs)
+        objective = resolve_objective(objective, base.model.head, bundle.num_outputs)
     direction = objective_direction(objective)
     options.objective = objective
     if role != "single":
@@ -1253,11 +318,11 @@ def run_search(
             raise TLKerasError(f"{directory} exists and is not a tlkeras search directory; choose another --name")
 
     deadline = started + options.time_budget if options.time_budget else None
-    oracle = _make_oracle(options, objective, direction, base.seed, _epoch_unit(base))
+    oracle = make_oracle(options, objective, direction, base.seed, epoch_unit(base))
     oracle.deadline = deadline
     if options.start_from_base:
         oracle.initial_values = space.base_values(base)
-    tuner = _TransferTuner(
+    tuner = TransferTuner(
         oracle, hypermodel, deadline=deadline, worker_log=role == "worker",
         directory=str(directory.parent), project_name=directory.name, overwrite=False,
     )
@@ -1282,7 +347,7 @@ def run_search(
             raise
         if role != "worker":
             _finish(tuner, base, space, options, directory, objective, direction, started, "failures", already, hypermodel)
-        last = _last_line(str(exc).split("\n", 1)[-1]) or "see trials.md"
+        last = last_line(str(exc).split("\n", 1)[-1]) or "see trials.md"
         raise TLKerasError(f"{oracle.max_consecutive_failed_trials} trials in a row failed, the search stopped; last error: {last} ({directory / 'trials.md'})") from None
     if role == "worker":
         return SearchResult(directory, role, objective, direction, info={"trials_run": tuner.trials_run, "seconds": time.monotonic() - started})
@@ -1292,9 +357,9 @@ def run_search(
 def _finish(tuner, base, space, options, directory, objective, direction, started, stopped_by, already, hypermodel) -> SearchResult:
     """Writes trials.csv/md, objective.png, best.yaml and search.json; returns the result."""
     oracle = tuner.oracle
-    rows = _trial_rows(oracle, objective, direction)
-    _write_tables(directory, rows, objective, space.searched())
-    _plot(directory, rows, objective, direction)
+    rows = trial_rows(oracle, objective, direction)
+    write_tables(directory, rows, objective, space.searched())
+    plot_objective(directory, rows, objective, direction)
     completed = [r for r in rows if r["status"] == "COMPLETED" and r[objective] is not None]
     if stopped_by is None:
         if getattr(oracle, "stopped_by", None):
@@ -1303,11 +368,11 @@ def _finish(tuner, base, space, options, directory, objective, direction, starte
             stopped_by = "max_trials"
         else:
             stopped_by = "complete"
-    result = SearchResult(directory, "chief" if _role() == "chief" else "single", objective, direction, rows)
+    result = SearchResult(directory, "chief" if distributed_role() == "chief" else "single", objective, direction, rows)
     if completed:
         best = completed[0]
         best_trial = oracle.trials[best["trial"]]
-        values = {k: _clean(v) for k, v in best_trial.hyperparameters.values.items() if k in _PARAMS}
+        values = {k: clean_value(v) for k, v in best_trial.hyperparameters.values.items() if k in HYPERPARAMETERS}
         best_config = trial_config(base, values)
         best_config.train.verbose = base.train.verbose
         save_config(best_config, directory / "best.yaml")
