@@ -278,3 +278,33 @@ def test_report_of_a_missing_run_is_one_clear_error(tmp_path):
     with pytest.raises(TLKerasError, match="no metrics.json"):
         write_run_report(tmp_path)
     assert not (tmp_path / "report.html").exists()
+
+
+def test_evaluate_unknown_writes_rejection_and_report(report_run, tmp_path, capsys, browser):
+    """``python -m tlkeras.evaluate RUN --unknown DIR``: AUROC and false-accept rate at the run's
+    threshold in eval_metrics.json, and a report.html (with Grad-CAM overlays) that opens cleanly."""
+    from conftest import make_image_folder
+
+    from tlkeras.evaluate.__main__ import main
+    from tlkeras.runs import read_json
+
+    run = report_run["run"]
+    folder = make_image_folder(tmp_path / "other", classes=("a", "b", "c", "d"), per_class=6, size=40, seed=9)
+    for name in ("a", "b", "c"):  # keep only class d (yellow): a colour the run never saw
+        shutil.rmtree(folder / name)
+    assert main([str(run), "--unknown", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "AUROC" in out and "report:" in out
+    unknown = read_json(run / "eval_metrics.json")["unknown"]
+    threshold = read_json(run / "calibration.json")["unknown_threshold"]
+    assert unknown["unknown"] == 6 and unknown["threshold"] == pytest.approx(threshold)
+    assert unknown["threshold_source"] == "calibration.json"
+    assert 0.0 <= unknown["auroc"] <= 1.0 and 0.0 <= unknown["false_accept_rate"] <= 1.0
+    html = (run / "report.html").read_text()
+    assert "false-accept rate" in html and "eval_metrics.json" in html
+    seen = browser.open((run / "report.html").as_uri(), *PHONE)
+    assert external(seen["requests"]) == [] and seen["errors"] == [] and seen["layout"]["broken"] == 0
+    # A missing folder is one line on stderr and exit code 2.
+    assert main([str(run), "--unknown", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a folder" in err[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Sequence
 
@@ -12,23 +11,46 @@ __all__ = ["main"]
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m tlkeras.evaluate",
         description="Re-evaluate a run directory on its own data or on --data with the same classes; "
-        "writes eval_metrics.json and eval_confusion_matrix.png into the run.",
+        "writes eval_metrics.json, eval_confusion_matrix.png and report.html into the run.",
     )
     parser.add_argument("run_dir", help="a run directory written by tlkeras.train")
     parser.add_argument("--data", help="image folder, CSV or tfds:<name> (default: the run's own data)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate (default: test)")
+    parser.add_argument("--unknown", metavar="DIR", help="a folder of images of none of the run's classes: "
+                        "measure their rejection (AUROC, false-accept rate at the run's unknown threshold)")
     parser.add_argument("--no-write", action="store_true", help="print only; write nothing into the run")
     args = parser.parse_args(argv)
-    from tlkeras.evaluate.run import evaluate_run
+    from tlkeras.evaluate.run import evaluate_split, write_evaluation
 
-    metrics = evaluate_run(args.run_dir, args.data, args.split, write=not args.no_write)
-    final = metrics["final"]
+    evaluation = evaluate_split(args.run_dir, args.data, args.split, unknown=args.unknown)
+    metrics, final = evaluation.metrics, evaluation.metrics["final"]
     shown = ", ".join(f"{k} {v:.3f}" for k, v in final.items() if isinstance(v, float))
     print(f"{metrics['split']} ({final.get('count', '?')} images): {shown}")
+    if "unknown" in metrics:
+        u = metrics["unknown"]
+        print(f"unknown ({u['unknown']} images): AUROC {u['auroc']:.3f}, false-accept rate {u['false_accept_rate']:.3f} "
+              f"and known recall {u['known_recall']:.3f} at threshold {u['threshold']:.4f} (from {u['threshold_source']})")
+    if not args.no_write:
+        write_evaluation(args.run_dir, evaluation)
+        print(f"report: {_write_report(args.run_dir, evaluation)}")
     return 0
+
+
+def _write_report(run_dir, evaluation):
+    """report.html of the evaluation, with Grad-CAM overlays of the mistakes (softmax runs)."""
+    import functools
+
+    from tlkeras.explain.gradcam import gradcam_overlays
+    from tlkeras.report.html import Examples, write_run_report
+
+    if evaluation.head != "softmax":
+        return write_run_report(run_dir, metrics_file="eval_metrics.json")
+    e = evaluation
+    examples = Examples(e.split.x, e.split.y, e.outputs, e.split.paths, e.split_name)
+    return write_run_report(run_dir, examples, functools.partial(gradcam_overlays, e.model), metrics_file="eval_metrics.json")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,6 +29,7 @@ __all__ = [
     "gradcam",
     "cam_layer",
     "overlay",
+    "gradcam_overlays",
     "explain_images",
     "mistakes_gallery",
     "collect_images",
@@ -179,6 +180,13 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45, colorma
     colors = matplotlib.colormaps[colormap](heat)[..., :3] * 255.0
     a = (alpha * (0.25 + 0.75 * heat))[..., None]
     return np.clip(image.astype(np.float32) * (1 - a) + colors * a, 0, 255).astype(np.uint8)
+
+
+def gradcam_overlays(model, images: np.ndarray, classes: Sequence[int] | None = None, alpha: float = 0.45) -> list[np.ndarray]:
+    """Grad-CAM overlays of ``images`` for ``classes`` (default: the predicted ones), one uint8
+    image each; the shape ``tlkeras.report``'s gallery takes as ``overlays``."""
+    heat, _, _ = gradcam(model, images, classes)
+    return [overlay(img, h, alpha) for img, h in zip(images, heat)]
 
 
 def collect_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
