@@ -308,3 +308,19 @@ def test_evaluate_unknown_writes_rejection_and_report(report_run, tmp_path, caps
     assert main([str(run), "--unknown", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not a folder" in err[0]
+
+
+@pytest.mark.parametrize("head", ["sigmoid", "regression"])
+def test_report_of_other_heads(tmp_path, head):
+    """Multi-label and regression runs get a page too: metrics and curves, no confusion matrix."""
+    from tlkeras.report.html import write_run_report
+    from tlkeras.runs import write_json
+
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    final = ({"subset_accuracy": 0.5, "f1_macro": 0.6, "per_class_f1": {"a": 0.7, "b": 0.5}} if head == "sigmoid"
+             else {"mae": 0.3, "rmse": 0.4, "r2": 0.8})
+    write_json(tmp_path / "metrics.json", {"val": final, "final_split": "test", "final": final})
+    write_json(tmp_path / "history.json", {"phase": [1, 2], "loss": [1.0, 0.5], "val_loss": [1.1, 0.6]})
+    html = write_run_report(tmp_path).read_text()
+    assert 'id="curves"' in html and 'id="confusion"' not in html and 'id="gallery"' not in html
+    assert ("0.600" if head == "sigmoid" else "0.300") in html

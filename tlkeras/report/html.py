@@ -344,7 +344,7 @@ def run_report_html(run_dir: str | os.PathLike, examples: Examples | None = None
             note += f"The saved model holds epoch {kept[max(kept)]} (lowest val loss of its phase, circled in red)."
         context["curves"] = {"png": _b64(png), "note": note}
         nav.append(("curves", "training curves"))
-    if context["pairs"]:
+    if context.get("pairs"):
         nav.append(("confused-pairs", "confused pairs"))
     if examples is not None and examples.probs.ndim == 2 and examples.probs.shape[1] > 1:
         context["gallery"] = _gallery(examples, names, overlays, gallery_size)
