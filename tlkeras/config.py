@@ -59,6 +59,9 @@ class DataConfig:
         split_seed: seed of the train/val/test split (None: the run's ``seed``). Fixing it keeps
             the held-out images the same while the training seed varies; a distilled student
             gets its teacher's, so it never tests on images the teacher trained on.
+        cache_memory: memory for the decoded images, e.g. ``2GB``, ``512MB`` or ``0`` (``auto``:
+            a quarter of the available RAM, at most 1 GiB); larger sets go to a disk cache.
+        cache_dir: folder of the disk cache (None: ``$TLKERAS_CACHE`` or ``~/.cache/tlkeras``).
     """
 
     source: str | None = None
@@ -71,6 +74,8 @@ class DataConfig:
     class_weight: str = "auto"
     label_separator: str = ";"
     split_seed: int | None = None
+    cache_memory: str = "auto"
+    cache_dir: str | None = None
 
     def validate(self) -> None:
         _choice(self.augment, AUGMENT_PRESETS, "augment")

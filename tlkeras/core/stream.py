@@ -1,0 +1,120 @@
+"""tf.data pipelines that read a split's images by index, one batch at a time.
+
+``split.x`` is an in-memory array or a disk store (a read-only ``np.memmap``, see
+:mod:`tlkeras.core.cache`). Either way the pipeline shuffles and batches *indices* and gathers
+each batch's rows in a ``tf.numpy_function``; a disk store is read with ``pread``, so memory holds
+a few batches, never the whole split (``from_tensor_slices`` would copy it into a tensor). The
+same seed gives the same batches from either store, since only indices are shuffled.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from tlkeras.core.cache import is_disk_backed, read_rows
+from tlkeras.errors import TLKerasError
+
+__all__ = ["encode_labels", "make_dataset", "image_batches", "row_reader"]
+
+_FDS: dict[tuple[str, int], int] = {}  # one read-only descriptor per store file and process
+
+
+def encode_labels(y: np.ndarray, head: str, num_outputs: int) -> np.ndarray:
+    """Model targets: one-hot rows for softmax (so label smoothing works), floats otherwise."""
+    if head == "softmax":
+        return np.eye(num_outputs, dtype=np.float32)[y]
+    return y.astype(np.float32)
+
+
+def row_reader(x: np.ndarray):
+    """A function ``index array -> x[index]`` (a new uint8 array) for ``tf.numpy_function``."""
+    if is_disk_backed(x):
+        key = (str(x.filename), os.stat(x.filename).st_ino)
+        fd = _FDS.get(key)
+        if fd is None:
+            fd = _FDS[key] = os.open(x.filename, os.O_RDONLY)
+        return lambda index: read_rows(x, index, fd)
+    x = x if isinstance(x, np.ndarray) else np.asarray(x)
+    return lambda index: np.asarray(x[np.asarray(index, dtype=np.int64)])
+
+
+def _loader(x: np.ndarray):
+    """A TensorFlow function: a batch of indices -> the float32 images of ``x`` at them."""
+    from tlkeras._backend import tf
+
+    rows = row_reader(x)
+    shape = tuple(int(s) for s in x.shape[1:])
+
+    def load(index):
+        images = tf.numpy_function(rows, [index], tf.uint8, stateful=False)
+        images.set_shape((None,) + shape)
+        return tf.cast(images, tf.float32)
+
+    return load
+
+
+def image_batches(x: np.ndarray, batch_size: int):
+    """A tf.data pipeline of float32 batches of the uint8 images ``x``, in order, prefetched.
+
+    Use it instead of ``from_tensor_slices(x)`` wherever ``x`` may be a disk store (prediction,
+    feature extraction): memory holds a few batches, not a float copy of ``x``.
+    """
+    from tlkeras._backend import tf
+
+    if not is_disk_backed(x):
+        x = np.asarray(x)
+        ds = tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
+        return ds.map(lambda b: tf.cast(b, tf.float32), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    load = _loader(x)
+    ds = tf.data.Dataset.range(len(x)).batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_dataset(
+    split,
+    *,
+    head: str,
+    num_outputs: int,
+    batch_size: int,
+    shuffle: bool = False,
+    augment: str = "off",
+    seed: int = 42,
+    targets: np.ndarray | None = None,
+):
+    """Builds a batched tf.data pipeline of (float32 raw pixels, targets) from a split.
+
+    Shuffling reshuffles the indices every epoch from ``seed``; each batch's rows are gathered
+    from ``split.x`` (memory or disk store) and become float32 only per batch; augmentation runs
+    on batches in parallel; the pipeline ends with ``prefetch``. ``targets`` (one row per image,
+    e.g. soft labels) replaces the encoded ``split.y``. A split that holds one worker's shard
+    (``split.shard``) is not sharded again by tf.distribute.
+    """
+    from tlkeras._backend import tf
+
+    if targets is None:
+        targets = encode_labels(split.y, head, num_outputs)
+    elif len(targets) != len(split):
+        raise TLKerasError(f"{len(targets)} targets for {len(split)} images")
+    n = len(split)
+    targets = tf.constant(np.asarray(targets))
+    index = tf.data.Dataset.range(n)
+    if shuffle:
+        index = index.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
+    load = _loader(split.x)
+
+    def batch(i):  # one map for images and targets: both follow the same shuffled indices
+        return load(i), tf.gather(targets, i)
+
+    ds = index.batch(batch_size).map(batch, num_parallel_calls=tf.data.AUTOTUNE)
+    from tlkeras.core.augment import augmenter
+
+    aug = augmenter(augment, seed)
+    if aug is not None:
+        ds = ds.map(lambda x, y: (tf.clip_by_value(aug(x, training=True), 0.0, 255.0), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if getattr(split, "shard", None) is not None:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        ds = ds.with_options(options)
+    return ds.prefetch(tf.data.AUTOTUNE)
