@@ -124,7 +124,7 @@ def tiny_config(**overrides):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A trained run directory (3 classes, 32 px MobileNet-0.25, calibrated weights) with a test split."""
-    from tlkeras.train.engine import train_model
+    from tlkeras.train.run import train_model
 
     root = tmp_path_factory.mktemp("tiny_run")
     data = make_image_folder(root / "images", per_class=16)

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_mixed_precision_trains_with_a_float32_output_and_restores_the_policy():
     from tlkeras import from_arrays
     from tlkeras._backend import keras
-    from tlkeras.train.engine import train_model
+    from tlkeras.train.run import train_model
 
     rng = np.random.default_rng(0)
     bundle = from_arrays(rng.integers(0, 255, (24, 32, 32, 3)), np.arange(24) % 2)

@@ -64,7 +64,7 @@ def _objects(n, size, box, seed):
 
 def test_heatmap_peaks_inside_the_object(mobilenet_weights):
     from tlkeras.core.data import DataConfig, from_arrays
-    from tlkeras.train.engine import train_model
+    from tlkeras.train.run import train_model
 
     size, box = 96, 28
     x, y, _ = _objects(80, size, box, seed=0)

@@ -44,7 +44,6 @@ LARGE_OK: dict[str, str] = {
     "tlkeras.export.bundle": "pending split",
     "tlkeras.heads.multitask": "pending split",
     "tlkeras.optimize.pipeline": "pending split",
-    "tlkeras.train.engine": "pending split",
 }
 
 

@@ -85,7 +85,7 @@ def test_resume_bad_inputs(tmp_path, capsys):
 def test_an_error_before_the_first_epoch_leaves_nothing(tmp_path):
     from tlkeras import from_arrays
     from tlkeras._backend import keras
-    from tlkeras.train.engine import train_model
+    from tlkeras.train.run import train_model
 
     class Boom(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

@@ -12,7 +12,8 @@ from conftest import make_hub_module, make_image_folder, tiny_config
 from tlkeras import build_model, from_arrays, load_config
 from tlkeras._backend import keras
 from tlkeras.core.data import DataConfig
-from tlkeras.train.engine import fit_two_phase, train_model, uses_feature_cache
+from tlkeras.train.recipe import fit_two_phase, uses_feature_cache
+from tlkeras.train.run import train_model
 
 
 def _bundle(n=48, size=32, classes=3, seed=0):
@@ -151,7 +152,7 @@ def test_linear_probe_phase1_puts_the_logistic_regression_into_the_head():
 
     from tlkeras.core.metrics import predict
     from tlkeras.core.models import feature_extractor
-    from tlkeras.train.engine import uses_linear_probe
+    from tlkeras.train.recipe import uses_linear_probe
 
     bundle = _bundle(n=36, classes=2)
     config = tiny_config(train__phase2_epochs=0)

@@ -49,9 +49,9 @@ _EXPORTS = {
     "load_model": "tlkeras.core.loading",
     "calibrate_model": "tlkeras.core.calibration",
     # stages: one verb each
-    "train_model": "tlkeras.train.engine",
-    "fit_two_phase": "tlkeras.train.engine",
-    "TrainResult": "tlkeras.train.engine",
+    "train_model": "tlkeras.train.run",
+    "fit_two_phase": "tlkeras.train.recipe",
+    "TrainResult": "tlkeras.train.run",
     "evaluate_run": "tlkeras.evaluate.run",
     "ExportOptions": "tlkeras.export.bundle",
     "export_run": "tlkeras.export.bundle",

@@ -46,7 +46,8 @@ class DataConfig:
             a CSV file of ``path,label`` rows, ``tfds:<name>`` for a cached TensorFlow Datasets
             set, or None for the embedded offline demo.
         image_size: square input size in pixels; None uses the backbone's default size.
-        batch_size: images per batch.
+        batch_size: images per batch (None: the backbone family's recipe default,
+            ``tlkeras.core.backbones.Recipe``).
         val_fraction: share of the images held out for validation when the source has no split.
         test_fraction: share held out for testing when the source has no split.
         augment: augmentation preset: ``off``, ``light`` (flip, small rotation and zoom) or
@@ -66,7 +67,7 @@ class DataConfig:
 
     source: str | None = None
     image_size: int | None = None
-    batch_size: int = 32
+    batch_size: int | None = None
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     augment: str = "light"
@@ -81,7 +82,7 @@ class DataConfig:
         _choice(self.augment, AUGMENT_PRESETS, "augment")
         _choice(self.on_corrupt, ("skip", "error"), "on_corrupt")
         _choice(self.class_weight, ("auto", "balanced", "none"), "class_weight")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise TLKerasError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.image_size is not None and self.image_size < 1:
             raise TLKerasError(f"image_size must be a positive number of pixels, got {self.image_size}")
@@ -104,7 +105,7 @@ class ModelConfig:
             weights file made for this backbone.
         alpha: width multiplier for the MobileNet families (None: the family's default, 1.0).
         head: ``softmax`` (single-label), ``sigmoid`` (multi-label) or ``regression``.
-        dropout: dropout rate before the output layer.
+        dropout: dropout rate before the output layer (None: the family's recipe default).
         hidden_units: sizes of optional hidden Dense layers in the head.
     """
 
@@ -112,12 +113,12 @@ class ModelConfig:
     weights: str = "imagenet"
     alpha: float | None = None
     head: str = "softmax"
-    dropout: float = 0.2
+    dropout: float | None = None
     hidden_units: list[int] = field(default_factory=list)
 
     def validate(self) -> None:
         _choice(self.head, HEADS, "head")
-        if not 0.0 <= self.dropout < 1.0:
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise TLKerasError(f"dropout must be in [0, 1), got {self.dropout}")
         if any(int(u) < 1 for u in self.hidden_units):
             raise TLKerasError(f"hidden_units must be positive, got {self.hidden_units}")
@@ -132,13 +133,24 @@ class TrainConfig:
         phase1_lr: phase-1 learning rate.
         phase2_epochs: fine-tuning epochs (0 skips phase 2).
         phase2_lr_factor: phase-2 learning rate = phase1_lr * this factor (must be < 1;
-            0.01-0.1 is the usual range).
+            0.01-0.1 is the usual range). None: the backbone family's recipe default
+            (``tlkeras.core.backbones.Recipe``; so are ``unfreeze``, ``warmup_epochs``,
+            ``batchnorm``, ``data.batch_size`` and ``model.dropout`` when None).
         unfreeze: what phase 2 trains: ``layers:N`` (top N backbone layers), ``blocks:N`` (top N
-            whole blocks), ``all`` or ``none``. BatchNorm layers always stay frozen.
+            whole blocks), ``all`` or ``none``.
+        batchnorm: ``frozen`` (BatchNorm layers keep their pretrained statistics and stay frozen
+            in phase 2) or ``train``.
         optimizer: ``adam``, ``adamw`` or ``sgd`` (momentum 0.9).
         weight_decay: decoupled weight decay (adamw only).
         schedule: learning-rate schedule per phase: ``cosine`` or ``constant``.
         warmup_epochs: linear warm-up at the start of phase 2 (in epochs).
+        select_metric: the validation value that picks the kept model, across both phases (the
+            phase-1 model competes with every phase-2 epoch) and for early stopping:
+            ``val_loss`` (default) or another logged value such as ``val_accuracy`` (losses are
+            minimized, scores maximized).
+        find_lr: before training, run a short learning-rate sweep of phase 2 and write
+            ``lr_finder.png`` / ``lr_finder.json`` with a suggested phase-2 rate into the run
+            directory (the run then uses its own settings).
         label_smoothing: label smoothing of the softmax loss.
         early_stopping_patience: epochs without val-loss improvement before stopping (0: off);
             the best weights are restored either way.
@@ -168,12 +180,15 @@ class TrainConfig:
     phase1_epochs: int = 30
     phase1_lr: float = 3e-3
     phase2_epochs: int = 8
-    phase2_lr_factor: float = 0.1
-    unfreeze: str = "blocks:6"
+    phase2_lr_factor: float | None = None
+    unfreeze: str | None = None
+    batchnorm: str | None = None
     optimizer: str = "adam"
     weight_decay: float = 0.0
     schedule: str = "cosine"
-    warmup_epochs: float = 1.0
+    warmup_epochs: float | None = None
+    select_metric: str = "val_loss"
+    find_lr: bool = False
     label_smoothing: float = 0.0
     early_stopping_patience: int = 5
     phase1_solver: str = "auto"
@@ -196,7 +211,13 @@ class TrainConfig:
             raise TLKerasError("phase1_epochs and phase2_epochs must be >= 0")
         if self.phase1_lr <= 0:
             raise TLKerasError(f"phase1_lr must be > 0, got {self.phase1_lr}")
-        if not 0.0 < self.phase2_lr_factor < 1.0:
+        if self.batchnorm is not None:
+            _choice(self.batchnorm, ("frozen", "train"), "batchnorm")
+        if not self.select_metric.startswith("val_"):
+            raise TLKerasError(f"select_metric must name a validation value such as val_loss or val_accuracy, got {self.select_metric!r}")
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            raise TLKerasError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.phase2_lr_factor is not None and not 0.0 < self.phase2_lr_factor < 1.0:
             raise TLKerasError(
                 f"phase2_lr_factor must be in (0, 1) so fine-tuning uses a lower learning rate, "
                 f"got {self.phase2_lr_factor}"
@@ -205,7 +226,8 @@ class TrainConfig:
             raise TLKerasError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.feature_cache_views < 1:
             raise TLKerasError("feature_cache_views must be >= 1")
-        parse_unfreeze(self.unfreeze)
+        if self.unfreeze is not None:
+            parse_unfreeze(self.unfreeze)
 
 
 def parse_unfreeze(spec: str) -> tuple[str, int]:

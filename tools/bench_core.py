@@ -52,7 +52,7 @@ def run(seed: int, shared: Path) -> dict:
     from tlkeras import DataConfig, ModelConfig, RunConfig, TrainConfig, build_model, load_data
     from tlkeras.core.metrics import predict
     from tlkeras.core.models import feature_extractor
-    from tlkeras.train.engine import train_model
+    from tlkeras.train.run import train_model
 
     weights = str(shared / "weights" / "mobilenet_0.25_224_imagenet_no_top.h5")
     data = DataConfig(source=str(shared / "data" / "flowers5"), image_size=224)

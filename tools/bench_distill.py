@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     from tlkeras.core import litert
     from tlkeras.distill.distillation import DistillOptions, distill, student_config
     from tlkeras.export.bundle import ExportOptions, export_run
-    from tlkeras.train.engine import train_model
+    from tlkeras.train.run import train_model
 
     shared = Path(args.shared)
     work = Path(args.work)

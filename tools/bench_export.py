@@ -40,7 +40,7 @@ TARGETS = {
 def train_run(shared: Path, work: Path, seed: int) -> Path:
     """Trains flowers5 with the default recipe into ``work/runs/flowers5-seed<seed>`` (reused if there)."""
     from tlkeras import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from tlkeras.train.engine import train_model
+    from tlkeras.train.run import train_model
 
     run = work / "runs" / f"flowers5-seed{seed}"
     if (run / "model.keras").is_file():

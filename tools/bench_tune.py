@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     quiet_tensorflow()
     from tlkeras.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
     from tlkeras.runs import read_json
-    from tlkeras.train.engine import train_model
+    from tlkeras.train.run import train_model
     from tlkeras.tune.search import SearchOptions, run_search
 
     out = Path(args.out)

@@ -106,7 +106,7 @@ def run_few(method: str, seed: int, bundle, args) -> dict:
     from tlkeras.core.data import Split
     from tlkeras.core.metrics import evaluate_model
     from tlkeras.core.models import build_model
-    from tlkeras.train.engine import fit_two_phase
+    from tlkeras.train.recipe import fit_two_phase
 
     rng = np.random.default_rng(1000 + seed)
     labelled = np.sort(np.concatenate([rng.choice(np.flatnonzero(bundle.train.y == c), 10, replace=False) for c in range(bundle.num_outputs)]))

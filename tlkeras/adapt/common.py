@@ -23,20 +23,20 @@ from tlkeras.config import RunConfig, save_config
 from tlkeras.core.augment import augmenter
 from tlkeras.core.data import IMAGE_EXTENSIONS, DataBundle, Split, load_data, load_image
 from tlkeras.core.metrics import evaluate_model
-from tlkeras.core.models import check_model_config, freeze_backbone, unfreeze_backbone
+from tlkeras.core.models import check_model_config
 from tlkeras.core.plots import write_reports
 from tlkeras.errors import TLKerasError
 from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, staged_directory, write_json
-from tlkeras.train.engine import TrainResult, compile_model, fit_two_phase
+from tlkeras.train.optim import compile_model
+from tlkeras.train.recipe import fit_two_phase, open_backbone
+from tlkeras.train.run import TrainResult
 
 __all__ = [
     "load_unlabeled",
     "load_labelled_split",
     "prepare_data",
-    "merge_history",
     "warm_up_head",
-    "open_backbone",
-    "make_optimizer",
+    "open_backbone",  # the engine's (tlkeras.train.recipe), re-exported for the techniques
     "compile_trainer",
     "unlabeled_dataset",
     "write_unlabeled_run",
@@ -189,30 +189,6 @@ def prepare_data(config: RunConfig, data: DataBundle | None, unlabeled=None, *, 
     return data, size, images
 
 
-def merge_history(into: dict[str, list], part: dict[str, list] | Any, phase: int, **columns) -> None:
-    """Appends a Keras History (or a history dict) to ``into``, labelling rows with ``phase``.
-
-    Keeps every column the same length (missing values are None), like ``history.json`` of
-    ``tlkeras.train``. Extra ``columns`` (e.g. ``round=2``) are constant for the appended rows.
-    """
-    logs = part.history if hasattr(part, "history") else dict(part or {})
-    phases = logs.pop("phase", None)
-    rows = len(next(iter(logs.values()))) if logs else 0
-    into.setdefault("phase", [])
-    start = len(into["phase"])
-    for key, series in logs.items():
-        if key == "lr":
-            continue
-        into.setdefault(key, [None] * start)
-        into[key].extend(None if v is None else float(v) for v in series)
-    into["phase"].extend(phases if phases is not None else [phase] * rows)
-    for key, value in columns.items():
-        into.setdefault(key, [None] * start)
-        into[key].extend([value] * rows)
-    for series in into.values():
-        series.extend([None] * (len(into["phase"]) - len(series)))
-
-
 def warm_up_head(model, data: DataBundle, config: RunConfig) -> tuple[dict, dict]:
     """Phase 1 only: trains the head on the frozen backbone with the labels (feature cache and all).
 
@@ -221,25 +197,6 @@ def warm_up_head(model, data: DataBundle, config: RunConfig) -> tuple[dict, dict
     warm = copy.deepcopy(config)
     warm.train.phase2_epochs = 0
     return fit_two_phase(model, data, warm)
-
-
-def open_backbone(model, config: RunConfig, unfreeze: str | None = None) -> list[str]:
-    """Unfreezes the top of the backbone for a technique's main phase (BatchNorm stays frozen
-    for pretrained weights). Returns the opened layers. Side effect: ``trainable`` flags."""
-    spec = unfreeze if unfreeze is not None else config.train.unfreeze
-    if spec == "none":
-        freeze_backbone(model)
-        return []
-    pretrained = str(config.model.weights).lower() != "none"
-    return unfreeze_backbone(model, config.model.backbone, spec, keep_batchnorm_frozen=pretrained)
-
-
-def make_optimizer(config: RunConfig, learning_rate: float, total_steps: int):
-    """The optimizer of a technique's main phase: ``train.optimizer`` with ``train.schedule``."""
-    from tlkeras.train import engine as training
-
-    lr = training.learning_rate_schedule(learning_rate, config.train.schedule, total_steps)
-    return training.make_optimizer(config.train.optimizer, lr, config.train.weight_decay)
 
 
 def compile_trainer(trainer, optimizer) -> None:

@@ -14,8 +14,6 @@ from tlkeras.adapt.common import (
     _count_steps,
     compile_trainer,
     load_labelled_split,
-    make_optimizer,
-    merge_history,
     open_backbone,
     prepare_data,
     unlabeled_dataset,
@@ -26,7 +24,9 @@ from tlkeras.config import RunConfig
 from tlkeras.core.data import DataBundle, Split, make_dataset
 from tlkeras.core.models import backbone_layers, build_model, feature_layer_name
 from tlkeras.errors import TLKerasError
-from tlkeras.train.engine import TrainResult
+from tlkeras.train.optim import phase2_learning_rate, phase_optimizer
+from tlkeras.train.phase import PhaseHistory
+from tlkeras.train.run import TrainResult
 
 
 @keras.saving.register_keras_serializable(package="tlkeras")
@@ -374,7 +374,7 @@ def adapt_domain(
 
     start = time.perf_counter()
     if config.train.phase1_epochs > 0:
-        merge_history(history, warm_up_head(model, data, config)[0], 1)
+        PhaseHistory(history).add(warm_up_head(model, data, config)[0], 1)
     timings["phase1"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -394,13 +394,13 @@ def adapt_domain(
     train_ds = tf.data.Dataset.zip((source_ds, target_ds)).prefetch(tf.data.AUTOTUNE)
     val_ds = make_dataset(data.val, head="softmax", num_outputs=n, batch_size=bs)
     trainer = DomainAdaptationModel(model, options, epochs * steps, label_smoothing=config.train.label_smoothing)
-    lr = options.learning_rate or config.train.phase1_lr * config.train.phase2_lr_factor
-    compile_trainer(trainer, make_optimizer(config, lr, epochs * steps))
+    lr = options.learning_rate or phase2_learning_rate(config)
+    compile_trainer(trainer, phase_optimizer(config, lr, epochs * steps))
     if options.method == "dann":
-        trainer.set_discriminator_optimizer(make_optimizer(config, lr * options.discriminator_lr_factor, epochs * steps))
+        trainer.set_discriminator_optimizer(phase_optimizer(config, lr * options.discriminator_lr_factor, epochs * steps))
     h = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
                     callbacks=list(callbacks or []), verbose=config.train.verbose)
-    merge_history(history, h, 2)
+    PhaseHistory(history).add(h, 2)
     timings["adaptation"] = timings["phase2"] = time.perf_counter() - start
     timings["total"] = time.perf_counter() - t0
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tlkeras._backend import keras, tf
-from tlkeras.adapt.common import _count_steps, make_optimizer, merge_history, open_backbone, prepare_data, write_unlabeled_run
+from tlkeras.adapt.common import _count_steps, open_backbone, prepare_data, write_unlabeled_run
 from tlkeras.adapt.domain import _target_splits
 from tlkeras.config import RunConfig
 from tlkeras.core.augment import augmenter
@@ -17,7 +17,9 @@ from tlkeras.core.data import DataBundle, encode_labels, make_dataset
 from tlkeras.core.metrics import predict
 from tlkeras.core.models import build_model, feature_extractor, freeze_backbone, head_model
 from tlkeras.errors import TLKerasError
-from tlkeras.train.engine import TrainResult
+from tlkeras.train.optim import phase2_learning_rate, phase_optimizer
+from tlkeras.train.phase import PhaseHistory
+from tlkeras.train.run import TrainResult
 
 
 @dataclass
@@ -108,7 +110,7 @@ def _weighted_fit(model, data: DataBundle, config: RunConfig, weights: np.ndarra
         freeze_backbone(model)
         head = head_model(model)
         steps = _count_steps(len(source_features), bs)
-        head.compile(optimizer=make_optimizer(config, tc.phase1_lr, steps * tc.phase1_epochs),
+        head.compile(optimizer=phase_optimizer(config, tc.phase1_lr, steps * tc.phase1_epochs),
                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=tc.label_smoothing),
                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")], weighted_metrics=[])
         val_features = predict(feature_extractor(model), data.val.x, bs)
@@ -116,7 +118,7 @@ def _weighted_fit(model, data: DataBundle, config: RunConfig, weights: np.ndarra
               .shuffle(len(targets), seed=config.seed, reshuffle_each_iteration=True).batch(bs))
         h = head.fit(ds, validation_data=(val_features, val_targets), epochs=tc.phase1_epochs,
                      callbacks=[stopper(), *callbacks], verbose=tc.verbose)
-        merge_history(history, h, 1)
+        PhaseHistory(history).add(h, 1)
     timings["phase1"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -124,7 +126,7 @@ def _weighted_fit(model, data: DataBundle, config: RunConfig, weights: np.ndarra
     if tc.phase2_epochs > 0 and tc.unfreeze != "none":
         opened = open_backbone(model, config)
         steps = _count_steps(len(data.train), bs)
-        model.compile(optimizer=make_optimizer(config, tc.phase1_lr * tc.phase2_lr_factor, steps * tc.phase2_epochs),
+        model.compile(optimizer=phase_optimizer(config, phase2_learning_rate(config), steps * tc.phase2_epochs),
                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=tc.label_smoothing),
                       metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
         aug = augmenter(dc.augment, config.seed)
@@ -137,7 +139,7 @@ def _weighted_fit(model, data: DataBundle, config: RunConfig, weights: np.ndarra
         val_ds = make_dataset(data.val, head="softmax", num_outputs=n, batch_size=bs)
         h = model.fit(ds.prefetch(tf.data.AUTOTUNE), validation_data=val_ds, epochs=tc.phase2_epochs,
                       callbacks=[stopper(), *callbacks], verbose=tc.verbose)
-        merge_history(history, h, 2)
+        PhaseHistory(history).add(h, 2)
     timings["phase2"] = time.perf_counter() - start
     timings["phase2_trainable_layers"] = len(opened)
     return history, timings

@@ -12,7 +12,7 @@ from tlkeras.adapt.importance import ImportanceWeightingOptions, train_importanc
 from tlkeras.config import RunConfig
 from tlkeras.core.data import DataBundle
 from tlkeras.errors import TLKerasError
-from tlkeras.train.engine import TrainResult
+from tlkeras.train.run import TrainResult
 
 __all__ = ['METHODS', 'train_with_unlabeled']
 

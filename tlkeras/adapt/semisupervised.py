@@ -32,8 +32,6 @@ import numpy as np
 from tlkeras._backend import keras, tf
 from tlkeras.adapt.common import (
     compile_trainer,
-    make_optimizer,
-    merge_history,
     open_backbone,
     prepare_data,
     unlabeled_dataset,
@@ -55,7 +53,10 @@ from tlkeras.core.data import DataBundle, Split, encode_labels, make_dataset
 from tlkeras.core.metrics import evaluate_model, predict
 from tlkeras.core.models import build_model
 from tlkeras.errors import TLKerasError
-from tlkeras.train.engine import TrainResult, fit_two_phase
+from tlkeras.train.optim import phase2_learning_rate, phase_optimizer
+from tlkeras.train.phase import PhaseHistory
+from tlkeras.train.recipe import fit_two_phase
+from tlkeras.train.run import TrainResult
 
 __all__ = [
     "random_flip",
@@ -193,7 +194,7 @@ def self_train(
     start = time.perf_counter()
     model = build_model(config.model, data.num_outputs, size)
     h, _ = fit_two_phase(model, data, config)
-    merge_history(history, h, 1, round=0)
+    PhaseHistory(history).add(h, 1, round=0)
     rounds: list[dict[str, Any]] = [{"round": 0, "pseudo_labels": 0,
                                      "val_accuracy": evaluate_model(model, data.val, data.class_names, "softmax", bs)["accuracy"]}]
     timings["round_0"] = time.perf_counter() - start
@@ -222,7 +223,7 @@ def self_train(
         if options.fresh_model:
             model = build_model(config.model, data.num_outputs, size)
         h, _ = fit_two_phase(model, bundle, config)
-        merge_history(history, h, 1, round=r)
+        PhaseHistory(history).add(h, 1, round=r)
         record["val_accuracy"] = evaluate_model(model, data.val, data.class_names, "softmax", bs)["accuracy"]
         rounds.append(record)
         timings[f"round_{r}"] = time.perf_counter() - start
@@ -402,7 +403,7 @@ def train_fixmatch(
 
     start = time.perf_counter()
     if config.train.phase1_epochs > 0:
-        merge_history(history, warm_up_head(model, data, config)[0], 1)
+        PhaseHistory(history).add(warm_up_head(model, data, config)[0], 1)
     timings["phase1"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -417,14 +418,14 @@ def train_fixmatch(
     )).prefetch(tf.data.AUTOTUNE)
     val_ds = make_dataset(data.val, head="softmax", num_outputs=data.num_outputs, batch_size=bs)
     trainer = FixMatchModel(model, options, label_smoothing=config.train.label_smoothing)
-    lr = options.learning_rate or (config.train.phase1_lr * (config.train.phase2_lr_factor if opened else 1.0))
-    compile_trainer(trainer, make_optimizer(config, lr, epochs * steps))
+    lr = options.learning_rate or (phase2_learning_rate(config) if opened else config.train.phase1_lr)
+    compile_trainer(trainer, phase_optimizer(config, lr, epochs * steps))
     extra_callbacks = list(callbacks or [])
     if options.restore_best:
         extra_callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=10**9, restore_best_weights=True))
     h = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
                     callbacks=extra_callbacks, verbose=config.train.verbose)
-    merge_history(history, h, 2)
+    PhaseHistory(history).add(h, 2)
     timings["fixmatch"] = timings["phase2"] = time.perf_counter() - start
     timings["total"] = time.perf_counter() - t0
     mask_rates = h.history.get("mask_rate") or [None]

@@ -24,8 +24,6 @@ import numpy as np
 from tlkeras._backend import keras, tf
 from tlkeras.adapt.common import (
     compile_trainer,
-    make_optimizer,
-    merge_history,
     open_backbone,
     prepare_data,
     unlabeled_dataset,
@@ -37,7 +35,10 @@ from tlkeras.core.data import DataBundle, Split
 from tlkeras.core.metrics import predict
 from tlkeras.core.models import build_model, feature_extractor, freeze_backbone
 from tlkeras.errors import TLKerasError
-from tlkeras.train.engine import TrainResult, fit_two_phase
+from tlkeras.train.optim import phase2_learning_rate, phase_optimizer
+from tlkeras.train.phase import PhaseHistory
+from tlkeras.train.recipe import fit_two_phase
+from tlkeras.train.run import TrainResult
 
 __all__ = [
     "nt_xent_loss",
@@ -199,8 +200,8 @@ def pretrain_simclr(model, images: np.ndarray, options: SimCLROptions, config: R
     bs = min(options.batch_size or config.data.batch_size, len(images))
     steps = max(1, len(images) // bs)
     trainer = SimCLRModel(model, options)
-    lr = options.learning_rate or config.train.phase1_lr * config.train.phase2_lr_factor
-    compile_trainer(trainer, make_optimizer(config, lr, steps * options.epochs))
+    lr = options.learning_rate or phase2_learning_rate(config)
+    compile_trainer(trainer, phase_optimizer(config, lr, steps * options.epochs))
     history = trainer.fit(unlabeled_dataset(images, bs, config.seed), epochs=options.epochs, steps_per_epoch=steps,
                           callbacks=list(callbacks or []), verbose=config.train.verbose)
     freeze_backbone(model)
@@ -290,11 +291,11 @@ def train_simclr(
     after = linear_probe(model, data.train, split, options.probe_C, bs)
     timings["probe"] += time.perf_counter() - start
     history: dict[str, list] = {}
-    merge_history(history, {f"simclr_{k}": v for k, v in h.history.items()}, 0)
+    PhaseHistory(history).add({f"simclr_{k}": v for k, v in h.history.items()}, 0)
     start = time.perf_counter()
     if options.finetune:
         fit_history, fit_timings = fit_two_phase(model, data, config)
-        merge_history(history, fit_history, 1)
+        PhaseHistory(history).add(fit_history, 1)
         timings.update(fit_timings)
     timings["finetune"] = time.perf_counter() - start
     timings.setdefault("phase1", 0.0)

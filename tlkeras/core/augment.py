@@ -1,34 +1,103 @@
-"""Image augmentation: Keras preprocessing presets and the per-image ops of the unlabelled-data techniques.
+"""Image augmentation: the stateless presets of training (off, light, strong) and the per-image ops
+of the unlabelled-data techniques.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tlkeras._backend import keras, tf
+from tlkeras._backend import tf
 from tlkeras.errors import TLKerasError
 
 
 def augmenter(preset: str, seed: int = 42):
-    """Returns a Keras Sequential of random augmentation layers for ``preset``, or None for off.
+    """Returns the random augmentation of ``preset`` as a callable ``aug(x, training=True)``, or None for off.
 
-    The layers act only when called with ``training=True``, and live in the input pipeline, not in
-    the model, so exported models carry no augmentation ops.
+    ``light`` flips horizontally, rotates by up to 0.05 turn and zooms by up to 10%; ``strong``
+    rotates by up to 0.15 turn, zooms by up to 20%, shifts by up to 10% and changes contrast by up
+    to 20%. The randomness is stateless: each image's draw is a hash of ``seed`` and the image's
+    own pixels, so the result does not depend on the order in which a parallel ``tf.data`` map
+    runs its batches, and the same seed gives the same augmented images on every run (pass a new
+    seed per epoch, as the training engine does, to vary them). The augmentation lives in the input
+    pipeline, not in the model, so exported models carry no augmentation ops.
     """
-
     if preset == "off":
         return None
-    L = keras.layers
-    if preset == "light":
-        layers = [L.RandomFlip("horizontal", seed=seed), L.RandomRotation(0.05, seed=seed + 1),
-                  L.RandomZoom(0.1, seed=seed + 2)]
-    elif preset == "strong":
-        layers = [L.RandomFlip("horizontal", seed=seed), L.RandomRotation(0.15, seed=seed + 1),
-                  L.RandomZoom(0.2, seed=seed + 2), L.RandomTranslation(0.1, 0.1, seed=seed + 3),
-                  L.RandomContrast(0.2, seed=seed + 4)]
-    else:
+    if preset not in _PRESETS:
         raise TLKerasError(f"augment={preset!r} is not valid; choose off, light or strong")
-    return keras.Sequential(layers, name=f"augment_{preset}")
+    return StatelessAugment(preset, seed)
+
+
+# rotation (turns), zoom, translation (fraction of the size), contrast
+_PRESETS = {"light": (0.05, 0.1, 0.0, 0.0), "strong": (0.15, 0.2, 0.1, 0.2)}
+
+
+class StatelessAugment:
+    """A batched, stateless random flip/rotation/zoom(/shift/contrast) keyed by seed and image.
+
+    Called as ``aug(x, training=True)`` on float32 batches of raw pixels ``[n, h, w, c]``;
+    ``training=False`` returns ``x`` unchanged.
+    """
+
+    def __init__(self, preset: str, seed: int):
+        self.preset, self.seed = preset, int(seed)
+        self.rotation, self.zoom, self.shift, self.contrast = _PRESETS[preset]
+
+    def __call__(self, x, training: bool = True):
+        if not training:
+            return x
+        x = tf.convert_to_tensor(x, tf.float32)
+        n = tf.shape(x)[0]
+        h, w = tf.cast(tf.shape(x)[1], tf.float32), tf.cast(tf.shape(x)[2], tf.float32)
+        keys = _image_keys(x, self.seed)
+        flip = _uniform(keys, 0) < 0.5
+        x = tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
+        angle = (2.0 * _uniform(keys, 1) - 1.0) * self.rotation * 2.0 * np.pi
+        zoom = 1.0 + (2.0 * _uniform(keys, 2) - 1.0) * self.zoom
+        tx = (2.0 * _uniform(keys, 3) - 1.0) * self.shift * w
+        ty = (2.0 * _uniform(keys, 4) - 1.0) * self.shift * h
+        cos, sin = tf.cos(angle) * zoom, tf.sin(angle) * zoom
+        cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+        # Output pixel (x, y) samples input C + zoom * R(angle) (p - C) + t.
+        transform = tf.stack([
+            cos, -sin, cx - cos * cx + sin * cy + tx,
+            sin, cos, cy - sin * cx - cos * cy + ty,
+            tf.zeros([n]), tf.zeros([n]),
+        ], axis=1)
+        x = tf.raw_ops.ImageProjectiveTransformV3(
+            images=x, transforms=transform, output_shape=tf.shape(x)[1:3], fill_value=0.0,
+            interpolation="BILINEAR", fill_mode="REFLECT",
+        )
+        if self.contrast:
+            factor = 1.0 + (2.0 * _uniform(keys, 5) - 1.0) * self.contrast
+            mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+            x = (x - mean) * factor[:, None, None, None] + mean
+        return x
+
+
+def _image_keys(x, seed: int):
+    """One int64 key per image: a fingerprint of its pixels and ``seed``."""
+    pixels = tf.bitcast(tf.fingerprint(x), tf.int64)
+    seeds = tf.fill(tf.shape(pixels), tf.constant(seed, tf.int64))
+    return tf.bitcast(tf.fingerprint(tf.stack([pixels, seeds], axis=1)), tf.int64)
+
+
+def _uniform(keys, stream: int):
+    """A uniform [0, 1) float32 per key, independent across ``stream`` numbers."""
+    streams = tf.fill(tf.shape(keys), tf.constant(stream, tf.int64))
+    bits = tf.bitcast(tf.fingerprint(tf.stack([keys, streams], axis=1))[:, :4], tf.uint32)
+    return tf.cast(tf.cast(bits, tf.float64) / 4294967296.0, tf.float32)
+
+
+def augment_batches(ds, preset: str, seed: int, view: int = 0):
+    """Maps ``preset``'s augmentation over a dataset of float32 image batches, clipped to [0, 255].
+
+    ``view`` selects an independent draw (for several augmented copies of the same images).
+    """
+    aug = augmenter(preset, seed * 7919 + view)
+    if aug is None:
+        return ds
+    return ds.map(lambda b: tf.clip_by_value(aug(b, training=True), 0.0, 255.0), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def random_flip(x):

@@ -26,6 +26,10 @@ __all__ = [
     "get_backbone",
     "list_backbones",
     "block_ids",
+    "Recipe",
+    "recipe_for",
+    "apply_recipe_defaults",
+    "SMALL_DATA_PER_CLASS",
 ]
 
 PREPROCESSING = {
@@ -35,6 +39,35 @@ PREPROCESSING = {
     "builtin": "none (the model rescales internally)",
     "unit": "scale to [0, 1]",
 }
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A backbone family's fine-tuning defaults, used for every config field the user left unset (None).
+
+    Attributes:
+        phase2_lr_factor: phase-2 learning rate / phase-1 learning rate.
+        unfreeze: what phase 2 trains (``blocks:N``, ``layers:N``, ``all``).
+        batch_size: images per batch.
+        dropout: dropout before the output layer.
+        warmup_epochs: linear warm-up at the start of phase 2.
+        batchnorm: ``frozen`` (BatchNorm keeps its ImageNet statistics and runs in inference mode)
+            or ``train``.
+        basis: what the values rest on (a measurement here, or the public guide they follow).
+    """
+
+    phase2_lr_factor: float = 0.1
+    unfreeze: str = "blocks:6"
+    batch_size: int = 32
+    dropout: float = 0.2
+    warmup_epochs: float = 1.0
+    batchnorm: str = "frozen"
+    basis: str = ""
+
+
+# With fewer training images per class than this, the recipe's unset phase-2 fields get gentler
+# (see apply_recipe_defaults).
+SMALL_DATA_PER_CLASS = 50
 
 
 @dataclass(frozen=True)
@@ -55,6 +88,7 @@ class BackboneSpec:
         alphas: the widths with published ImageNet weights.
         imagenet_sizes: input sizes with published ImageNet weights (others load the default).
         aliases: other accepted names.
+        recipe: the family's fine-tuning defaults (:class:`Recipe`).
     """
 
     name: str
@@ -69,6 +103,7 @@ class BackboneSpec:
     imagenet_sizes: tuple[int, ...] = ()
     aliases: tuple[str, ...] = ()
     extra_kwargs: dict[str, Any] = field(default_factory=dict)
+    recipe: Recipe = field(default_factory=Recipe)
 
     def describe(self) -> str:
         return (
@@ -127,50 +162,124 @@ def get_backbone(name: str) -> BackboneSpec:
 
 
 _MOBILENET_SIZES = (128, 160, 192, 224)
+# Measured here on flowers5 with MobileNet-0.25 ImageNet weights (val 0.876 / test 0.798 over 3
+# seeds against the Keras guide's 0.811 / 0.764; DESIGN.md).
+_MOBILENET_RECIPE = Recipe(basis="measured: flowers5, MobileNet-0.25 ImageNet weights, seeds 0-2 (benchmarks/core.md)")
+# MobileNetV2-1.0 overfits in phase 2 with the MobileNet recipe on small sets (issue 13: val loss
+# 0.13 after the probe, 0.17-0.43 after fine-tuning on 244 images); the TensorFlow tutorial
+# fine-tunes its top third at a tenth of the head's rate. Gentler: fewer blocks, a lower factor.
+_MOBILENET_V2_RECIPE = Recipe(phase2_lr_factor=0.03, unfreeze="blocks:5",
+                              basis="measured: flowers5 and beans, MobileNetV2-1.0 ImageNet weights (benchmarks/core_matrix.md)")
+_MOBILENET_V3_RECIPE = Recipe(phase2_lr_factor=0.03, unfreeze="blocks:4",
+                              basis="unmeasured (no offline weights): MobileNetV2's recipe, one block fewer for the smaller V3 blocks")
+# The Keras EfficientNet fine-tuning guide: unfreeze the top 20 layers, BatchNorm frozen, a small rate.
+_EFFICIENTNET_RECIPE = Recipe(phase2_lr_factor=0.03, unfreeze="layers:20",
+                              basis="unmeasured (no offline weights): the Keras EfficientNet fine-tuning guide (top 20 layers, BatchNorm frozen)")
+_RESNET_RECIPE = Recipe(phase2_lr_factor=0.1, unfreeze="blocks:3",
+                        basis="unmeasured (no offline weights): the last stage of ResNet50 (3 blocks), as in the Keras transfer-learning guide")
+_INCEPTION_RECIPE = Recipe(phase2_lr_factor=0.1, unfreeze="blocks:2",
+                           basis="unmeasured (no offline weights): the Keras applications docs' example (top 2 inception blocks)")
 for _spec in [
     BackboneSpec(
         "mobilenet", "MobileNet", 224, 32, "tf",
         block_pattern=r"^conv_(?:pad|dw|pw)_(\d+)",
         has_alpha=True, alphas=(0.25, 0.5, 0.75, 1.0), imagenet_sizes=_MOBILENET_SIZES,
-        aliases=("mobilenet_v1", "mobilenetv1"),
+        aliases=("mobilenet_v1", "mobilenetv1"), recipe=_MOBILENET_RECIPE,
     ),
     BackboneSpec(
         "mobilenet_v2", "MobileNetV2", 224, 32, "tf",
         block_pattern=r"^(block_\d+|expanded_conv)_",
         has_alpha=True, alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
-        imagenet_sizes=(96, 128, 160, 192, 224), aliases=("mobilenetv2",),
+        imagenet_sizes=(96, 128, 160, 192, 224), aliases=("mobilenetv2",), recipe=_MOBILENET_V2_RECIPE,
     ),
     BackboneSpec(
         "mobilenet_v3_small", "MobileNetV3Small", 224, 32, "builtin",
         block_pattern=r"^(expanded_conv(?:_\d+)?)/",
-        has_alpha=True, alphas=(0.75, 1.0), aliases=("mobilenetv3small",),
+        has_alpha=True, alphas=(0.75, 1.0), aliases=("mobilenetv3small",), recipe=_MOBILENET_V3_RECIPE,
     ),
     BackboneSpec(
         "mobilenet_v3_large", "MobileNetV3Large", 224, 32, "builtin",
         block_pattern=r"^(expanded_conv(?:_\d+)?)/",
-        has_alpha=True, alphas=(0.75, 1.0), aliases=("mobilenetv3large",),
+        has_alpha=True, alphas=(0.75, 1.0), aliases=("mobilenetv3large",), recipe=_MOBILENET_V3_RECIPE,
     ),
     BackboneSpec(
         "inception_v3", "InceptionV3", 299, 75, "tf",
-        block_end_pattern=r"^mixed\d+$", aliases=("inceptionv3",),
+        block_end_pattern=r"^mixed\d+$", aliases=("inceptionv3",), recipe=_INCEPTION_RECIPE,
     ),
-    BackboneSpec("resnet50", "ResNet50", 224, 32, "caffe", block_pattern=r"^(conv\d_block\d+)_"),
+    BackboneSpec("resnet50", "ResNet50", 224, 32, "caffe", block_pattern=r"^(conv\d_block\d+)_", recipe=_RESNET_RECIPE),
     BackboneSpec(
         "resnet50_v2", "ResNet50V2", 224, 32, "tf",
-        block_pattern=r"^(conv\d_block\d+)_", aliases=("resnet50v2",),
+        block_pattern=r"^(conv\d_block\d+)_", aliases=("resnet50v2",), recipe=_RESNET_RECIPE,
     ),
-    BackboneSpec("efficientnet_b0", "EfficientNetB0", 224, 32, "builtin", block_pattern=r"^(block\d+[a-z])_"),
-    BackboneSpec("efficientnet_b1", "EfficientNetB1", 240, 32, "builtin", block_pattern=r"^(block\d+[a-z])_"),
-    BackboneSpec("efficientnet_b2", "EfficientNetB2", 260, 32, "builtin", block_pattern=r"^(block\d+[a-z])_"),
-    BackboneSpec("efficientnet_b3", "EfficientNetB3", 300, 32, "builtin", block_pattern=r"^(block\d+[a-z])_"),
+    BackboneSpec("efficientnet_b0", "EfficientNetB0", 224, 32, "builtin", block_pattern=r"^(block\d+[a-z])_", recipe=_EFFICIENTNET_RECIPE),
+    BackboneSpec("efficientnet_b1", "EfficientNetB1", 240, 32, "builtin", block_pattern=r"^(block\d+[a-z])_", recipe=_EFFICIENTNET_RECIPE),
+    BackboneSpec("efficientnet_b2", "EfficientNetB2", 260, 32, "builtin", block_pattern=r"^(block\d+[a-z])_", recipe=_EFFICIENTNET_RECIPE),
+    BackboneSpec("efficientnet_b3", "EfficientNetB3", 300, 32, "builtin", block_pattern=r"^(block\d+[a-z])_", recipe=_EFFICIENTNET_RECIPE),
     BackboneSpec(
         "efficientnet_v2_b0", "EfficientNetV2B0", 224, 32, "builtin",
-        block_pattern=r"^(block\d+[a-z])_", aliases=("efficientnetv2b0", "efficientnet_v2b0"),
+        block_pattern=r"^(block\d+[a-z])_", aliases=("efficientnetv2b0", "efficientnet_v2b0"), recipe=_EFFICIENTNET_RECIPE,
     ),
 ]:
     register_backbone(_spec)
 for _n in ("b0", "b1", "b2", "b3"):
     _ALIASES[f"efficientnet{_n}"] = f"efficientnet_{_n}"
+
+
+_HUB_RECIPE = Recipe(basis="TF-Hub modules: the MobileNet recipe (most hub feature vectors are MobileNets)")
+_RECIPE_FIELDS = {
+    "phase2_lr_factor": ("train", "phase2_lr_factor"), "unfreeze": ("train", "unfreeze"),
+    "batch_size": ("data", "batch_size"), "dropout": ("model", "dropout"),
+    "warmup_epochs": ("train", "warmup_epochs"), "batchnorm": ("train", "batchnorm"),
+}
+
+
+def recipe_for(backbone: str) -> Recipe:
+    """The fine-tuning defaults of ``backbone``'s family (TF-Hub modules get the MobileNet recipe)."""
+    if str(backbone).startswith("hub:"):
+        return _HUB_RECIPE
+    return get_backbone(backbone).recipe
+
+
+def apply_recipe_defaults(config, *, train_count: int | None = None, num_classes: int | None = None) -> dict[str, Any]:
+    """Fills the recipe fields the user left unset (None) from the backbone family's :class:`Recipe`.
+
+    The fields are ``train.phase2_lr_factor``, ``train.unfreeze``, ``data.batch_size``,
+    ``model.dropout``, ``train.warmup_epochs`` and ``train.batchnorm``; a value the user set is
+    never changed. Small-data rule: with ``train_count / num_classes`` below
+    :data:`SMALL_DATA_PER_CLASS` training images per class, the unset phase-2 fields get gentler:
+    half the family's phase-2 learning-rate factor and half its unfrozen blocks or layers (at
+    least one), because fine-tuning many layers on few images overfits (and the phase-1 model is
+    kept whenever phase 2 does not improve on it anyway).
+
+    Returns:
+        ``{"family": ..., "defaults": {field: value used}, "small_data": message or None, "basis": ...}``.
+
+    Side effect: sets the unset fields of ``config`` (a RunConfig) in place; idempotent.
+    """
+    recipe = recipe_for(config.model.backbone)
+    filled: dict[str, Any] = {}
+    for name, (section, attr) in _RECIPE_FIELDS.items():
+        part = getattr(config, section)
+        if getattr(part, attr, None) is None:
+            setattr(part, attr, getattr(recipe, name))
+            filled[name] = getattr(recipe, name)
+    small = None
+    if train_count and num_classes and train_count / num_classes < SMALL_DATA_PER_CLASS:
+        gentler = []
+        if "phase2_lr_factor" in filled:
+            config.train.phase2_lr_factor = filled["phase2_lr_factor"] = recipe.phase2_lr_factor / 2
+            gentler.append(f"phase2_lr_factor {config.train.phase2_lr_factor:g}")
+        kind, _, count = str(filled.get("unfreeze", "")).partition(":")
+        if kind in ("blocks", "layers") and count.isdigit():
+            config.train.unfreeze = filled["unfreeze"] = f"{kind}:{max(1, int(count) // 2)}"
+            gentler.append(f"unfreeze {config.train.unfreeze}")
+        if gentler:
+            small = (
+                f"small data ({train_count / num_classes:.0f} training images per class < {SMALL_DATA_PER_CLASS}): "
+                f"gentler phase 2: {', '.join(gentler)} (set them to override)"
+            )
+    name = "hub" if str(config.model.backbone).startswith("hub:") else get_backbone(config.model.backbone).name
+    return {"family": name, "defaults": filled, "small_data": small, "basis": recipe.basis}
 
 
 def block_ids(spec: BackboneSpec, layer_names: list[str]) -> list[str]:

@@ -351,7 +351,8 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
     """
     from tlkeras.core.data import encode_labels
     from tlkeras.core.models import freeze_backbone, unfreeze_backbone
-    from tlkeras.train.engine import compile_model, learning_rate_schedule, make_optimizer, uses_feature_cache, uses_linear_probe
+    from tlkeras.train.optim import compile_model, learning_rate_schedule, make_optimizer
+    from tlkeras.train.recipe import uses_feature_cache, uses_linear_probe
 
     options = (options or DistillOptions()).validate()
     tc, dc = config.train, config.data
@@ -509,7 +510,7 @@ def distill(teacher_run: str | Path, config: RunConfig | None = None, options: D
     from tlkeras.core.models import build_model, check_model_config, trainable_backbone_layers
     from tlkeras.core.plots import write_reports
     from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, read_labels, staged_directory, write_json
-    from tlkeras.train.engine import TrainResult
+    from tlkeras.train.run import TrainResult
 
     options = (options or DistillOptions()).validate()
     teacher_run = Path(teacher_run)

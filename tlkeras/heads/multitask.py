@@ -597,7 +597,7 @@ def fit_multitask(model, data: MultiTaskData, config: RunConfig, *, callbacks: l
     compiled with fixed weights (the learned ones, if any).
     """
     from tlkeras.core.models import feature_extractor, feature_layer_name, freeze_backbone, unfreeze_backbone
-    from tlkeras.train.engine import uses_feature_cache
+    from tlkeras.train.recipe import uses_feature_cache
 
     tc, dc = config.train, config.data
     tasks = data.tasks

@@ -79,7 +79,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.technique is not None or args.unlabeled is not None or args.target_test is not None:
         return _train_with_unlabeled(config, args.technique, args.unlabeled, args.target_test, resume=args.resume)
     if args.resume:
-        from tlkeras.train.engine import train_model
+        from tlkeras.train.run import train_model
 
         _print_summary(train_model(config, resume=True))
         return 0
@@ -88,7 +88,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
         run_demo(config, explicit=set(vars(args)))
         return 0
-    from tlkeras.train.engine import train_model
+    from tlkeras.train.run import train_model
 
     _print_summary(train_model(config))
     return 0

@@ -234,7 +234,7 @@ def run_demo(base=None, explicit: set[str] | None = None) -> dict:
 
     from tlkeras.core.data import from_arrays
     from tlkeras.runs import atomic_write_text, default_run_name
-    from tlkeras.train.engine import train_model
+    from tlkeras.train.run import train_model
 
     seed = base.seed if base is not None else 42
     started = time.perf_counter()

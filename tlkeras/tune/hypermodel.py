@@ -137,7 +137,7 @@ def _resized(bundle: DataBundle, size: int) -> DataBundle:
 class _FeatureCache:
     """Keeps the pooled backbone features of phase 1 across trials.
 
-    ``tlkeras.training.fit_two_phase`` computes features with its module function ``_features``;
+    ``tlkeras.train.recipe.fit_two_phase`` computes features with its module function ``cached_features``;
     while a trial runs, that function is wrapped by a memo keyed by a hash of the backbone's
     weights and the image array, so a second trial with the same (backbone, size, weights) gets
     the same NumPy features back without running the backbone. Augmented views (random) are
@@ -159,9 +159,9 @@ class _FeatureCache:
 
     @contextlib.contextmanager
     def active(self, enabled: bool):
-        import tlkeras.train.engine as training
+        import tlkeras.train.recipe as training
 
-        original = getattr(training, "_features", None)
+        original = getattr(training, "cached_features", None)
         if not enabled or original is None:  # a core without the hook: correct, just uncached
             yield
             return
@@ -177,11 +177,11 @@ class _FeatureCache:
                 self.store[key] = original(model, x, batch_size, augment, views, seed)
             return self.store[key]
 
-        training._features = cached
+        training.cached_features = cached
         try:
             yield
         finally:
-            training._features = original
+            training.cached_features = original
 
 
 def _val_loss(head: str, y: np.ndarray, outputs: np.ndarray, num_outputs: int) -> float:
@@ -235,7 +235,7 @@ class TransferHyperModel(kt.HyperModel):
         return config
 
     def build(self, hp):
-        from tlkeras.train.engine import select_strategy
+        from tlkeras.train.run import select_strategy
 
         config = self.config_for(hp)
         bundle = self.data.get(config.data.image_size)
@@ -245,7 +245,7 @@ class TransferHyperModel(kt.HyperModel):
             return build_model(config.model, bundle.num_outputs, config.data.image_size)
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs) -> dict[str, float]:
-        from tlkeras.train.engine import fit_two_phase, uses_feature_cache
+        from tlkeras.train.recipe import fit_two_phase, uses_feature_cache
 
         config = self.config_for(hp)
         bundle = self.data.get(config.data.image_size)

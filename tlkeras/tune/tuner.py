@@ -138,7 +138,7 @@ class TransferTuner(kt.engine.base_tuner.BaseTuner):
         callbacks = [_DeadlineCallback(self.deadline)] if self.deadline is not None else []
         model = None
         self.trials_started += 1
-        from tlkeras.train.engine import precision_policy
+        from tlkeras.train.run import precision_policy
 
         try:
             if self.deadline is not None and time.monotonic() >= self.deadline:

@@ -1,0 +1,301 @@
+"""One training run: strategy and precision, the two-phase fit, evaluation and the run directory.
+
+:func:`train_model` is what ``python -m tlkeras.train`` and :func:`tlkeras.train` call. It seeds
+everything, loads the data, fills the recipe fields the user left unset from the backbone family's
+defaults (:func:`tlkeras.core.backbones.apply_recipe_defaults`), trains both phases with
+:func:`tlkeras.train.recipe.fit_two_phase` and writes ``<output_dir>/<name>/`` atomically, with a
+checkpoint after every epoch so ``resume=True`` continues a killed run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tlkeras._backend import keras, tf
+from tlkeras.config import RunConfig, save_config
+from tlkeras.core.backbones import apply_recipe_defaults
+from tlkeras.core.data import DataBundle, load_data
+from tlkeras.core.metrics import evaluate_model
+from tlkeras.core.models import build_model, check_model_config, trainable_backbone_layers
+from tlkeras.core.plots import write_reports
+from tlkeras.core.versions import versions
+from tlkeras.errors import TLKerasError
+from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, directory_lock, ensure_unlocked, write_json
+from tlkeras.train.recipe import fit_two_phase, uses_feature_cache
+
+__all__ = ["TrainResult", "train_model", "select_strategy", "precision_policy", "is_chief"]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_model` made.
+
+    Attributes:
+        model: the trained Keras model (compiled).
+        history: per-epoch metrics of both phases (``phase`` says which).
+        metrics: ``{"val": ..., "final": ..., "final_split": "test"|"val"}`` from scikit-learn.
+        timings: wall seconds per stage (``phase1``, ``phase2``, ``data``, ``total``).
+        run_dir: the run directory (None when not written).
+        config: the config used (with the resolved image size and recipe defaults).
+        info: what ``run.json`` holds (versions, data counts, recipe, selection, ...).
+    """
+
+    model: Any
+    history: dict[str, list]
+    metrics: dict[str, Any]
+    timings: dict[str, float]
+    run_dir: Path | None
+    config: RunConfig
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def select_strategy(mode: str = "auto"):
+    """Picks a tf.distribute strategy.
+
+    ``auto``: MultiWorkerMirroredStrategy when ``TF_CONFIG`` names a cluster, MirroredStrategy
+    with two or more GPUs, else the default (no-op) strategy.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if mode == "multiworker" or (mode == "auto" and os.environ.get("TF_CONFIG")):
+        try:
+            cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster")
+        except json.JSONDecodeError:
+            raise TLKerasError("TF_CONFIG is not valid JSON; see tf.distribute docs for its format") from None
+        if not cluster:
+            raise TLKerasError("distribute=multiworker needs TF_CONFIG with a cluster spec")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if mode == "mirrored" or (mode == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief() -> bool:
+    """Whether this process writes the run directory (the chief, or worker 0 without a chief)."""
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except json.JSONDecodeError:
+        return True
+    task = tf_config.get("task") or {}
+    kind = task.get("type")
+    if kind is None or kind == "chief":
+        return True
+    return kind == "worker" and int(task.get("index", 0)) == 0 and "chief" not in tf_config.get("cluster", {})
+
+
+@contextlib.contextmanager
+def precision_policy(enabled: bool):
+    """Sets the ``mixed_float16`` policy inside the block when ``enabled``, then restores the old one."""
+    if not enabled:
+        yield
+        return
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def train_model(
+    config: RunConfig,
+    data: DataBundle | None = None,
+    *,
+    write: bool = True,
+    callbacks: list | None = None,
+    extra_files: dict[str, Callable[[Path], None]] | None = None,
+    model=None,
+    resume: bool = False,
+) -> TrainResult:
+    """Loads data, builds the model, trains both phases, evaluates, and writes the run directory.
+
+    Args:
+        config: the run's settings (validated here).
+        data: a ready DataBundle (e.g. from :func:`tlkeras.data.from_arrays`); default: load
+            ``config.data.source``.
+        write: write ``<output_dir>/<name>/`` (config.yaml, model.keras, labels.txt,
+            history.json, metrics.json, plots, TensorBoard logs).
+        callbacks: extra Keras callbacks.
+        extra_files: ``{filename: writer(path)}`` for more artifacts in the run directory.
+        model: a prebuilt model to train instead of building one from ``config.model``.
+        resume: continue the interrupted run ``<output_dir>/.<name>.partial`` from its last
+            completed epoch, with the config stored there (only ``output_dir`` and ``name`` of
+            ``config`` are used).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        TLKerasError: for bad input; nothing is left in ``output_dir`` then.
+
+    Side effects: seeds Python, NumPy and TensorFlow from ``config.seed``. The run is assembled
+    in ``<output_dir>/.<name>.partial/`` with a checkpoint after every epoch, and renamed to
+    ``<output_dir>/<name>/`` when complete. If training dies, the partial directory stays (when
+    at least one epoch finished) so ``resume=True`` can continue it; a bad input leaves nothing.
+    """
+    t0 = time.perf_counter()
+    chief = is_chief()
+    stage = _Stage(config, write=write and chief, resume=resume)
+    if resume:
+        config = stage.stored_config()
+    config.validate()
+    keras.utils.set_random_seed(config.seed)
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    size = check_model_config(config.model, config.data.image_size if data is None else data.image_size)
+    if data is None:
+        data = load_data(config.data, size, config.model.head, config.seed)
+    elif data.head != config.model.head:
+        raise TLKerasError(f"the data is labelled for a {data.head} head but model.head is {config.model.head}")
+    config.data.image_size = size
+    per_class = data.num_outputs if data.head == "softmax" else None
+    recipe = apply_recipe_defaults(config, train_count=len(data.train), num_classes=per_class)
+    if config.train.verbose:
+        _say_recipe(recipe)
+    t_data = time.perf_counter() - t0
+
+    strategy = select_strategy(config.train.distribute)
+    with precision_policy(config.train.mixed_precision):
+        if model is None:
+            with strategy.scope():
+                model = build_model(config.model, data.num_outputs, size)
+        with stage.open(config) as run_dir, _worker_scratch(write and not chief, stage, resume) as scratch:
+            log_dir = run_dir / "logs" if run_dir else None
+            # Checkpoint writes run collective ops under MultiWorkerMirroredStrategy, so every
+            # worker must write them; non-chief workers write to a scratch folder (tf.distribute's
+            # documented pattern) that is deleted at the end.
+            checkpoints = run_dir / "checkpoints" if run_dir else scratch
+            fitted = fit_two_phase(
+                model, data, config, log_dir=log_dir, callbacks=callbacks, strategy=strategy, checkpoint_dir=checkpoints,
+                lr_finder_dir=run_dir,
+            )
+            history, timings = fitted
+            split_name, split = data.eval_split
+            metrics = {
+                "val": evaluate_model(model, data.val, data.class_names, data.head, config.data.batch_size),
+                "final_split": split_name,
+                "final": evaluate_model(model, split, data.class_names, data.head, config.data.batch_size),
+            }
+            timings["data"] = t_data
+            timings["total"] = time.perf_counter() - t0
+            info = {
+                "versions": versions(),
+                "data": {
+                    "source": data.source, "train": len(data.train), "val": len(data.val),
+                    "test": len(data.test) if data.test is not None else 0, "skipped": data.skipped,
+                },
+                "feature_cache": uses_feature_cache(config),
+                "trainable_backbone_layers": trainable_backbone_layers(model),
+                "resumed": resume,
+                "recipe": recipe,
+                "selection": fitted.selection,
+                "timings": timings,
+            }
+            if fitted.lr_finder is not None:
+                info["lr_finder"] = fitted.lr_finder
+            metrics["timings"] = timings
+            if run_dir is not None:
+                with atomic_path(run_dir / "model.keras") as tmp:
+                    model.save(tmp)
+                atomic_write_text(run_dir / "labels.txt", "\n".join(data.class_names) + "\n")
+                write_json(run_dir / "history.json", history)
+                write_json(run_dir / "run.json", info)
+                write_reports(run_dir, metrics, data.class_names, data.head, history)
+                for filename, writer in (extra_files or {}).items():
+                    writer(Path(run_dir) / filename)
+                shutil.rmtree(checkpoints, ignore_errors=True)
+            elif scratch is not None:
+                # Saving a MultiWorkerMirroredStrategy model runs collective ops: every worker
+                # must save, or the chief waits forever.
+                scratch.mkdir(parents=True, exist_ok=True)
+                model.save(scratch / "model.keras")
+    return TrainResult(model, history, metrics, timings, stage.final if write and chief else None, config, info)
+
+
+@contextlib.contextmanager
+def _worker_scratch(active: bool, stage: "_Stage", resume: bool):
+    """A temporary folder for a non-chief worker's checkpoints and model (None when inactive).
+
+    On ``resume`` it starts as a copy of the chief's checkpoints (found when the workers share
+    a file system), so every worker continues from the same epoch.
+    """
+    if not active:
+        yield None
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tlkeras-worker-") as tmp:
+        scratch = Path(tmp) / "checkpoints"
+        chief_checkpoints = stage.partial / "checkpoints"
+        if resume and chief_checkpoints.is_dir():
+            shutil.copytree(chief_checkpoints, scratch)
+        yield scratch
+
+
+class _Stage:
+    """The run directory's life cycle: ``.<name>.partial`` while training, ``<name>`` when done."""
+
+    def __init__(self, config: RunConfig, *, write: bool, resume: bool):
+        self.write, self.resume = write, resume
+        if resume and not config.name:
+            raise TLKerasError("--resume needs the --name of the interrupted run")
+        name = config.name or default_run_name(config.model.backbone.replace("hub:", "hub-").split("/")[-1].split("\\")[-1])
+        config.name = name
+        self.final = Path(config.output_dir) / name
+        self.partial = Path(config.output_dir) / f".{name}.partial"
+        ensure_unlocked(self.partial)  # another process is training this run: neither start nor resume
+        if resume:
+            if self.final.exists():
+                raise TLKerasError(f"{self.final} is already complete; nothing to resume")
+            if not (self.partial / "config.yaml").is_file():
+                raise TLKerasError(f"nothing to resume: no interrupted run {self.partial}; start it without --resume")
+        elif write:
+            if self.final.exists():
+                raise TLKerasError(f"{self.final} already exists; choose another --name or remove it")
+            if self.partial.exists():
+                raise TLKerasError(
+                    f"an interrupted run {self.partial} exists; continue it with --resume --name {name} "
+                    f"or remove it"
+                )
+
+    def stored_config(self) -> RunConfig:
+        from tlkeras.config import load_config
+
+        stored = load_config(self.partial / "config.yaml")
+        stored.output_dir, stored.name = str(self.final.parent), self.final.name
+        return stored
+
+    @contextlib.contextmanager
+    def open(self, config: RunConfig):
+        if not self.write:
+            yield None
+            return
+        try:
+            self.partial.mkdir(parents=True, exist_ok=self.resume)
+        except OSError as exc:
+            raise TLKerasError(f"cannot create a run directory under {self.final.parent}: {exc.strerror}") from None
+        with directory_lock(self.partial):  # one process per run directory, released even by kill -9
+            if not self.resume:
+                save_config(config, self.partial / "config.yaml")
+            try:
+                yield self.partial
+            except BaseException:
+                # Keep what a resume can use (a completed epoch); otherwise leave nothing behind.
+                if not any((self.partial / "checkpoints").glob("phase*/state.json")):
+                    shutil.rmtree(self.partial, ignore_errors=True)
+                raise
+            os.replace(self.partial, self.final)
+
+
+def _say_recipe(recipe: dict) -> None:
+    if recipe["defaults"]:
+        shown = ", ".join(f"{k} {v}" for k, v in recipe["defaults"].items())
+        print(f"recipe defaults of the {recipe['family']} family: {shown}", flush=True)
+    if recipe["small_data"]:
+        print(recipe["small_data"], flush=True)
