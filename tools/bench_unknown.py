@@ -50,8 +50,8 @@ def split_known(bundle, holdout: str):
     return data, unknown
 
 
-def run(seed: int, holdout: str, shared: Path, out_dir: Path) -> dict:
-    from tlkeras import DataConfig, ModelConfig, RunConfig, load_data
+def run(seed: int, holdout: str, shared: Path, out_dir: Path, smoke: bool = False) -> dict:
+    from tlkeras import DataConfig, ModelConfig, RunConfig, load_data, train_model
     from tlkeras.core.calibration import calibrate_model, expected_calibration_error, unknown_rejection
     from tlkeras.core.metrics import predict
     from tlkeras.explain.gradcam import gradcam_overlays
@@ -59,12 +59,15 @@ def run(seed: int, holdout: str, shared: Path, out_dir: Path) -> dict:
     from tlkeras.runs import write_json
     from tlkeras.train.run import train_model
 
-    full = load_data(DataConfig(source=str(shared / "data" / "flowers5"), image_size=224), 224, seed=seed)
+    size = 96 if smoke else 224
+    full = load_data(DataConfig(source=str(shared / "data" / "flowers5"), image_size=size), size, seed=seed)
     data, unknown = split_known(full, holdout)
     weights = str(shared / "weights" / "mobilenet_v2_1.0_224_imagenet_no_top.h5")
-    config = RunConfig(data=DataConfig(image_size=224), model=ModelConfig(backbone="mobilenet_v2", alpha=1.0, weights=weights),
+    config = RunConfig(data=DataConfig(image_size=size), model=ModelConfig(backbone="mobilenet_v2", alpha=1.0, weights=weights),
                        seed=seed, output_dir=str(out_dir), name=f"unknown-{holdout}-{seed}")
     config.train.verbose = 0
+    if smoke:  # checks the tool end to end in a minute; not a measurement
+        config.train.phase1_epochs, config.train.phase2_epochs = 1, 1
     t0 = time.perf_counter()
     result = train_model(config, data=data)
     train_s = time.perf_counter() - t0
@@ -98,29 +101,35 @@ def run(seed: int, holdout: str, shared: Path, out_dir: Path) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    cols = [("seed", "d"), ("test_accuracy", ".3f"), ("temperature", ".2f"), ("test_ece_before", ".3f"),
+    cols = [("holdout", "s"), ("seed", "d"), ("test_accuracy", ".3f"), ("temperature", ".2f"), ("test_ece_before", ".3f"),
             ("test_ece_after", ".3f"), ("unknown_threshold", ".3f"), ("unknown_known_recall", ".3f"),
             ("unknown_auroc", ".3f"), ("unknown_false_accept_rate", ".3f"), ("report_s", ".1f"), ("report_gradcam_s", ".1f")]
     head = "| " + " | ".join(c for c, _ in cols) + " |\n|" + "---|" * len(cols) + "\n"
     body = "".join("| " + " | ".join(format(r[c], f) for c, f in cols) + " |\n" for r in rows)
-    mean = "| mean | " + " | ".join(format(statistics.mean(r[c] for r in rows), f) for c, f in cols[1:]) + " |\n"
-    return head + body + mean
+    means = ""
+    for holdout in dict.fromkeys(r["holdout"] for r in rows):
+        group = [r for r in rows if r["holdout"] == holdout]
+        means += f"| {holdout} | mean | " + " | ".join(format(statistics.mean(r[c] for r in group), f) for c, f in cols[2:]) + " |\n"
+    return head + body + means
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--holdout", default="tulip")
+    parser.add_argument("--holdout", nargs="+", default=["tulip"], help="classes to hold out, one at a time")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "unknown.json")
+    parser.add_argument("--smoke", action="store_true", help="96 px, one epoch per phase: checks the tool, measures nothing")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-unknown-") as tmp:
-        for seed in args.seeds:
-            rows.append(run(seed, args.holdout, args.shared, Path(tmp)))
+        for holdout in args.holdout:
+            for seed in args.seeds:
+                rows.append(run(seed, holdout, args.shared, Path(tmp), args.smoke))
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "known_classes"}), flush=True)
     result = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load": os.getloadavg()}, "rows": rows}
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    if not args.smoke:
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(table(rows))
 
 
