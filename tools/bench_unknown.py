@@ -57,7 +57,6 @@ def run(seed: int, holdout: str, shared: Path, out_dir: Path, smoke: bool = Fals
     from tlkeras.explain.gradcam import gradcam_overlays
     from tlkeras.report.html import examples_from, write_run_report
     from tlkeras.runs import write_json
-    from tlkeras.train.run import train_model
 
     size = 96 if smoke else 224
     full = load_data(DataConfig(source=str(shared / "data" / "flowers5"), image_size=size), size, seed=seed)
