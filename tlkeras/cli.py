@@ -1,15 +1,25 @@
 """Shared command-line plumbing: dataclass fields become flags, errors become one line.
 
 Every CLI (``python -m tlkeras.train``, ``... .evaluate``, ...) is a thin layer: it parses flags
-into the same config dataclasses the Python API takes and calls the library. Bad input raises
-:class:`~tlkeras.errors.TLKerasError`, which :func:`run` prints as ``<prog>: error: <message>`` on
-one line of stderr, exiting 2 without a traceback.
+into the same option dataclasses the Python API takes (:func:`add_option_flags`,
+:func:`add_config_flags`) and calls the library. :func:`run` maps every failure the same way:
+
+- :class:`~tlkeras.errors.TLKerasError` (and its typed subclasses): ``<prog>: error: <message>`` on
+  one line of stderr, exit code ``error.exit_code`` (2; 3 for a failed export gate);
+- a command line the parser rejects: one line (not the whole usage), exit code 2
+  (:class:`ArgumentParser`);
+- Ctrl-C: one line, exit code 130;
+- a full disk, an unreadable file, text that is not UTF-8, memory exhaustion: one line, exit
+  code 2.
+
+Importing this module does not import TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import os
 import re
@@ -18,12 +28,32 @@ import typing
 import warnings
 from typing import Any, Callable, Sequence
 
-from tlkeras.errors import TLKerasError
+from tlkeras.errors import DiskFullError, TLKerasError, UsageError
 
-__all__ = ["add_config_flags", "config_from_args", "run", "quiet_tensorflow"]
+__all__ = [
+    "ArgumentParser",
+    "add_config_flags",
+    "add_option_flags",
+    "options_from_args",
+    "config_from_args",
+    "run",
+    "quiet_tensorflow",
+]
 
 # Flags whose name differs from the field's.
 _FLAG_NAMES = {("data", "source"): "data"}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``argparse.ArgumentParser`` whose errors are one line, not the whole usage.
+
+    ``error()`` raises :class:`~tlkeras.errors.UsageError` (which :func:`run` prints as one line
+    with exit code 2) instead of printing the 30-line usage and exiting. Subcommand parsers
+    inherit the class. ``--help`` still prints the full help and exits 0.
+    """
+
+    def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
+        raise UsageError(f"{message}; see {self.prog} --help")
 
 
 def _field_help(cls) -> dict[str, str]:
@@ -37,15 +67,95 @@ def _field_help(cls) -> dict[str, str]:
         if stripped == "Attributes:":
             in_attrs = True
             continue
-        if not in_attrs:
+        if not in_attrs or not stripped:
             continue
         match = re.match(r"^(\w+): (.*)$", stripped)
         if match and line.startswith(" " * 8) and not line.startswith(" " * 12):
             current = match.group(1)
             helps[current] = match.group(2)
-        elif stripped and current:
+        elif current:
             helps[current] += " " + stripped
     return {k: v.replace("%", "%%") for k, v in helps.items()}
+
+
+def _sequence(kind: type, flag: str) -> Callable[[str], tuple]:
+    """An argparse type for tuple fields: comma-separated values of ``kind``."""
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(p) for p in re.split(r"[,\s]+", text.strip()) if p)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes comma-separated {kind.__name__} values, got {text!r}") from None
+
+    return parse
+
+
+def add_option_flags(
+    parser: argparse.ArgumentParser,
+    cls,
+    *,
+    title: str | None = None,
+    dest_prefix: str = "",
+    flag_prefix: str | None = None,
+    names: dict[str, str] | None = None,
+    skip: Sequence[str] = (),
+    list_nargs: str = "+",
+) -> None:
+    """Adds one flag per field of the options dataclass ``cls``; help comes from its docstring.
+
+    A field ``foo_bar`` becomes ``--foo-bar`` (``names`` renames fields); bool fields get
+    ``--x/--no-x``; ``list[T]`` fields take several values; ``tuple[T, ...]`` fields take one
+    comma-separated value. Flags default to "not given" (``argparse.SUPPRESS``), so only explicit
+    flags land in the namespace, under ``dest_prefix + field``. A flag the parser already has
+    (e.g. ``--batch-size`` of the run config) is renamed ``--<flag_prefix>-<field>``.
+
+    Side effects: adds an argument group (``title``) to ``parser``.
+    """
+    names = names or {}
+    group = parser.add_argument_group(title or f"{cls.__name__} options")
+    helps = _field_help(cls)
+    hints = typing.get_type_hints(cls)
+    taken = set(parser._option_string_actions)  # noqa: SLF001 - argparse has no public lookup
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + names.get(f.name, f.name).replace("_", "-")
+        if flag in taken and flag_prefix:
+            flag = f"--{flag_prefix}-{f.name.replace('_', '-')}"
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        kwargs: dict[str, Any] = {"dest": dest_prefix + f.name, "default": argparse.SUPPRESS,
+                                  "help": f"{helps.get(f.name, '')} (default: {shown})"}
+        hint = hints[f.name]
+        inner = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        origin = typing.get_origin(hint)
+        if hint is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        elif origin is list:
+            kind = typing.get_args(hint)[0]
+            group.add_argument(flag, nargs=list_nargs, type=kind, metavar=kind.__name__.upper(), **kwargs)
+        elif origin is tuple:
+            kind = typing.get_args(hint)[0]
+            group.add_argument(flag, type=_sequence(kind, flag), metavar=f"{kind.__name__.upper()},...", **kwargs)
+        else:
+            kind = inner[0] if inner[0] in (int, float) else str
+            group.add_argument(flag, type=kind, metavar=kind.__name__.upper(), **kwargs)
+
+
+def options_from_args(args: argparse.Namespace, cls, *, dest_prefix: str = "", **fixed):
+    """Builds ``cls`` from the flags :func:`add_option_flags` added (only those given) plus ``fixed``.
+
+    Calls ``validate()`` when the class has one, so a bad value fails before any work starts.
+    """
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {dest[len(dest_prefix):]: value for dest, value in vars(args).items()
+              if dest.startswith(dest_prefix) and dest[len(dest_prefix):] in fields}
+    values.update(fixed)
+    options = cls(**values)
+    validate = getattr(options, "validate", None)
+    if callable(validate):
+        options = validate() or options
+    return options
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -56,27 +166,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     from tlkeras.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
     parser.add_argument("--config", metavar="YAML", help="a run config YAML (e.g. runs/<name>/config.yaml); flags override it")
-    for section, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig), (None, RunConfig)):
-        group = parser.add_argument_group(f"{section} options" if section else "run options")
-        helps = _field_help(cls)
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if section is None and f.name in ("data", "model", "train"):
-                continue
-            flag = "--" + _FLAG_NAMES.get((section, f.name), f.name).replace("_", "-")
-            dest = f"{section}.{f.name}" if section else f.name
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            text = f"{helps.get(f.name, '')} (default: {default})"
-            hint = hints[f.name]
-            kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": text}
-            if hint is bool:
-                group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
-            elif typing.get_origin(hint) is list:
-                group.add_argument(flag, nargs="*", type=int, metavar="N", **kwargs)
-            else:
-                inner = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-                kind = inner[0] if inner[0] in (int, float) else str
-                group.add_argument(flag, type=kind, metavar=kind.__name__.upper(), **kwargs)
+    for section, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
+        renames = {name: flag for (sec, name), flag in _FLAG_NAMES.items() if sec == section}
+        add_option_flags(parser, cls, title=f"{section} options", dest_prefix=f"{section}.", names=renames, list_nargs="*")
+    add_option_flags(parser, RunConfig, title="run options", skip=("data", "model", "train"))
 
 
 def config_from_args(args: argparse.Namespace):
@@ -90,7 +183,8 @@ def config_from_args(args: argparse.Namespace):
             continue
         section, _, name = dest.partition(".")
         if name:
-            values[section][name] = value
+            if section in ("data", "model", "train"):
+                values[section][name] = value
         elif dest in values:
             values[dest] = value
     return config_from_dict(values)
@@ -138,26 +232,66 @@ def quiet_tensorflow() -> None:
 
     def one_line(message, category, filename, lineno, file=None, line=None):
         if category is UserWarning and "tlkeras" in str(filename):
-            print(f"tlkeras: warning: {message}", file=sys.stderr)
+            print(f"tlkeras: warning: {' '.join(str(message).splitlines())}", file=sys.stderr)
 
     warnings.showwarning = one_line
 
 
-def run(prog: str, main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Runs a CLI ``main``; maps TLKerasError and Ctrl-C to one stderr line and an exit code."""
-    quiet_tensorflow()
+def _fail(prog: str, message: str, code: int) -> int:
+    print(f"{prog}: error: {' '.join(str(message).splitlines())}", file=sys.stderr)
+    return code
+
+
+def run(
+    prog: str,
+    main: Callable[[Sequence[str] | None], int | None],
+    argv: Sequence[str] | None = None,
+    *,
+    interrupted: str = "interrupted; nothing half-written was kept, run the same command again",
+) -> int:
+    """Runs a CLI ``main`` and maps every expected failure to one stderr line and an exit code.
+
+    Args:
+        prog: the name printed before ``error:`` (``tlkeras.train``).
+        main: parses ``argv`` and does the work; returns an exit code (None: 0).
+        argv: the arguments (None: ``sys.argv[1:]``).
+        interrupted: what Ctrl-C prints after ``<prog>: `` (say how to continue).
+
+    Returns:
+        0 on success, ``error.exit_code`` for a :class:`~tlkeras.errors.TLKerasError` (2; 3 for a
+        failed export gate), 2 for an OS-level problem (missing permission, full disk, non-UTF-8
+        text, out of memory), 130 on Ctrl-C. Anything else is a bug and keeps its traceback.
+    """
+    from tlkeras.runs import disk_full_message
+
     try:
+        quiet_tensorflow()
         return int(main(argv) or 0)
     except TLKerasError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(prog, str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; a run with a finished epoch continues with --resume --name <name>", file=sys.stderr)
+        print(f"{prog}: {interrupted}", file=sys.stderr)
         return 130
+    except UnicodeError as exc:
+        where = f" ({exc.reason} at byte {exc.start})" if isinstance(exc, UnicodeDecodeError) else ""
+        return _fail(prog, f"a text input (YAML, CSV, labels.txt or a file name) is not valid UTF-8{where}; "
+                           f"re-save it as UTF-8 or rename the file", 2)
+    except MemoryError:
+        return _fail(prog, "out of memory; lower --batch-size or --image-size, or use fewer images", 2)
     except OSError as exc:
+        full = disk_full_message(exc)
+        if full:
+            return _fail(prog, full, DiskFullError.exit_code)
         if exc.errno is None:
             raise
-        # A full disk or a permissions problem is not a bug in tlkeras: say what and where.
+        # A permissions problem or a vanished file is not a bug in tlkeras: say what and where.
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"{prog}: error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 1
+        hint = {errno.EACCES: "; check its permissions", errno.EPERM: "; check its permissions",
+                errno.ENOENT: "; check the path", errno.EISDIR: "; pass a file, not a folder",
+                errno.ENOTDIR: "; pass a folder, not a file"}.get(exc.errno, "")
+        return _fail(prog, f"{exc.strerror or exc}{where}{hint}", 2)
+    except Exception as exc:  # noqa: BLE001 - only TensorFlow's disk-full errors are caught here
+        full = disk_full_message(exc)
+        if full is None:
+            raise
+        return _fail(prog, full, DiskFullError.exit_code)

@@ -8,14 +8,16 @@ from a YAML file (``--config run.yaml``); every run directory stores the full co
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tlkeras.errors import TLKerasError
+from tlkeras.errors import ConfigError, TLKerasError  # noqa: F401  (TLKerasError: documented base)
 
 __all__ = [
     "DataConfig",
@@ -26,15 +28,40 @@ __all__ = [
     "save_config",
     "config_from_dict",
     "config_to_dict",
+    "read_yaml",
 ]
 
 AUGMENT_PRESETS = ("off", "light", "strong")
 HEADS = ("softmax", "sigmoid", "regression")
 
+# Limits that keep a typo (or a hostile config) from asking for terabytes of memory.
+MAX_IMAGE_SIZE = 2048  # pixels per side; pretrained backbones use 224-600
+MAX_BATCH_SIZE = 65536
+MAX_HIDDEN_UNITS = 65536
+MAX_EPOCHS = 100_000
+MAX_SEED = 2**32 - 1  # NumPy and TensorFlow seeds are unsigned 32-bit
+MAX_YAML_BYTES = 1 << 20  # a config or search-space file is a few hundred bytes
+MAX_YAML_NODES = 100_000  # after expanding aliases: stops "billion laughs" files
+
 
 def _choice(value: str, allowed: tuple[str, ...], key: str) -> None:
     if value not in allowed:
-        raise TLKerasError(f"{key}={value!r} is not valid; choose one of {', '.join(allowed)}")
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of {', '.join(allowed)}")
+
+
+def _number(value, key: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+            high_open: bool = False, hint: str = "") -> None:
+    """Checks that ``value`` is a finite number in the given range (NaN and inf never pass)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "" if low is None else (f"> {low:g}" if low_open else f">= {low:g}")
+        hi = "" if high is None else (f"< {high:g}" if high_open else f"<= {high:g}")
+        rule = " and ".join(r for r in (lo, hi) if r) or "a finite number"
+        raise ConfigError(f"{key} must be a finite number {rule}{hint}, got {value!r}".replace("number a finite number", "number"))
 
 
 @dataclass
@@ -83,15 +110,26 @@ class DataConfig:
         _choice(self.on_corrupt, ("skip", "error"), "on_corrupt")
         _choice(self.class_weight, ("auto", "balanced", "none"), "class_weight")
         if self.batch_size is not None and self.batch_size < 1:
-            raise TLKerasError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.batch_size is not None and self.batch_size > MAX_BATCH_SIZE:
+            raise ConfigError(f"batch_size must be at most {MAX_BATCH_SIZE}, got {self.batch_size}; use 16-256")
         if self.image_size is not None and self.image_size < 1:
-            raise TLKerasError(f"image_size must be a positive number of pixels, got {self.image_size}")
+            raise ConfigError(f"image_size must be a positive number of pixels, got {self.image_size}")
+        if self.image_size is not None and self.image_size > MAX_IMAGE_SIZE:
+            raise ConfigError(
+                f"image_size {self.image_size} is too large (at most {MAX_IMAGE_SIZE} px); pretrained "
+                f"backbones use 224-600 px, so pick e.g. --image-size 224"
+            )
         for key in ("val_fraction", "test_fraction"):
             value = getattr(self, key)
             if not 0.0 <= value < 1.0:
-                raise TLKerasError(f"{key} must be in [0, 1), got {value}")
+                raise ConfigError(f"{key} must be in [0, 1), got {value}")
         if self.val_fraction + self.test_fraction >= 1.0:
-            raise TLKerasError("val_fraction + test_fraction must leave some images for training")
+            raise ConfigError("val_fraction + test_fraction must leave some images for training")
+        if self.split_seed is not None and not 0 <= self.split_seed <= MAX_SEED:
+            raise ConfigError(f"split_seed must be in [0, {MAX_SEED}], got {self.split_seed}")
+        if self.source is not None and "\0" in str(self.source):
+            raise ConfigError("source contains a NUL character; pass a real path")
 
 
 @dataclass
@@ -119,9 +157,13 @@ class ModelConfig:
     def validate(self) -> None:
         _choice(self.head, HEADS, "head")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
-            raise TLKerasError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if any(int(u) < 1 for u in self.hidden_units):
-            raise TLKerasError(f"hidden_units must be positive, got {self.hidden_units}")
+            raise ConfigError(f"hidden_units must be positive, got {self.hidden_units}")
+        if any(int(u) > MAX_HIDDEN_UNITS for u in self.hidden_units) or len(self.hidden_units) > 64:
+            raise ConfigError(f"hidden_units asks for too large a head (at most 64 layers of {MAX_HIDDEN_UNITS}); use e.g. --hidden-units 256")
+        if self.alpha is not None:
+            _number(self.alpha, "alpha", low=0.0, high=4.0, low_open=True, hint=" (MobileNet widths are 0.25-1.4)")
 
 
 @dataclass
@@ -208,9 +250,15 @@ class TrainConfig:
         _choice(self.feature_cache, ("auto", "on", "off"), "feature_cache")
         _choice(self.distribute, ("auto", "none", "mirrored", "multiworker"), "distribute")
         if self.phase1_epochs < 0 or self.phase2_epochs < 0:
-            raise TLKerasError("phase1_epochs and phase2_epochs must be >= 0")
-        if self.phase1_lr <= 0:
-            raise TLKerasError(f"phase1_lr must be > 0, got {self.phase1_lr}")
+            raise ConfigError("phase1_epochs and phase2_epochs must be >= 0")
+        if max(self.phase1_epochs, self.phase2_epochs) > MAX_EPOCHS:
+            raise ConfigError(f"phase1_epochs and phase2_epochs must be at most {MAX_EPOCHS}; early stopping ends long runs anyway")
+        _number(self.phase1_lr, "phase1_lr", low=0.0, high=10.0, low_open=True, hint=" (e.g. 0.003)")
+        if self.warmup_epochs is not None:
+            _number(self.warmup_epochs, "warmup_epochs", low=0.0, high=MAX_EPOCHS, hint=" (epochs of phase 2; 0 turns it off)")
+        _number(self.weight_decay, "weight_decay", low=0.0, high=1.0, hint=" (e.g. 0.0001)")
+        if self.early_stopping_patience < 0:
+            raise ConfigError(f"early_stopping_patience must be >= 0 (0: off), got {self.early_stopping_patience}")
         if self.batchnorm is not None:
             _choice(self.batchnorm, ("frozen", "train"), "batchnorm")
         if not self.select_metric.startswith("val_"):
@@ -218,14 +266,14 @@ class TrainConfig:
         if self.warmup_epochs is not None and self.warmup_epochs < 0:
             raise TLKerasError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.phase2_lr_factor is not None and not 0.0 < self.phase2_lr_factor < 1.0:
-            raise TLKerasError(
+            raise ConfigError(
                 f"phase2_lr_factor must be in (0, 1) so fine-tuning uses a lower learning rate, "
                 f"got {self.phase2_lr_factor}"
             )
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise TLKerasError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.feature_cache_views < 1:
-            raise TLKerasError("feature_cache_views must be >= 1")
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 1 <= self.feature_cache_views <= 64:
+            raise ConfigError(f"feature_cache_views must be in [1, 64], got {self.feature_cache_views}")
         if self.unfreeze is not None:
             parse_unfreeze(self.unfreeze)
 
@@ -238,7 +286,7 @@ def parse_unfreeze(spec: str) -> tuple[str, int]:
     kind, _, count = spec.partition(":")
     if kind in ("layers", "blocks") and count.isdigit() and int(count) > 0:
         return kind, int(count)
-    raise TLKerasError(
+    raise ConfigError(
         f"unfreeze={spec!r} is not valid; use layers:N, blocks:N (N >= 1), all or none"
     )
 
@@ -265,9 +313,16 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         """Checks every section; raises TLKerasError naming the bad key. Returns self."""
+        from tlkeras.runs import check_run_name
+
         self.data.validate()
         self.model.validate()
         self.train.validate()
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be in [0, {MAX_SEED}], got {self.seed}; pass e.g. --seed 42")
+        check_run_name(self.name)
+        if not str(self.output_dir).strip() or "\0" in str(self.output_dir):
+            raise ConfigError(f"output_dir {self.output_dir!r} is not a usable folder path; pass e.g. --output-dir runs")
         return self
 
 
@@ -287,7 +342,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if value is None:
         if type(None) in args or hint is Any:
             return None
-        raise TLKerasError(f"{key} must not be empty")
+        raise ConfigError(f"{key} must not be empty")
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key)
@@ -295,7 +350,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if isinstance(value, str):
             value = [v for v in value.replace(",", " ").split() if v]
         if not isinstance(value, (list, tuple)):
-            raise TLKerasError(f"{key} must be a list, got {value!r}")
+            raise ConfigError(f"{key} must be a list, got {value!r}")
         return [_coerce(v, args[0], key) for v in value]
     try:
         if hint is bool:
@@ -315,14 +370,14 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return float(value)
         if hint is str:
             return str(value)
-    except (TypeError, ValueError):
-        raise TLKerasError(f"{key} must be of type {getattr(hint, '__name__', hint)}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{key} must be of type {getattr(hint, '__name__', hint)}, got {value!r}") from None
     return value
 
 
 def _fill(cls, values: dict[str, Any], prefix: str):
     if not isinstance(values, dict):
-        raise TLKerasError(f"{prefix or 'config'} must be a mapping, got {type(values).__name__}")
+        raise ConfigError(f"{prefix or 'config'} must be a mapping of keys to values, got {type(values).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
@@ -332,7 +387,7 @@ def _fill(cls, values: dict[str, Any], prefix: str):
         key = unknown[0]
         close = difflib.get_close_matches(key, sorted(known), n=1)
         hint = f"; did you mean {prefix}{close[0]}?" if close else f"; known keys: {', '.join(sorted(known))}"
-        raise TLKerasError(f"unknown config key {prefix}{key}{hint}")
+        raise ConfigError(f"unknown config key {prefix}{key}{hint}")
     kwargs = {}
     for name, value in values.items():
         if name in _SECTIONS and cls is RunConfig:
@@ -351,22 +406,81 @@ def config_from_dict(values: dict[str, Any]) -> RunConfig:
     return _fill(RunConfig, values or {}, "").validate()
 
 
-def load_config(path: str | os.PathLike) -> RunConfig:
-    """Reads a YAML config with the safe loader and validates it.
+def read_yaml(path: str | os.PathLike, what: str = "config file") -> Any:
+    """Reads a small YAML file with the safe loader, refusing what would hang or exhaust memory.
 
     Raises:
-        TLKerasError: if the file is missing, not YAML, or holds unknown or invalid keys.
+        ConfigError: a missing path, a folder, a file over 1 MiB, text that is not UTF-8, invalid
+            YAML, or aliases that expand to more than 100,000 nodes ("billion laughs").
     """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; pass the YAML file itself (e.g. {path}/config.yaml)")
     try:
-        with open(path, encoding="utf-8") as fh:
-            values = yaml.safe_load(fh)
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_YAML_BYTES + 1)
     except FileNotFoundError:
-        raise TLKerasError(f"config file {path} does not exist") from None
+        raise ConfigError(f"{what} {path} does not exist; check the path") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}; check the path and its permissions") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"{what} {path} is larger than {MAX_YAML_BYTES >> 20} MiB; a config is a few lines of YAML, pass the right file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is None:
+            return None
+        _check_expansion(node, path, what)
+        loader = yaml.SafeLoader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise TLKerasError(f"config file {path} is not valid YAML{where}; fix the syntax") from None
-    return config_from_dict(values or {})
+        raise ConfigError(f"{what} {path} is not valid YAML{where}; fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {path} is nested too deeply; a config has two levels (section: key: value)") from None
+
+
+def _check_expansion(root: yaml.Node, path: Path, what: str) -> None:
+    """Counts the nodes the YAML expands to (aliases counted at every use) without expanding."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if depth > 50:
+            raise ConfigError(f"{what} {path} is nested more than 50 levels deep; a config has two levels (section: key: value)")
+        sizes[id(node)] = 1  # a node that refers to itself counts once
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        if total > MAX_YAML_NODES:
+            raise ConfigError(
+                f"{what} {path} expands to more than {MAX_YAML_NODES:,} values through its aliases (&/*); "
+                f"write the values out instead of nesting aliases"
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    """Reads a YAML config with the safe loader (see :func:`read_yaml`) and validates it.
+
+    Raises:
+        ConfigError: if the file is missing, a folder, not UTF-8, not YAML, too large, or holds
+            unknown or invalid keys.
+    """
+    return config_from_dict(read_yaml(path, "config file") or {})
 
 
 def save_config(config: RunConfig, path: str | os.PathLike) -> None:

@@ -9,6 +9,7 @@ crash never leaves a half-written run directory behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from tlkeras.errors import TLKerasError
+from tlkeras.errors import DataError, DiskFullError, RunDirectoryError
 
 __all__ = [
     "atomic_write_text",
@@ -28,7 +29,52 @@ __all__ = [
     "staged_directory",
     "default_run_name",
     "read_labels",
+    "check_run_name",
+    "directory_lock",
+    "ensure_unlocked",
+    "disk_full_message",
 ]
+
+# errno values (and the texts TensorFlow's C++ file layer uses) that mean "the disk is full".
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def disk_full_message(exc: BaseException) -> str | None:
+    """One line saying what to do when ``exc`` means a full disk or quota, else None.
+
+    Recognizes ``OSError`` (ENOSPC, EDQUOT, EFBIG: a file-size limit) and TensorFlow's errors,
+    which carry only the C library's text.
+    """
+    where = getattr(exc, "filename", None)
+    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+        reason = exc.strerror or "no space left"
+    else:
+        text = str(exc)
+        reason = next((t for t in _FULL_TEXTS if t in text), None)
+        if reason is None:
+            return None
+    place = f" writing {where}" if where else ""
+    return (f"the disk is full ({reason}{place}); nothing half-written was kept: free some space "
+            f"(or pick another --output-dir) and run the command again")
+
+
+def check_run_name(name: str | None, flag: str = "--name") -> None:
+    """Refuses a run name that is not exactly one path component.
+
+    Raises:
+        RunDirectoryError: ``..``, ``.``, a name with ``/`` or ``\\``, a leading dot (hidden
+            names are the partial directories'), control characters, or over 200 characters.
+    """
+    if name is None:
+        return
+    text = str(name)
+    if (not text.strip() or text in (".", "..") or "/" in text or "\\" in text or text.startswith(".")
+            or any(ord(c) < 32 or ord(c) == 127 for c in text) or len(text) > 200):
+        raise RunDirectoryError(
+            f"{flag} {text!r} is not a plain folder name; use letters, digits, '-', '_' or '.' "
+            f"without '/', leading dots or '..' (the run goes under --output-dir)"
+        )
 
 
 @contextlib.contextmanager
@@ -46,6 +92,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except Exception as exc:
+        full = disk_full_message(exc)
+        if full:
+            raise DiskFullError(full) from None
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             if os.path.isdir(tmp):
@@ -91,8 +142,13 @@ def read_labels(run_dir: str | os.PathLike) -> list[str]:
     """Returns the class names stored in ``<run_dir>/labels.txt`` (one per line)."""
     path = Path(run_dir) / "labels.txt"
     if not path.is_file():
-        raise TLKerasError(f"{run_dir} has no labels.txt; is it a tlkeras run directory?")
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
+        raise RunDirectoryError(f"{run_dir} has no labels.txt; pass a run directory written by tlkeras.train")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text (byte {exc.start}); re-save it as UTF-8, one class name per line") from None
+    # "\n" only: str.splitlines() would also split on \x1c, \u2028 ..., which a class name may hold.
+    return [line.rstrip("\r") for line in text.split("\n") if line.rstrip("\r")]
 
 
 def default_run_name(prefix: str) -> str:
@@ -106,22 +162,75 @@ def staged_directory(final: str | os.PathLike, overwrite: bool = False) -> Itera
     """Yields a temporary directory that becomes ``final`` when the block succeeds.
 
     Raises:
-        TLKerasError: if ``final`` exists (and ``overwrite`` is False) or its parent is not
+        RunDirectoryError: if ``final`` exists (and ``overwrite`` is False) or its parent is not
             writable.
     """
     final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise RunDirectoryError(f"{final} is a file, not a folder; pass a folder path (or remove the file)")
     if final.exists() and not overwrite:
-        raise TLKerasError(f"{final} already exists; choose another --name or remove it")
+        raise RunDirectoryError(f"{final} already exists; choose another --name or remove it")
+    # Parents created here are removed again on failure, so a failed write leaves no empty folder.
+    created = [p for p in [final.parent, *final.parent.parents] if not p.exists()]
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     except OSError as exc:
-        raise TLKerasError(f"cannot create a run directory under {final.parent}: {exc.strerror}") from None
+        _remove_empty(created)
+        raise RunDirectoryError(f"cannot create a directory under {final.parent}: {exc.strerror}; choose a writable folder") from None
     try:
-        yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with directory_lock(tmp):
+            yield tmp
+            if final.exists():
+                ensure_unlocked(final)
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
+        full = disk_full_message(exc) if isinstance(exc, Exception) else None
+        if full:
+            raise DiskFullError(full) from None
+        raise
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+@contextlib.contextmanager
+def directory_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Holds an exclusive advisory lock on the directory ``path`` while the block runs.
+
+    The lock (``flock`` on the directory itself, so no lock file is left behind) is released when
+    the block ends or the process dies, even by ``kill -9``. It survives renaming the directory.
+
+    Raises:
+        RunDirectoryError: another process holds the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks, no protection
+        yield
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirectoryError(
+                f"{path} is in use by another tlkeras process; wait for it to finish (or stop it) "
+                f"before resuming, or choose another --name"
+            ) from None
+        yield
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        os.close(fd)
+
+
+def ensure_unlocked(path: str | os.PathLike) -> None:
+    """Raises RunDirectoryError if another process holds :func:`directory_lock` on ``path``."""
+    if Path(path).is_dir():
+        with directory_lock(path):
+            pass

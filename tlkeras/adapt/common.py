@@ -78,14 +78,12 @@ def _image_paths(source: Path) -> list[Path]:
             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
         )
     if source.suffix.lower() == ".csv":
-        import csv
+        from tlkeras.core.paths import read_csv_rows, resolve_inside
 
-        with open(source, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh))
-        if rows and "path" not in rows[0]:
-            raise TLKerasError(f"CSV {source} needs a 'path' column listing the unlabelled images")
-        return [(source.parent / r["path"]).resolve() if not os.path.isabs(r["path"]) else Path(r["path"]) for r in rows]
-    raise TLKerasError(f"{source} is neither a folder of images nor a .csv file of paths")
+        # The same checks as a labelled CSV: UTF-8, a path column, paths contained in its folder.
+        rows = read_csv_rows(source, ("path",), what="unlabelled-images CSV")
+        return [resolve_inside(source.parent, r["path"] or "", source=source) for r in rows]
+    raise TLKerasError(f"{source} is neither a folder of images nor a .csv file of paths; pass one of those")
 
 
 def load_unlabeled(source, image_size: int, *, what: str = "unlabeled", on_corrupt: str = "skip") -> np.ndarray:

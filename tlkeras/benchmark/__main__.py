@@ -7,7 +7,6 @@ Prints a Markdown table and writes ``benchmark.md``, ``benchmark.json`` and
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from typing import Sequence
 
@@ -19,44 +18,24 @@ __all__ = ["main", "build_parser"]
 def build_parser() -> argparse.ArgumentParser:
     from tlkeras.benchmark.bundle import BenchmarkOptions
 
-    defaults = BenchmarkOptions()
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m tlkeras.benchmark",
         description="Time every variant of an exported bundle on LiteRT (XNNPACK) with 1 and N threads; "
         "report file size, gzipped size, latency p50/p90, accuracy and agreement with Keras.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("bundle", help="a bundle directory written by tlkeras.export, e.g. export/<name>")
-    parser.add_argument("--threads", default=None, help="comma-separated thread counts (default: 1 and all CPU cores)")
-    parser.add_argument("--iterations", type=int, default=defaults.iterations, help="timed invoke() calls per variant and thread count")
-    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed invoke() calls first")
-    parser.add_argument("--rounds", type=int, default=defaults.rounds, help="round-robin rounds the iterations are split into")
-    parser.add_argument("--variants", default=None, help="comma-separated variants to time (default: all in the bundle)")
+    cli.add_option_flags(parser, BenchmarkOptions, title="timing options")
     parser.add_argument("--output-dir", default=None, help="where to write benchmark.md/.json/.png (default: the bundle)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     return parser
-
-
-def _ints(text: str, flag: str) -> tuple[int, ...]:
-    from tlkeras.errors import TLKerasError
-
-    try:
-        return tuple(int(p) for p in re.split(r"[,\s]+", text.strip()) if p)
-    except ValueError:
-        raise TLKerasError(f"{flag} takes comma-separated whole numbers, got {text!r}") from None
 
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from tlkeras.benchmark.bundle import BenchmarkOptions, benchmark_bundle, format_markdown, write_benchmark
 
-    options = BenchmarkOptions(
-        threads=_ints(args.threads, "--threads") if args.threads else (),
-        iterations=args.iterations,
-        warmup=args.warmup,
-        rounds=args.rounds,
-        variants=tuple(v for v in re.split(r"[,\s]+", args.variants) if v) if args.variants else (),
-    )
+    options = cli.options_from_args(args, BenchmarkOptions)
     result = benchmark_bundle(args.bundle, options)
     print(format_markdown(result))
     if not args.no_write:

@@ -13,7 +13,6 @@ frame) become RGB; EXIF orientation is applied.
 
 from __future__ import annotations
 
-import csv
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from tlkeras.config import DataConfig
+from tlkeras.core.paths import check_class_names, read_csv_rows, resolve_inside
 from tlkeras.errors import TLKerasError
 
 __all__ = [
@@ -268,6 +268,7 @@ def _load_folder(root: Path, config: DataConfig, size: int, head: str, seed: int
 
 
 def _check_classes(class_names: list[str], where) -> None:
+    check_class_names(class_names, where)  # they become lines of labels.txt
     if len(class_names) < 2:
         raise TLKerasError(
             f"{where} has only one class ({class_names[0]!r}); a classifier needs at least two "
@@ -297,32 +298,10 @@ def _take(split: Split, index: np.ndarray) -> Split:
 # CSV
 
 
-def resolve_inside(base: Path, value: str) -> Path:
-    """Resolves a relative path against ``base``, refusing paths that climb out of it."""
-    candidate = Path(value).expanduser()
-    if candidate.is_absolute():
-        return candidate  # the user asked for this file on purpose
-    resolved = (base / candidate).resolve()
-    if base.resolve() not in resolved.parents and resolved != base.resolve():
-        raise TLKerasError(
-            f"path {value!r} in the CSV points outside {base}; use a path inside the CSV's folder "
-            f"or an absolute path"
-        )
-    return resolved
-
-
 def _load_csv(path: Path, config: DataConfig, size: int, head: str, seed: int) -> DataBundle:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        raise TLKerasError(f"CSV {path} has no rows; expected a header 'path,label' and one row per image")
-    columns = set(rows[0])
-    if not {"path", "label"} <= columns:
-        raise TLKerasError(
-            f"CSV {path} needs columns 'path' and 'label' (found: {', '.join(sorted(c for c in columns if c))})"
-        )
+    rows = read_csv_rows(path, ("path", "label"))  # UTF-8, size and column checks
     base = path.parent
-    paths = [str(resolve_inside(base, r["path"] or "")) for r in rows]
+    paths = [str(resolve_inside(base, r["path"] or "", source=path)) for r in rows]
     raw = [(r["label"] or "").strip() for r in rows]
     if any(not label for label in raw) and head != "sigmoid":
         line = raw.index("") + 2
@@ -343,6 +322,7 @@ def _load_csv(path: Path, config: DataConfig, size: int, head: str, seed: int) -
         class_names = sorted({t for ts in tags for t in ts})
         if not class_names:
             raise TLKerasError(f"CSV {path} has no labels")
+        check_class_names(class_names, path)
         lookup = {c: i for i, c in enumerate(class_names)}
         labels = np.zeros((len(tags), len(class_names)), np.float32)
         for i, ts in enumerate(tags):

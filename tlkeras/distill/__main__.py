@@ -19,7 +19,7 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m tlkeras.distill",
         description=(
             "Train a smaller student (lower --image-size and/or --alpha) from a trained teacher run with "
@@ -28,10 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("teacher", help="the teacher's run directory (softmax classifier)")
-    parser.add_argument("--temperature", type=float, default=4.0, help="softmax temperature of the soft targets")
-    parser.add_argument("--soft-weight", type=float, default=0.7, help="weight of the soft-target term (the hard labels get 1 - this)")
-    parser.add_argument("--mixup", type=float, default=0.0,
-                        help="Beta(a, a) mixup of fine-tuning images, labelled by the teacher (0: off)")
+    from tlkeras.distill.distillation import DistillOptions
+
+    cli.add_option_flags(parser, DistillOptions, title="distillation options", dest_prefix="opt.")
     cli.add_config_flags(parser)
     parser.set_defaults(config=None)
     return parser
@@ -39,11 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from tlkeras.errors import TLKerasError
+    from tlkeras.distill.distillation import DistillOptions, distill
+    from tlkeras.errors import RunDirectoryError
 
+    options = cli.options_from_args(args, DistillOptions, dest_prefix="opt.")
     teacher = Path(args.teacher)
     if not (teacher / "config.yaml").is_file() or not (teacher / "model.keras").is_file():
-        raise TLKerasError(f"{teacher} is not a run directory (config.yaml and model.keras); pass a run written by tlkeras.train")
+        what = "does not exist" if not teacher.exists() else "is not a run directory (config.yaml and model.keras)"
+        raise RunDirectoryError(f"teacher {teacher} {what}; pass a run directory written by tlkeras.train")
     explicit = set(vars(args))
     if not args.config:
         args.config = str(teacher / "config.yaml")
@@ -52,9 +54,7 @@ def _main(argv: Sequence[str] | None) -> int:
         size = config.data.image_size or "default"
         width = f"-a{config.model.alpha:g}" if "model.alpha" in explicit and config.model.alpha else ""
         config.name = f"{teacher.resolve().name}-student-{size}px{width}"
-    from tlkeras.distill.distillation import DistillOptions, distill
-
-    result = distill(teacher, config, DistillOptions(args.temperature, args.soft_weight, args.mixup))
+    result = distill(teacher, config, options)
     m = result.metrics
     d = m["distillation"]
     print(f"teacher {d['teacher_image_size']}px: {m['final_split']} accuracy {d['teacher_final']['accuracy']:.3f} "

@@ -5,7 +5,6 @@ Exit code 0 when nothing failed (warnings allowed), 1 when a check failed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import asdict
@@ -17,7 +16,7 @@ __all__ = ["main"]
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tlkeras.doctor", description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(prog="python -m tlkeras.doctor", description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="runs", help="where runs will be written (checked for space and permissions)")
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
     args = parser.parse_args(argv)

@@ -109,15 +109,26 @@ def _caches(output_dir: Path) -> list[Check]:
     demo_cache = Path(os.environ.get("TLKERAS_CACHE") or Path.home() / ".cache" / "tlkeras") / "demo"
     demo = sorted(demo_cache.glob("*.h5")) if demo_cache.is_dir() else []
     checks.append(Check("demo backbone", "ok", f"cached in {demo_cache}" if demo else "not cached yet (the first `python -m tlkeras.train` pretrains it in about a minute)"))
-    probe = output_dir if output_dir.exists() else next((p for p in output_dir.parents if p.exists()), Path.cwd())
-    free = shutil.disk_usage(probe).free
-    writable = os.access(probe, os.W_OK)
+    checks.append(_output_folder(output_dir))
+    return checks
+
+
+def _output_folder(output_dir: Path) -> Check:
+    """Whether runs can be written under ``output_dir``: a folder (or creatable), writable, with room."""
+    existing = output_dir if output_dir.exists() else next((p for p in output_dir.parents if p.exists()), Path.cwd())
+    if not existing.is_dir():
+        # A regular file where the folder (or one of its parents) should be: nothing can go under it.
+        return Check(
+            "output folder", "fail", f"{output_dir} ({existing} is a file, not a folder)",
+            f"choose another --output-dir, or move the file {existing} away",
+        )
+    free = shutil.disk_usage(existing).free
+    writable = os.access(existing, os.W_OK | os.X_OK)
     status = "ok" if writable and free > 1 << 30 else ("fail" if not writable else "warn")
-    checks.append(Check(
+    return Check(
         "output folder", status, f"{output_dir} ({'writable' if writable else 'not writable'}, {free / 2**30:.1f} GB free)",
         "" if status == "ok" else ("choose a writable --output-dir" if not writable else "free some disk space: runs and checkpoints need room"),
-    ))
-    return checks
+    )
 
 
 def run_checks(output_dir: str | os.PathLike = "runs") -> list[Check]:

@@ -17,7 +17,7 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m tlkeras.explain",
         description=(
             "Grad-CAM heatmaps of a trained run's predictions, saved as overlays on the input images; "

@@ -17,10 +17,9 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tlkeras.export.bundle import VARIANTS, ExportOptions
+    from tlkeras.export.bundle import ExportOptions
 
-    defaults = ExportOptions()
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m tlkeras.export",
         description=(
             "Convert a trained run to TFLite variants, run each with LiteRT on the test split, and write "
@@ -30,24 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("run_dir", help="a run directory written by tlkeras.train")
-    parser.add_argument("--quantize", default="all", metavar="VARIANTS",
-                        help=f"comma-separated variants, or all: {', '.join(VARIANTS)}")
     parser.add_argument("--output-dir", default=None, help="bundle directory (default: export/<run name>)")
     parser.add_argument("--data", default=None, help="image folder, CSV or tfds:<name> with the run's classes (default: the run's own data)")
-    parser.add_argument("--representative-size", type=int, default=defaults.representative_size,
-                        help="training images (stratified by class) that calibrate int8/int16x8 activations")
-    parser.add_argument("--max-drop", type=float, default=defaults.max_drop,
-                        help="largest allowed drop from the Keras model, in points of accuracy (relative MAE %% for regression)")
-    parser.add_argument("--allow-drop", action="store_true", help="exit 0 even when a variant drops more than --max-drop")
-    parser.add_argument("--debug-quantization", action="store_true",
-                        help="write the per-layer int8 error report even when every variant passes")
-    parser.add_argument("--saved-model", action="store_true", help="also write a SavedModel (dynamic batch) into the bundle")
-    parser.add_argument("--no-micro", action="store_true", help="skip the microcontroller C array of the int8 variant")
-    parser.add_argument("--c-name", default=defaults.c_name, help="C identifier prefix of the micro/ files and symbols")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
-    parser.add_argument("--no-bias-correction", action="store_true",
-                        help="convert quantized variants from the model as trained, without bias correction")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the representative-set draw")
+    # Every ExportOptions field is a flag (variants as --quantize: comma-separated names or all).
+    cli.add_option_flags(parser, ExportOptions, title="export options", names={"variants": "quantize"})
     parser.add_argument("--quiet", action="store_true", help="print only the final table")
     return parser
 
@@ -77,19 +62,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from tlkeras.export.bundle import ExportCheckError, ExportOptions, export_run
 
-    options = ExportOptions(
-        variants=args.quantize,
-        representative_size=args.representative_size,
-        max_drop=args.max_drop,
-        allow_drop=args.allow_drop,
-        debug_quantization=args.debug_quantization,
-        saved_model=args.saved_model,
-        micro=not args.no_micro,
-        c_name=args.c_name,
-        overwrite=args.overwrite,
-        seed=args.seed,
-        bias_correction=not args.no_bias_correction,
-    )
+    options = cli.options_from_args(args, ExportOptions)
     progress = None if args.quiet else (lambda line: print(line, flush=True))
     try:
         result = export_run(args.run_dir, args.output_dir, options, data_source=args.data, progress=progress)

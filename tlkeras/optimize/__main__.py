@@ -29,7 +29,7 @@ def _sparsity(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m tlkeras.optimize",
         description=(
             "Compress a trained run with tensorflow-model-optimization (pruning, weight clustering, "
@@ -89,6 +89,9 @@ def _main(argv: Sequence[str] | None) -> int:
         args.prune = 0.5
     if args.prune is None and args.cluster is None and not args.qat:
         raise TLKerasError("nothing to do: choose at least one of --prune SPARSITY, --cluster N, --qat")
+    from tlkeras.runs import check_run_name
+
+    check_run_name(args.name)  # one folder under --output-dir, never a path that climbs out
     from tlkeras.optimize.pipeline import ClusteringOptions, FineTuneOptions, PruningOptions, QATOptions, optimize_run
 
     skip = [n for n in (args.skip_layers or "").split(",") if n.strip()]

@@ -16,7 +16,7 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m tlkeras.train",
         description=(
             "Train a transfer-learning model in two phases (frozen backbone, then fine-tuning) and "
@@ -115,7 +115,8 @@ def _train_with_unlabeled(config, technique, unlabeled, target_test, *, resume: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m tlkeras.train``; returns the exit code."""
-    return cli.run("tlkeras.train", _main, argv)
+    return cli.run("tlkeras.train", _main, argv,
+                   interrupted="interrupted; a run with a finished epoch continues with --resume --name <name>")
 
 
 if __name__ == "__main__":

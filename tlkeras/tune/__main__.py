@@ -36,7 +36,7 @@ _RESUME_OK = {"resume", "max_trials", "time_budget", "quiet", "train.verbose"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m tlkeras.tune",
         description=(
             "Search transfer-learning hyperparameters with KerasTuner. Each trial builds and trains "

@@ -18,9 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import yaml
-
-from tlkeras.config import AUGMENT_PRESETS, RunConfig, parse_unfreeze
+from tlkeras.config import AUGMENT_PRESETS, RunConfig, parse_unfreeze, read_yaml
 from tlkeras.core.backbones import get_backbone
 from tlkeras.core.models import HUB_PREFIX, resolve_image_size
 from tlkeras.errors import TLKerasError
@@ -385,15 +383,7 @@ def load_search_space(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         TLKerasError: a missing file, invalid YAML, or not a mapping.
     """
-    try:
-        with open(path, encoding="utf-8") as fh:
-            values = yaml.safe_load(fh)
-    except FileNotFoundError:
-        raise TLKerasError(f"search space file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise TLKerasError(f"search space file {path} is not valid YAML{where}; fix the syntax") from None
+    values = read_yaml(path, "search space file")  # the size, alias and encoding limits of configs
     if values is None:
         return {}
     if not isinstance(values, dict):
