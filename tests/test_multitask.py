@@ -11,17 +11,10 @@ from conftest import tiny_config
 from tlkeras._backend import tf
 from tlkeras.config import DataConfig
 from tlkeras.errors import TLKerasError
-from tlkeras.heads.multitask import (
-    TaskSpec,
-    UncertaintyWeighting,
-    build_multitask_model,
-    export_multitask,
-    load_multitask_csv,
-    load_multitask_run,
-    multitask_from_arrays,
-    run_signature,
-    train_multitask,
-)
+from tlkeras.heads.multitask import load_multitask_run, train_multitask
+from tlkeras.heads.multitask_data import TaskSpec, load_multitask_csv, multitask_from_arrays
+from tlkeras.heads.multitask_export import export_multitask, run_signature
+from tlkeras.heads.multitask_model import UncertaintyWeighting, build_multitask_model
 
 
 def _two_label_sets(n=96, size=32, seed=0):

@@ -72,7 +72,7 @@ _EXPORTS = {
     "explain_images": "tlkeras.explain.gradcam",
     "gradcam": "tlkeras.explain.gradcam",
     "FewShotClassifier": "tlkeras.heads.fewshot",
-    "TaskSpec": "tlkeras.heads.multitask",
+    "TaskSpec": "tlkeras.heads.multitask_data",
     "train_multitask": "tlkeras.heads.multitask",
     # search
     "SearchOptions": "tlkeras.tune.search",

@@ -26,6 +26,7 @@ __all__ = [
     "freeze_backbone",
     "unfreeze_backbone",
     "trainable_backbone_layers",
+    "head_dropout",
 ]
 
 HUB_PREFIX = "hub:"
@@ -74,15 +75,25 @@ def check_model_config(config: ModelConfig, image_size: int | None = None) -> in
     return size
 
 
+def head_dropout(config: ModelConfig) -> float:
+    """``config.dropout``, or the backbone family's recipe default when it is unset (None)."""
+    if config.dropout is not None:
+        return float(config.dropout)
+    from tlkeras.core.backbones import recipe_for
+
+    return float(recipe_for(config.backbone).dropout)
+
+
 def _output_layers(config: ModelConfig, num_outputs: int):
     """Returns the head's layers after the feature vector, in order."""
     layers = []
+    dropout = head_dropout(config)
     for i, units in enumerate(config.hidden_units):
         layers.append(keras.layers.Dense(int(units), activation="relu", name=f"head_hidden_{i}"))
-        if config.dropout > 0:
-            layers.append(keras.layers.Dropout(config.dropout, name=f"head_hidden_dropout_{i}"))
-    if config.dropout > 0:
-        layers.append(keras.layers.Dropout(config.dropout, name="head_dropout"))
+        if dropout > 0:
+            layers.append(keras.layers.Dropout(dropout, name=f"head_hidden_dropout_{i}"))
+    if dropout > 0:
+        layers.append(keras.layers.Dropout(dropout, name="head_dropout"))
     layers.append(keras.layers.Dense(num_outputs, name="head_dense"))
     activation = {"softmax": "softmax", "sigmoid": "sigmoid", "regression": "linear"}[config.head]
     # float32 output keeps the loss numerically sane under mixed precision.
