@@ -235,7 +235,11 @@ def test_kept_epoch_is_lowest_val_loss_of_each_phase():
 
     history = {"phase": [1, 1, 1, 2, 2], "loss": [1, .8, .7, .6, .5], "val_loss": [1.0, 0.7, 0.9, 0.65, 0.8],
                "accuracy": [.5, .6, .7, .8, .9], "val_accuracy": [.5, .6, .6, .7, .7]}
-    assert kept_epochs(history) == {1: 2, 2: 4}
+    assert kept_epochs(history) == ({1: 2, 2: 4}, 4)
+    # run.json's selection: phase 2 did not beat the phase-1 model, which is the one saved.
+    assert kept_epochs(history, {"monitor": "val_loss", "kept": "phase 1", "epoch": 0}) == ({1: 2, 2: 4}, 2)
+    # ... or phase 2 selected on accuracy (higher is better) and kept its epoch 2.
+    assert kept_epochs(history, {"monitor": "val_accuracy", "kept": "phase 2", "epoch": 2}) == ({1: 2, 2: 5}, 5)
     png = training_curves(history)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 

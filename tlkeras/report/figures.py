@@ -35,27 +35,46 @@ def image_png(image: np.ndarray, max_side: int = 128) -> bytes:
     return buffer.getvalue()
 
 
-def _monitored(history: dict[str, list]) -> list:
-    return history.get("val_loss") or history.get("loss") or []
+def _best(values: list, idx: list[int], monitor: str) -> int | None:
+    idx = [i for i in idx if i < len(values) and values[i] is not None]
+    if not idx:
+        return None
+    lower = any(w in monitor for w in ("loss", "error", "mae", "mse"))  # else a score: higher is better
+    return (min if lower else max)(idx, key=lambda i: values[i]) + 1
 
 
-def kept_epochs(history: dict[str, list]) -> dict[int, int]:
-    """``{phase: 1-based epoch index in the whole history}`` of the epoch each phase restored.
+def kept_epochs(history: dict[str, list], selection: dict | None = None) -> tuple[dict[int, int], int | None]:
+    """Each phase's best epoch and the epoch the saved model holds, 1-based over the whole history.
 
-    The training engine restores, per phase, the weights of the epoch with the lowest val loss
-    (loss without val); the last phase's kept epoch is the saved model's.
+    The engine restores, per phase, the best epoch on its monitored value (``val_loss`` unless
+    ``run.json``'s ``selection`` names another); in phase 2 the phase-1 model competes, and
+    ``selection["kept"]`` says which won (``selection["epoch"]`` is the phase-2 epoch).
+
+    Returns:
+        ``({phase: epoch}, final epoch or None)``.
     """
     phases = history.get("phase") or []
-    values = _monitored(history)
+    monitor = (selection or {}).get("monitor") or ("val_loss" if history.get("val_loss") else "loss")
     kept: dict[int, int] = {}
-    for phase in sorted(set(phases)):
-        idx = [i for i, p in enumerate(phases) if p == phase and i < len(values) and values[i] is not None]
-        if idx:
-            kept[int(phase)] = min(idx, key=lambda i: values[i]) + 1
-    return kept
+    for phase in sorted(set(p for p in phases if p is not None)):
+        idx = [i for i, p in enumerate(phases) if p == phase]
+        # Phase 1 always selects on val loss; later phases on the run's monitor.
+        key = "val_loss" if phase == 1 and history.get("val_loss") else monitor
+        best = _best(history.get(key) or history.get("loss") or [], idx, key)
+        if best is not None:
+            kept[int(phase)] = best
+    final = kept.get(max(kept)) if kept else None
+    if selection and selection.get("kept") == "phase 1":
+        final = kept.get(1)
+    elif selection and str(selection.get("kept", "")).startswith("phase ") and selection.get("epoch"):
+        phase = int(str(selection["kept"]).split()[-1])
+        first = next((i for i, p in enumerate(phases) if p == phase), None)
+        if first is not None:
+            final = kept[phase] = first + int(selection["epoch"])
+    return kept, final
 
 
-def training_curves(history: dict[str, list]) -> bytes | None:
+def training_curves(history: dict[str, list], selection: dict | None = None) -> bytes | None:
     """Loss and the first metric (train and val) over both phases, the phase boundary dashed, and
     each phase's kept epoch circled; None without a history."""
     from matplotlib.ticker import MaxNLocator
@@ -68,8 +87,7 @@ def training_curves(history: dict[str, list]) -> bytes | None:
     epochs = np.arange(1, n + 1)
     phases = history.get("phase") or [1] * n
     boundary = next((i for i, p in enumerate(phases) if p == 2), None)
-    kept = kept_epochs(history)
-    final = kept.get(max(kept)) if kept else None
+    kept, final = kept_epochs(history, selection)
     fig = figure(figsize=(5.2 * len(keys), 3.4))
     axes = np.atleast_1d(fig.subplots(1, len(keys)))
 

@@ -334,14 +334,17 @@ def run_report_html(run_dir: str | os.PathLike, examples: Examples | None = None
         context["pairs"] = _pairs(examples, final["confusion_matrix"], names)
         context["pairs_split"] = split
         nav.append(("confusion", "confusion matrix"))
-    png = figures.training_curves(history)
+    selection = (info or {}).get("selection")
+    png = figures.training_curves(history, selection)
     if png:
-        kept = figures.kept_epochs(history)
+        _, final_epoch = figures.kept_epochs(history, selection)
         boundary = sum(1 for p in history.get("phase", []) if p == 1)
         note = (f"Phase 1 (frozen backbone): epochs 1–{boundary}; phase 2 (fine-tuning) after the dashed line. "
                 if boundary and boundary < len(history.get("loss", [])) else "One phase. ")
-        if kept:
-            note += f"The saved model holds epoch {kept[max(kept)]} (lowest val loss of its phase, circled in red)."
+        if final_epoch:
+            note += f"The saved model holds epoch {final_epoch} (circled in red; grey: each phase's best)."
+        if selection and selection.get("message"):
+            note += f" {selection['message'][0].upper()}{selection['message'][1:]}."
         context["curves"] = {"png": _b64(png), "note": note}
         nav.append(("curves", "training curves"))
     if context.get("pairs"):
