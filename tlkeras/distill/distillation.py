@@ -349,12 +349,22 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
     Side effects: changes the student's weights and ``trainable`` flags; leaves it compiled
     (plain cross-entropy) for evaluation.
     """
+    from tlkeras.core.backbones import apply_recipe_defaults
     from tlkeras.core.data import encode_labels
-    from tlkeras.core.models import freeze_backbone, unfreeze_backbone
-    from tlkeras.train.optim import compile_model, learning_rate_schedule, make_optimizer
-    from tlkeras.train.recipe import uses_feature_cache, uses_linear_probe
+    from tlkeras.core.models import freeze_backbone
+    from tlkeras.train.optim import compile_model, epoch_seed, final_learning_rate, make_optimizer, phase2_learning_rate, steps_per_epoch
+    from tlkeras.train.phase import PhaseHistory
+    from tlkeras.train.recipe import (
+        open_backbone,
+        phase1_augmentation,
+        selection_record,
+        train_phase,
+        uses_feature_cache,
+        uses_linear_probe,
+    )
 
     options = (options or DistillOptions()).validate()
+    apply_recipe_defaults(config)
     tc, dc = config.train, config.data
     n, bs = bundle.num_outputs, dc.batch_size
     t_size, s_size = int(teacher.inputs[0].shape[1]), int(student.inputs[0].shape[1])
@@ -365,34 +375,28 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
         raise TLKerasError(f"teacher ({t_out} classes), student ({s_out}) and data ({n}) must have the same classes")
     teacher.trainable = False
     teacher_logits = logits_model(teacher)
-    steps = max(1, math.ceil(len(bundle.train) / bs))
-    train_ds = make_dataset(bundle.train, head="softmax", num_outputs=n, batch_size=bs, shuffle=True, augment=dc.augment, seed=config.seed)
+    steps = steps_per_epoch(len(bundle.train), bs)
     val_ds = make_dataset(bundle.val, head="softmax", num_outputs=n, batch_size=bs)
     weights = class_weights(bundle, dc.class_weight)
-    history: dict[str, list] = {"phase": []}
-    timings: dict[str, float] = {}
+    history = PhaseHistory()
+    timings: dict[str, Any] = {}
+    # Select on hard-label val accuracy, not val loss: a student trained on softened targets is
+    # calibrated unlike a cross-entropy one, and from scratch its val cross-entropy can stay above
+    # the uniform guess's ln(C) for many epochs, so "best val loss" kept epoch 1.
+    monitor = tc.select_metric if tc.select_metric != "val_loss" else "val_accuracy"
 
-    def fit(trainer, train, val, epochs: int, lr, phase: int):
-        trainer.compile(optimizer=make_optimizer(tc.optimizer, lr, tc.weight_decay))
-        patience = tc.early_stopping_patience if tc.early_stopping_patience > 0 else 10**9
-        # Select on hard-label val accuracy, not val loss: a student trained on softened targets
-        # is calibrated unlike a cross-entropy one, and from scratch its val cross-entropy can stay
-        # above the uniform guess's ln(C) for many epochs, so "best val loss" kept epoch 1.
-        stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience, restore_best_weights=True)
-        h = trainer.fit(train, validation_data=val, epochs=epochs, class_weight=weights, verbose=1 if tc.verbose == 1 else (2 if tc.verbose else 0),
-                        callbacks=[stop, *(callbacks or [])])
-        epochs_run = len(h.history.get("loss", []))
-        for key, series in h.history.items():
-            history.setdefault(key, [None] * len(history["phase"]))
-            history[key].extend(float(v) for v in series)
-        history["phase"].extend([phase] * epochs_run)
-        for series in history.values():
-            series.extend([None] * (len(history["phase"]) - len(series)))
+    def compiler(trainer):
+        return lambda lr: trainer.compile(optimizer=make_optimizer(tc.optimizer, lr, tc.weight_decay))
+
+    def run(trainer, make_ds, val, *, phase, epochs, lr, phase_steps, warmup=0, candidate=False):
+        return train_phase(trainer, make_ds, val, config, phase=phase, epochs=epochs, learning_rate=lr, steps=phase_steps,
+                           warmup_steps=warmup, compile=compiler(trainer), candidate=candidate, monitor=monitor,
+                           class_weight=weights, callbacks=callbacks)
 
     start = time.perf_counter()
     if tc.phase1_epochs > 0:
         freeze_backbone(student)
-        augment1 = dc.augment if getattr(tc, "phase1_augment", True) else "off"
+        augment1 = phase1_augmentation(config)
         if uses_feature_cache(config):
             # The frozen student backbone and the teacher give the same outputs for the same
             # image every epoch: compute both once (per view) and fit the head on them.
@@ -400,34 +404,51 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
             train_in = _cached_pairs(student, teacher_logits, bundle.train.x, bs, augment1, views, config.seed, s_size)
             val_in = _cached_pairs(student, teacher_logits, bundle.val.x, bs, "off", 1, config.seed, s_size)
             if uses_linear_probe(student, config, "softmax"):
-                logs = _probe_phase(student, train_in, np.tile(bundle.train.y, views), val_in, bundle.val.y, n, options, weights, tc.label_smoothing)
-                history.update({k: list(v) for k, v in logs.items()})
-                history["phase"] = [1]
+                history.add(_probe_phase(student, train_in, np.tile(bundle.train.y, views), val_in, bundle.val.y, n, options, weights, tc.label_smoothing), 1)
             else:
                 targets = np.tile(encode_labels(bundle.train.y, "softmax", n), (views, 1))
                 trainer = _Distiller(_logits_head(student), None, None, options, tc.label_smoothing)
-                train_cached = (tf.data.Dataset.from_tensor_slices((train_in, targets))
-                                .shuffle(len(targets), seed=config.seed, reshuffle_each_iteration=True).batch(bs).prefetch(tf.data.AUTOTUNE))
+                cached = tf.data.Dataset.from_tensor_slices((train_in, targets))
                 val_cached = tf.data.Dataset.from_tensor_slices((val_in, encode_labels(bundle.val.y, "softmax", n))).batch(bs)
-                feat_steps = max(1, math.ceil(len(targets) / bs))
-                fit(trainer, train_cached, val_cached, tc.phase1_epochs, learning_rate_schedule(tc.phase1_lr, tc.schedule, feat_steps * tc.phase1_epochs), 1)
+
+                def make_cached(epoch):
+                    return cached.shuffle(len(targets), seed=epoch_seed(config.seed, 1, epoch)).batch(bs).prefetch(tf.data.AUTOTUNE)
+
+                result = run(trainer, make_cached, val_cached, phase=1, epochs=tc.phase1_epochs, lr=tc.phase1_lr,
+                             phase_steps=steps_per_epoch(len(targets), bs))
+                history.add(result.history, 1)
         else:
             trainer = _Distiller(logits_model(student), teacher_logits, s_size, options, tc.label_smoothing)
-            ds1 = make_dataset(bundle.train, head="softmax", num_outputs=n, batch_size=bs, shuffle=True, augment=augment1, seed=config.seed)
-            fit(trainer, ds1, val_ds, tc.phase1_epochs, learning_rate_schedule(tc.phase1_lr, tc.schedule, steps * tc.phase1_epochs), 1)
+
+            def make_ds1(epoch):
+                return make_dataset(bundle.train, head="softmax", num_outputs=n, batch_size=bs, shuffle=True, augment=augment1,
+                                    seed=epoch_seed(config.seed, 1, epoch))
+
+            result = run(trainer, make_ds1, val_ds, phase=1, epochs=tc.phase1_epochs, lr=tc.phase1_lr, phase_steps=steps)
+            history.add(result.history, 1)
     timings["phase1"] = time.perf_counter() - start
     start = time.perf_counter()
     opened: list[str] = []
     if tc.phase2_epochs > 0 and tc.unfreeze != "none":
-        pretrained = str(config.model.weights).lower() != "none"
-        opened = unfreeze_backbone(student, config.model.backbone, tc.unfreeze, keep_batchnorm_frozen=pretrained)
-        warmup = int(round(tc.warmup_epochs * steps))
+        opened = open_backbone(student, config)
         trainer = _Distiller(logits_model(student), teacher_logits, s_size, options, tc.label_smoothing)
-        fit(trainer, train_ds, val_ds, tc.phase2_epochs, learning_rate_schedule(tc.phase1_lr * tc.phase2_lr_factor, tc.schedule, steps * tc.phase2_epochs, warmup), 2)
+
+        def make_ds2(epoch):
+            return make_dataset(bundle.train, head="softmax", num_outputs=n, batch_size=bs, shuffle=True, augment=dc.augment,
+                                seed=epoch_seed(config.seed, 2, epoch))
+
+        result = run(trainer, make_ds2, val_ds, phase=2, epochs=tc.phase2_epochs, lr=phase2_learning_rate(config), phase_steps=steps,
+                     warmup=int(round(tc.warmup_epochs * steps)), candidate=tc.phase1_epochs > 0)
+        history.add(result.history, 2)
+        selection = selection_record(result)
+        if selection:
+            timings["selection"] = selection
+            if tc.verbose:
+                print(selection["message"], flush=True)
     timings["phase2"] = time.perf_counter() - start
     timings["phase2_trainable_layers"] = len(opened)
-    compile_model(student, config, n, tc.phase1_lr * (tc.phase2_lr_factor if opened else 1.0), jit=False)
-    return history, timings
+    compile_model(student, config, n, final_learning_rate(config, bool(opened)), jit=False)
+    return history.values, timings
 
 
 # ---------------------------------------------------------------------------------------------
