@@ -35,7 +35,7 @@ GROUP_LAYER = {
     "heads": "technique", "audit": "technique", "report": "stage",
     "tune": "search",
 }
-CLIS = ["train", "evaluate", "export", "benchmark", "optimize", "tune", "adapt", "distill", "explain", "doctor"]
+CLIS = ["train", "evaluate", "export", "benchmark", "optimize", "tune", "adapt", "distill", "explain", "doctor", "audit"]
 
 # Modules that may exceed MAX_LINES, each with why it is one thing.
 MAX_LINES = 650

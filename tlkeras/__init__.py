@@ -69,6 +69,7 @@ _EXPORTS = {
     "train_with_unlabeled": "tlkeras.adapt.run",
     "DistillOptions": "tlkeras.distill.distillation",
     "distill": "tlkeras.distill.distillation",
+    "audit_data": "tlkeras.audit.run",
     "explain_images": "tlkeras.explain.gradcam",
     "gradcam": "tlkeras.explain.gradcam",
     "FewShotClassifier": "tlkeras.heads.fewshot",
