@@ -253,3 +253,19 @@ def test_cli_writes_report_and_clean_csv(tmp_path):
     # A second run into the same folder is refused, leaving the first report as it was.
     again = _cli(data, "--weights", "none", "--image-size", 32, "--output-dir", tmp_path / "runs", "--name", "r")
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+@pytest.mark.slow
+def test_train_audit_flag_prints_summary_and_warns_about_leakage(tmp_path):
+    data = _make_split_folder(tmp_path / "data", per_split=(("train", 6), ("val", 3), ("test", 3)))
+    shutil.copyfile(data / "train/green/green_01.png", data / "test/green/green_copy.png")
+    out = subprocess.run(
+        [sys.executable, "-m", "tlkeras.train", "--audit", "--data", str(data), "--backbone", "mobilenet", "--alpha", "0.25",
+         "--weights", "none", "--image-size", "32", "--phase1-epochs", "1", "--phase2-epochs", "0", "--augment", "off",
+         "--output-dir", str(tmp_path / "runs"), "--name", "t"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Audited 37 images" in out.stdout and str(tmp_path / "runs/t-audit/audit.html") in out.stdout
+    assert "warning: 1 of 10 test images have an exact or near copy in train" in out.stderr
+    assert (tmp_path / "runs/t/config.yaml").is_file()

@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--list-backbones", action="store_true", help="print the registered backbones and exit")
+    parser.add_argument("--audit", action="store_true", help="audit the data first (duplicates, train/test leakage, likely label errors; python -m tlkeras.audit): writes <output-dir>/<name>-audit/ and prints a summary")
     parser.add_argument(
         "--resume", action="store_true",
         help="continue the interrupted run --name (under --output-dir) from its last completed epoch, "
@@ -76,6 +77,10 @@ def _main(argv: Sequence[str] | None) -> int:
         print("hub:<handle-or-dir>: a TF-Hub feature-vector model (URL or local SavedModel directory)")
         return 0
     config = cli.config_from_args(args)  # takes the run-config flags, ignores the others
+    if args.audit and not args.resume and config.data.source is not None:
+        from tlkeras.audit.run import audit_before_training
+
+        audit_before_training(config)
     if args.technique is not None or args.unlabeled is not None or args.target_test is not None:
         return _train_with_unlabeled(config, args.technique, args.unlabeled, args.target_test, resume=args.resume)
     if args.resume:
