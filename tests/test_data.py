@@ -118,7 +118,7 @@ def test_csv_single_multi_label_and_regression(tmp_path):
 def test_csv_bad_inputs(tmp_path):
     folder = make_image_folder(tmp_path / "img", classes=("a", "b"), per_class=4)
     (tmp_path / "cols.csv").write_text("file,class\nx.png,a\n")
-    with pytest.raises(TLKerasError, match="needs columns 'path' and 'label'"):
+    with pytest.raises(TLKerasError, match="needs .*column.*path.*label"):
         load_data(DataConfig(source=str(tmp_path / "cols.csv")), 32)
     (tmp_path / "escape.csv").write_text("path,label\n../../etc/passwd,a\n")
     with pytest.raises(TLKerasError, match="points outside"):

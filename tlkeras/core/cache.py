@@ -1,4 +1,4 @@
-"""Where decoded images and backbone features live: in memory within a budget, else on disk.
+"""Where decoded images (and, via core.features, backbone features) live: memory or disk.
 
 A decoded image set costs ``N x S x S x 3`` bytes (150 KB per image at 224 px): 20,000 images
 are 3 GB. tlkeras keeps such arrays in memory while they fit a memory budget (by default a
@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -41,7 +40,6 @@ __all__ = [
     "store_key",
     "read_rows",
     "is_disk_backed",
-    "feature_store",
     "format_bytes",
     "check_disk_space",
 ]
@@ -249,74 +247,3 @@ def read_rows(x: np.ndarray, index: np.ndarray, fd: int | None = None) -> np.nda
         if got != row:
             raise OSError(f"short read from {x.filename}: row {i}")
     return out
-
-
-def feature_store(
-    extractor,
-    x: np.ndarray,
-    batch_size: int,
-    *,
-    augment: str = "off",
-    views: int = 1,
-    seed: int = 42,
-    cache_memory: str | int | None = "auto",
-    cache_dir: str | os.PathLike | None = None,
-    label: str = "features",
-) -> np.ndarray:
-    """Backbone features of ``x`` (and of ``views - 1`` augmented copies), computed in batches.
-
-    The images stream from ``x`` (in memory or a disk store) one batch at a time, so memory
-    holds the features and one batch, never a float copy of the images. The features (float32,
-    ``len(x) * views`` rows) go to memory when they fit the budget, else to a memory-mapped
-    file under ``cache_dir`` (default :func:`default_cache_dir`) that is unlinked as soon as it
-    is mapped, so it frees its disk space when the array is dropped. Rows are ordered view by view, as ``np.concatenate`` of the
-    per-view outputs would be. A progress line (count, rate, ETA) is drawn on a terminal.
-
-    Side effects: writes to stderr on a terminal; may write a file under ``cache_dir``.
-    """
-    from tlkeras._backend import tf
-    from tlkeras.core.augment import augmenter
-    from tlkeras.core.data import image_batches
-    from tlkeras.core.progress import Progress
-
-    n = len(x)
-    base = image_batches(x, batch_size)
-    aug = augmenter(augment, seed)
-    streams = [base]
-    if aug is not None:
-        for _ in range(views - 1):
-            streams.append(base.map(lambda b: tf.clip_by_value(aug(b, training=True), 0.0, 255.0)))
-    total = n * len(streams)
-    budget, _ = memory_budget(cache_memory)
-    writer: StoreWriter | None = None
-    try:
-        with Progress(total, label) as progress:
-            for stream in streams:
-                for batch in stream:
-                    out = np.asarray(extractor.predict_on_batch(batch), dtype=np.float32)
-                    out = out.reshape(len(out), -1)
-                    if writer is None:
-                        nbytes = total * out.shape[1] * 4
-                        folder = None
-                        if nbytes > budget:
-                            import tempfile
-
-                            root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-                            check_disk_space(root, nbytes)
-                            folder = Path(tempfile.mkdtemp(prefix="features-", dir=root))
-                            print(f"tlkeras: {label} ({format_bytes(nbytes)}) go to disk under {folder}", file=sys.stderr)
-                        writer = StoreWriter(total, out.shape[1:], np.float32, folder)
-                    writer.write(out)
-                    progress.update(len(out))
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    if writer is None:
-        return np.zeros((0, 0), np.float32)
-    features = writer.finish({"label": label})
-    if writer.folder is not None:
-        # The mapping keeps the data readable; unlinking now frees the disk when it is dropped,
-        # so no feature file outlives the process.
-        shutil.rmtree(writer.folder, ignore_errors=True)
-    return features

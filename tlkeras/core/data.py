@@ -1,9 +1,13 @@
-"""Data: image folders, CSV files, TFDS and NumPy arrays into one in-memory form, and tf.data.
+"""Data: image folders, CSV files, TFDS and NumPy arrays into one indexable form, and tf.data.
 
 Every source ends as a :class:`DataBundle`: uint8 RGB images of one square size (decoded once, so
-epochs never decode JPEGs again), labels, class names, and the train/val/test splits. tlkeras'
-users have hundreds to a few thousand images, for which this in-memory cache is the fastest
-pipeline; :func:`make_dataset` turns a split into a batched, augmented, prefetched tf.data pipeline.
+epochs never decode JPEGs again), labels, class names, and the train/val/test splits. The splits
+are computed from the file lists before anything is decoded; decoding runs in a parallel tf.data
+pipeline (:mod:`tlkeras.core.decode`) straight into the cheapest store that fits the memory
+budget (:mod:`tlkeras.core.cache`): a NumPy array in memory, or beyond the budget a read-only
+``np.memmap`` of a file under the cache folder, reused by later runs over the same files. Either
+way ``split.x`` is an N x S x S x 3 uint8 array; :func:`make_dataset` and :func:`image_batches`
+read it by index one batch at a time, so a disk store never comes into memory whole.
 
 Unreadable images (corrupt, truncated, zero bytes) are skipped with a warning that counts them and
 names the first few (``on_corrupt="skip"``, the default), or stop the run naming the file
@@ -13,9 +17,9 @@ frame) become RGB; EXIF orientation is applied.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -23,7 +27,15 @@ from typing import Sequence
 import numpy as np
 
 from tlkeras.config import DataConfig
+from tlkeras.core.cache import (
+    check_disk_space,
+    default_cache_dir,
+    format_bytes,
+    memory_budget,
+    store_key,
+)
 from tlkeras.core.paths import check_class_names, read_csv_rows, resolve_inside
+from tlkeras.core.stream import encode_labels, image_batches, make_dataset  # noqa: F401  (public here)
 from tlkeras.errors import TLKerasError
 
 __all__ = [
@@ -34,7 +46,9 @@ __all__ = [
     "from_arrays",
     "load_image",
     "make_dataset",
+    "image_batches",
     "class_weights",
+    "worker_shard",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -46,12 +60,14 @@ class Split:
     """One split: images ``x`` (uint8, N x S x S x 3), labels ``y`` and where they came from.
 
     ``y`` is int class indices (softmax), a multi-hot float matrix (sigmoid) or float targets
-    (regression).
+    (regression). ``x`` is in memory or a read-only ``np.memmap`` (see :mod:`tlkeras.core.cache`);
+    ``shard`` is ``(index, count)`` when this process holds only its worker's share of the split.
     """
 
     x: np.ndarray
     y: np.ndarray
     paths: list[str] = field(default_factory=list)
+    shard: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -68,6 +84,7 @@ class DataBundle:
         image_size: the square size every image was resized to.
         skipped: paths of unreadable images that were skipped.
         source: a description of where the data came from.
+        cache: where the decoded images live and why (``memory: ...`` or ``disk: ...``).
     """
 
     train: Split
@@ -78,6 +95,7 @@ class DataBundle:
     image_size: int = 224
     skipped: list[str] = field(default_factory=list)
     source: str = ""
+    cache: str = "memory"
 
     @property
     def num_outputs(self) -> int:
@@ -116,31 +134,85 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
 
 
 def decode_all(paths: Sequence[str], size: int, on_corrupt: str) -> tuple[np.ndarray, list[int], list[str]]:
-    """Decodes ``paths`` in threads; returns (images, indices kept, paths skipped)."""
+    """Decodes ``paths`` into memory; returns (images, indices kept, paths skipped)."""
+    from tlkeras.core.decode import decode_files
 
-    def one(path):
-        try:
-            return load_image(path, size)
-        except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
-            return exc
+    return decode_files(paths, size, on_corrupt=on_corrupt)
 
-    workers = min(8, (os.cpu_count() or 2) * 2)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(one, paths))
-    kept, skipped, images = [], [], []
-    for i, (path, result) in enumerate(zip(paths, results)):
-        if isinstance(result, Exception):
-            if on_corrupt == "error":
-                raise TLKerasError(
-                    f"cannot read image {path} ({type(result).__name__}); remove or replace it, "
-                    f"or pass --on-corrupt skip"
-                )
-            skipped.append(str(path))
-        else:
-            kept.append(i)
-            images.append(result)
-    x = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
-    return x, kept, skipped
+
+def _decode_splits(
+    parts: dict[str, tuple[list[str], np.ndarray]], size: int, config: DataConfig, *, shard: tuple[int, int] | None = None,
+    encoded=None,
+) -> tuple[dict[str, Split], list[str], str]:
+    """Decodes each split's files into memory or, beyond the memory budget, into disk stores.
+
+    ``encoded`` (optional) maps a split's names to a tf.data.Dataset of their encoded bytes.
+
+    Returns (splits, skipped paths, a description of the store and why). Side effects: prints
+    one line saying which store was chosen; writes disk stores under the cache folder.
+    """
+    from tlkeras.core.decode import decode_groups
+
+    count = sum(len(paths) for paths, _ in parts.values())
+    needed = count * size * size * 3
+    budget, why = memory_budget(config.cache_memory)
+    root = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
+    on_disk = needed > budget
+    if on_disk:
+        root = root / "images"
+        check_disk_space(root, needed)
+        store = f"disk: {format_bytes(needed)} > {why}; stored under {root}"
+    else:
+        store = f"memory: {format_bytes(needed)} <= {why}"
+    print(f"tlkeras: {count:,} images at {size} px decode into {store}", flush=True)
+    groups = [
+        (paths, root / store_key(paths, size) if on_disk else None, encoded(paths) if encoded is not None else None)
+        for paths, _ in parts.values()
+    ]
+    decoded = decode_groups(groups, size, on_corrupt=config.on_corrupt, label=f"decoding {', '.join(parts)}")
+    splits: dict[str, Split] = {}
+    skipped: list[str] = []
+    for (name, (paths, labels)), (x, kept, bad) in zip(parts.items(), decoded):
+        skipped += bad
+        splits[name] = Split(x, labels[kept], [paths[i] for i in kept], shard if name == "train" else None)
+    return splits, skipped, store
+
+
+def worker_shard(tf_config: str | None = None) -> tuple[int, int] | None:
+    """``(index, count)`` of this process among the workers ``TF_CONFIG`` names, or None.
+
+    A chief counts as worker 0 and the workers follow it. None without TF_CONFIG or with one
+    worker. Pass the result as ``load_data(..., shard=...)`` so each worker decodes only its
+    share of the training files.
+    """
+    raw = os.environ.get("TF_CONFIG") if tf_config is None else tf_config
+    if not raw:
+        return None
+    try:
+        spec = json.loads(raw)
+        cluster, task = spec.get("cluster") or {}, spec.get("task") or {}
+        chiefs = len(cluster.get("chief", []))
+        count = chiefs + len(cluster.get("worker", []))
+        kind, index = task.get("type"), int(task.get("index", 0))
+    except (ValueError, TypeError, AttributeError):
+        raise TLKerasError("TF_CONFIG is not valid JSON; see tf.distribute docs for its format") from None
+    if count < 2 or kind not in ("chief", "worker"):
+        return None
+    return (0 if kind == "chief" else chiefs + index), count
+
+
+def _shard_index(index: np.ndarray, shard: tuple[int, int] | None) -> np.ndarray:
+    """This worker's share of ``index``: every count-th entry, cut to the same length on every
+    worker, so all take the same number of steps (collective ops need that)."""
+    if shard is None:
+        return index
+    k, count = shard
+    if not 0 <= k < count:
+        raise TLKerasError(f"shard index {k} is outside 0..{count - 1}")
+    per = len(index) // count
+    if per == 0:
+        raise TLKerasError(f"{len(index)} training images cannot be shared among {count} workers; add images")
+    return index[k::count][:per]
 
 
 def warn_skipped(skipped: list[str]) -> None:
@@ -216,13 +288,12 @@ def _stratified_split(labels: np.ndarray, config: DataConfig, seed: int, stratif
     return np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
 
 
-def _load_folder(root: Path, config: DataConfig, size: int, head: str, seed: int) -> DataBundle:
+def _load_folder(root: Path, config: DataConfig, size: int, head: str, seed: int, shard=None) -> DataBundle:
     if head != "softmax":
         raise TLKerasError(
             f"an image folder gives single-label classes; for a {head} head use a CSV of path,label"
         )
     split_dirs = _find_split_dirs(root)
-    skipped: list[str] = []
     if split_dirs:
         if "train" not in split_dirs:
             raise TLKerasError(f"{root} has {', '.join(split_dirs)} folders but no train/ folder")
@@ -237,31 +308,27 @@ def _load_folder(root: Path, config: DataConfig, size: int, head: str, seed: int
                     f"{missing or '-'}, extra: {extra or '-'}); use the same class folders in every split"
                 )
         _check_classes(class_names, root)
-        splits = {}
+        # File lists first; the split is made on them, so nothing is decoded before it is placed.
+        parts = {}
         for name, layout in layouts.items():
             paths = [str(p) for c in class_names for p in layout[c]]
             labels = np.array([i for i, c in enumerate(class_names) for _ in layout[c]], np.int64)
-            x, kept, bad = decode_all(paths, size, config.on_corrupt)
-            skipped += bad
-            splits[name] = Split(x, labels[kept], [paths[i] for i in kept])
-        if "val" not in splits:
-            train = splits["train"]
-            tr, va, _ = _stratified_split(train.y, DataConfig(val_fraction=config.val_fraction or 0.15, test_fraction=0.0), seed, True)
-            splits["train"], splits["val"] = _take(train, tr), _take(train, va)
-        bundle = DataBundle(splits["train"], splits["val"], splits.get("test"), class_names, head, size, skipped, str(root))
+            parts[name] = (paths, labels)
+        if "val" not in parts:
+            paths, labels = parts["train"]
+            tr, va, _ = _stratified_split(labels, DataConfig(val_fraction=config.val_fraction or 0.15, test_fraction=0.0), seed, True)
+            parts["train"], parts["val"] = _pick(parts["train"], tr), _pick(parts["train"], va)
     else:
         layout = _class_folders(root)
         class_names = list(layout)
         _check_classes(class_names, root)
         paths = [str(p) for c in class_names for p in layout[c]]
         labels = np.array([i for i, c in enumerate(class_names) for _ in layout[c]], np.int64)
-        x, kept, skipped = decode_all(paths, size, config.on_corrupt)
-        everything = Split(x, labels[kept], [paths[i] for i in kept])
-        tr, va, te = _stratified_split(everything.y, config, seed, True)
-        bundle = DataBundle(
-            _take(everything, tr), _take(everything, va), _take(everything, te) if len(te) else None,
-            class_names, head, size, skipped, str(root),
-        )
+        tr, va, te = _stratified_split(labels, config, seed, True)
+        parts = {"train": _pick((paths, labels), tr), "val": _pick((paths, labels), va)}
+        if len(te):
+            parts["test"] = _pick((paths, labels), te)
+    bundle = _bundle_from_parts(parts, config, size, head, class_names, str(root), shard)
     warn_skipped(bundle.skipped)
     _check_nonempty(bundle)
     return bundle
@@ -294,11 +361,28 @@ def _take(split: Split, index: np.ndarray) -> Split:
     return Split(split.x[index], split.y[index], [split.paths[i] for i in index] if split.paths else [])
 
 
+def _pick(part: tuple[list[str], np.ndarray], index: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The rows ``index`` of a (paths, labels) file list."""
+    paths, labels = part
+    return [paths[i] for i in index], labels[index]
+
+
+def _bundle_from_parts(parts, config: DataConfig, size: int, head: str, class_names, source: str, shard, encoded=None) -> DataBundle:
+    """Decodes split file lists (train sharded to this worker) into a DataBundle."""
+    if shard is not None:
+        paths, labels = parts["train"]
+        parts = dict(parts, train=_pick(parts["train"], _shard_index(np.arange(len(paths)), shard)))
+    splits, skipped, store = _decode_splits(parts, size, config, shard=shard, encoded=encoded)
+    return DataBundle(
+        splits["train"], splits["val"], splits.get("test"), list(class_names), head, size, skipped, source, store,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # CSV
 
 
-def _load_csv(path: Path, config: DataConfig, size: int, head: str, seed: int) -> DataBundle:
+def _load_csv(path: Path, config: DataConfig, size: int, head: str, seed: int, shard=None) -> DataBundle:
     rows = read_csv_rows(path, ("path", "label"))  # UTF-8, size and column checks
     base = path.parent
     paths = [str(resolve_inside(base, r["path"] or "", source=path)) for r in rows]
@@ -337,10 +421,7 @@ def _load_csv(path: Path, config: DataConfig, size: int, head: str, seed: int) -
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing and config.on_corrupt == "error":
         raise TLKerasError(f"CSV {path} lists {len(missing)} missing file(s), first: {missing[0]}")
-    x, kept, skipped = decode_all(paths, size, config.on_corrupt)
-    everything = Split(x, labels[kept], [paths[i] for i in kept])
     splits = [(r.get("split") or "").strip().lower() for r in rows]
-    splits = [splits[i] for i in kept]
     if any(splits):
         unknown = sorted(set(splits) - {"train", "val", "test"})
         if unknown:
@@ -349,13 +430,13 @@ def _load_csv(path: Path, config: DataConfig, size: int, head: str, seed: int) -
         tr, va, te = pick("train"), pick("val"), pick("test")
     else:
         tr, va, te = _stratified_split(
-            strat[kept] if strat is not None else np.zeros(len(kept), np.int64), config, seed, strat is not None
+            strat if strat is not None else np.zeros(len(paths), np.int64), config, seed, strat is not None
         )
-    bundle = DataBundle(
-        _take(everything, tr), _take(everything, va), _take(everything, te) if len(te) else None,
-        class_names, head, size, skipped, str(path),
-    )
-    warn_skipped(skipped)
+    parts = {"train": _pick((paths, labels), tr), "val": _pick((paths, labels), va)}
+    if len(te):
+        parts["test"] = _pick((paths, labels), te)
+    bundle = _bundle_from_parts(parts, config, size, head, class_names, str(path), shard)
+    warn_skipped(bundle.skipped)
     _check_nonempty(bundle)
     return bundle
 
@@ -364,7 +445,9 @@ def _load_csv(path: Path, config: DataConfig, size: int, head: str, seed: int) -
 # TFDS and NumPy
 
 
-def _load_tfds(name: str, config: DataConfig, size: int, head: str, seed: int) -> DataBundle:
+def _load_tfds(name: str, config: DataConfig, size: int, head: str, seed: int, shard=None) -> DataBundle:
+    """A prepared TFDS set, streamed from its record files: labels are read first (images left
+    encoded), the split is made on them, then each split's images are decoded into its store."""
     try:
         import tensorflow_datasets as tfds
     except ImportError:
@@ -374,20 +457,38 @@ def _load_tfds(name: str, config: DataConfig, size: int, head: str, seed: int) -
         ) from None
     from tlkeras._backend import tf
 
+    if head != "softmax":
+        raise TLKerasError(f"tfds:{name} gives single-label classes; for a {head} head use a CSV of path,label")
     try:
-        ds, info = tfds.load(name, split="train", as_supervised=True, with_info=True, download=False)
+        ds, info = tfds.load(
+            name, split="train", as_supervised=True, with_info=True, download=False, shuffle_files=False,
+            decoders={"image": tfds.decode.SkipDecoding()},
+        )
     except Exception as exc:  # noqa: BLE001
         raise TLKerasError(
             f"TFDS dataset {name!r} is not available offline ({type(exc).__name__}); run "
             f"tfds.load({name!r}) once with network, or point TFDS_DATA_DIR at a prepared copy"
         ) from None
-    images, labels = [], []
-    for image, label in ds.map(lambda i, l: (tf.cast(tf.image.resize(i, (size, size)), tf.uint8), l)):
-        img = image.numpy()
-        images.append(np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img[..., :3])
-        labels.append(int(label.numpy()))
-    names = list(info.features["label"].names)
-    return from_arrays(np.stack(images), np.array(labels), class_names=names, config=config, image_size=size, seed=seed, source=f"tfds:{name}")
+    labels = np.concatenate([b.numpy() for b in ds.map(lambda image, label: label).batch(8192)]).astype(np.int64)
+    names = [f"tfds:{name}:{info.version}[{i}]" for i in range(len(labels))]
+    position = {n: i for i, n in enumerate(names)}
+    class_names = list(info.features["label"].names)
+    _check_classes(class_names, f"tfds:{name}")
+    tr, va, te = _stratified_split(labels, config, seed, True)
+    parts = {"train": _pick((names, labels), tr), "val": _pick((names, labels), va)}
+    if len(te):
+        parts["test"] = _pick((names, labels), te)
+
+    def encoded(split_names):
+        keep = np.zeros(len(names), bool)
+        keep[[position[n] for n in split_names]] = True
+        mask = tf.constant(keep)
+        return ds.enumerate().filter(lambda i, item: mask[i]).map(lambda i, item: item[0])
+
+    bundle = _bundle_from_parts(parts, config, size, head, class_names, f"tfds:{name}", shard, encoded)
+    warn_skipped(bundle.skipped)
+    _check_nonempty(bundle)
+    return bundle
 
 
 def as_rgb_uint8(x: np.ndarray, size: int | None) -> np.ndarray:
@@ -465,78 +566,45 @@ def from_arrays(
     return bundle
 
 
-def load_data(config: DataConfig, image_size: int, head: str = "softmax", seed: int = 42) -> DataBundle:
-    """Loads ``config.source`` into memory at ``image_size`` pixels.
+def load_data(
+    config: DataConfig, image_size: int, head: str = "softmax", seed: int = 42, *, shard: tuple[int, int] | None = None,
+) -> DataBundle:
+    """Loads ``config.source`` at ``image_size`` pixels, decoded once into memory or a disk store.
+
+    Args:
+        config: the source and its options; ``cache_memory`` is the memory budget of the decoded
+            images (``auto``: a quarter of the available RAM, at most 1 GiB), beyond which they go
+            to a disk store under ``cache_dir``.
+        shard: ``(index, count)``: keep only this worker's share of the training files (see
+            :func:`worker_shard`); val and test stay whole, so every worker reports the same metrics.
+
+    Side effects: prints one line naming the store and why; draws a progress line on a
+    terminal; may write (or reuse) a disk store under the cache folder.
 
     Raises:
         TLKerasError: a missing path, no class folders, an empty class, a single class,
-            mismatched split folders, a bad CSV, unreadable images with ``on_corrupt="error"``.
+            mismatched split folders, a bad CSV, unreadable images with ``on_corrupt="error"``,
+            a bad ``cache_memory``, too little disk for the store.
     """
     config.validate()
+    memory_budget(config.cache_memory)  # a bad size fails before any work
     if config.split_seed is not None:
         seed = config.split_seed
     source = config.source
     if source is None:
         raise TLKerasError("no data source given; pass --data <folder|file.csv|tfds:name>")
     if str(source).startswith("tfds:"):
-        return _load_tfds(str(source)[5:], config, image_size, head, seed)
+        return _load_tfds(str(source)[5:], config, image_size, head, seed, shard)
     path = Path(source).expanduser()
     if not path.exists():
         raise TLKerasError(f"data path {source} does not exist; pass an image folder, a CSV file or tfds:<name>")
     if not os.access(path, os.R_OK):
         raise TLKerasError(f"data path {source} is not readable; check its permissions")
     if path.is_dir():
-        return _load_folder(path, config, image_size, head, seed)
+        return _load_folder(path, config, image_size, head, seed, shard)
     if path.suffix.lower() in (".csv", ".tsv", ".txt"):
-        return _load_csv(path, config, image_size, head, seed)
-    raise TLKerasError(f"data path {source} is neither a folder nor a .csv file")
-
-
-# ---------------------------------------------------------------------------------------------
-# tf.data
-
-
-def encode_labels(y: np.ndarray, head: str, num_outputs: int) -> np.ndarray:
-    """Model targets: one-hot rows for softmax (so label smoothing works), floats otherwise."""
-    if head == "softmax":
-        return np.eye(num_outputs, dtype=np.float32)[y]
-    return y.astype(np.float32)
-
-
-def make_dataset(
-    split: Split,
-    *,
-    head: str,
-    num_outputs: int,
-    batch_size: int,
-    shuffle: bool = False,
-    augment: str = "off",
-    seed: int = 42,
-    targets: np.ndarray | None = None,
-):
-    """Builds a batched tf.data pipeline of (float32 raw pixels, targets) from a split.
-
-    Shuffling reshuffles every epoch from ``seed``; augmentation runs on batches in parallel;
-    the pipeline ends with ``prefetch``. Images stay uint8 in memory (the cache) and become
-    float32 only per batch. ``targets`` (one row per image, e.g. soft labels) replaces the
-    encoded ``split.y``.
-    """
-    from tlkeras._backend import tf
-
-    if targets is None:
-        targets = encode_labels(split.y, head, num_outputs)
-    elif len(targets) != len(split):
-        raise TLKerasError(f"{len(targets)} targets for {len(split)} images")
-    ds = tf.data.Dataset.from_tensor_slices((split.x, targets))
-    if shuffle:
-        ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
-    from tlkeras.core.augment import augmenter
-
-    aug = augmenter(augment, seed)
-    if aug is not None:
-        ds = ds.map(lambda x, y: (tf.clip_by_value(aug(x, training=True), 0.0, 255.0), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+        return _load_csv(path, config, image_size, head, seed, shard)
+    raise TLKerasError(f"data path {source} is neither a folder nor a .csv file; pass the folder that holds one subfolder per class (e.g. data/cats/*.jpg), or a CSV of path,label rows")
 
 
 def class_weights(bundle: DataBundle, mode: str) -> dict[int, float] | None:

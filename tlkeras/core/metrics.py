@@ -16,10 +16,10 @@ __all__ = ["predict", "compute_metrics", "evaluate_model"]
 
 def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Runs ``model`` on uint8 images in batches; returns the output as float32 NumPy."""
-    from tlkeras._backend import tf
+    from tlkeras.core.stream import image_batches
 
-    ds = tf.data.Dataset.from_tensor_slices(x).batch(batch_size).map(lambda b: tf.cast(b, tf.float32))
-    return np.asarray(model.predict(ds, verbose=0), dtype=np.float32)
+    # Streams a disk store (np.memmap) batch by batch instead of copying it into one tensor.
+    return np.asarray(model.predict(image_batches(x, batch_size), verbose=0), dtype=np.float32)
 
 
 def compute_metrics(y_true: np.ndarray, outputs: np.ndarray, class_names: list[str], head: str = "softmax") -> dict[str, Any]:

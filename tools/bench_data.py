@@ -1,0 +1,178 @@
+"""Benchmark of the data pipeline at growing N: peak memory, time to first batch, images/s.
+
+Generates N synthetic JPEGs (320x240, 10 classes) once per N, then runs each case in a fresh
+subprocess, which reports its own peak resident memory (``ru_maxrss``):
+
+- ``tlkeras``: ``load_data`` with the automatic memory budget (in memory or a disk store), then
+  two epochs of ``make_dataset(shuffle=True)`` over the training split;
+- ``tlkeras-memory``: the same with ``cache_memory`` large enough to keep everything in memory
+  (only up to ``--memory-max`` images: the point is what the budget avoids);
+- ``tlkeras-disk``: the same with ``cache_memory=0`` (always the disk store);
+- ``tlkeras-reuse``: a second run over the same files and cache folder (the disk store is
+  reused, nothing is decoded), when the first run chose the disk;
+- ``keras``: ``image_dataset_from_directory`` (decodes every epoch), two epochs.
+
+"time to first batch" runs from the start of loading (after importing TensorFlow) to the first batch; an epoch's images/s
+counts the images that epoch delivered. tlkeras' first epoch includes its decoding.
+
+    nice python tools/bench_data.py --n 1000 10000 --json benchmarks/data_runs.json
+
+Writes nothing but the images (under --workdir) and the optional JSON; prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CLASSES = 10
+
+
+def _write_some(args):
+    root, start, stop, seed = args
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed + start)
+    yy, xx = np.mgrid[0:240, 0:320]
+    for i in range(start, stop):
+        c = i % CLASSES
+        folder = Path(root) / f"class_{c}"
+        path = folder / f"img_{i:06d}.jpg"
+        if path.exists():
+            continue
+        base = np.stack([(xx * (c + 1)) % 256, (yy * (10 - c)) % 256, np.full_like(xx, 25 * c)], -1)
+        img = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(path, quality=90)
+
+
+def make_images(root: Path, n: int, seed: int = 0) -> Path:
+    """N JPEGs of 320x240 in 10 class folders (kept between runs; made in 2 processes)."""
+    from multiprocessing import Pool
+
+    marker = root / f".complete-{n}"
+    if marker.exists():
+        return root
+    for c in range(CLASSES):
+        (root / f"class_{c}").mkdir(parents=True, exist_ok=True)
+    step = 500
+    jobs = [(str(root), s, min(s + step, n), seed) for s in range(0, n, step)]
+    with Pool(2) as pool:
+        pool.map(_write_some, jobs)
+    marker.write_text("ok")
+    return root
+
+
+_CASE = r"""
+import json, os, resource, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+case, folder, size, batch, cache = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+from tlkeras._backend import keras, tf  # imports are not timed: both pipelines need TensorFlow
+t0 = time.perf_counter()
+out = {"case": case}
+if case.startswith("tlkeras"):
+    import warnings
+    warnings.simplefilter("ignore")
+    from tlkeras import DataConfig, load_data
+    from tlkeras.core.data import make_dataset
+    memory = {"tlkeras-memory": "1000GB", "tlkeras-disk": "0"}.get(case, "auto")
+    config = DataConfig(source=folder, val_fraction=0.15, test_fraction=0.15, cache_memory=memory, cache_dir=cache)
+    bundle = load_data(config, size, seed=1)
+    out["load_s"] = time.perf_counter() - t0
+    out["store"] = bundle.cache.split(":")[0]
+    ds = make_dataset(bundle.train, head="softmax", num_outputs=len(bundle.class_names), batch_size=batch, shuffle=True, seed=1)
+else:
+    ds = keras.utils.image_dataset_from_directory(folder, image_size=(size, size), batch_size=batch, shuffle=True, seed=1)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+epochs = []
+start = t0
+for epoch in range(2):
+    count = 0
+    for i, (x, y) in enumerate(ds):
+        if epoch == 0 and i == 0:
+            out["first_batch_s"] = time.perf_counter() - t0
+        count += int(x.shape[0])
+    now = time.perf_counter()
+    epochs.append({"images": count, "seconds": now - start})
+    start = now
+out["epochs"] = epochs
+out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print("RESULT " + json.dumps(out))
+"""
+
+
+def run_case(case: str, folder: Path, size: int, batch: int, cache: Path, timeout: int) -> dict:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", _CASE, case, str(folder), str(size), str(batch), str(cache)],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        return {"case": case, "error": (done.stderr or done.stdout)[-800:], "wall_s": time.perf_counter() - started}
+    result = json.loads(lines[-1][7:])
+    result["wall_s"] = time.perf_counter() - started
+    return result
+
+
+def _row(n: int, r: dict) -> str:
+    if "error" in r:
+        return f"| {n:,} | {r['case']} | failed: {r['error'].strip().splitlines()[-1][:80]} | | | | | |"
+    e1, e2 = r["epochs"]
+    return (
+        f"| {n:,} | {r['case']} | {r.get('store', 'decode every epoch')} | {r['peak_rss_mb'] / 1024:.2f} | "
+        f"{r['first_batch_s']:.1f} | {e1['images'] / e1['seconds']:,.0f} | {e2['images'] / e2['seconds']:,.0f} | "
+        f"{r['wall_s']:.0f} |"
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/tlkeras_bench_data"))
+    parser.add_argument("--cases", nargs="+", default=["tlkeras", "tlkeras-memory", "tlkeras-reuse", "keras"],
+                        help="tlkeras, tlkeras-memory, tlkeras-disk, tlkeras-reuse, keras")
+    parser.add_argument("--memory-max", type=int, default=20000, help="largest N for the tlkeras-memory case")
+    parser.add_argument("--timeout", type=int, default=1800)
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args(argv)
+
+    results = []
+    header = ("| N | pipeline | store | peak RSS (GB) | first batch (s) | epoch 1 img/s | epoch 2 img/s | wall (s) |\n"
+              "|---|---|---|---|---|---|---|---|")
+    print(header, flush=True)
+    for n in args.n:
+        t = time.perf_counter()
+        folder = make_images(args.workdir / f"images_{n}", n)
+        print(f"<!-- {n:,} images ready in {time.perf_counter() - t:.0f}s -->", flush=True)
+        cache = args.workdir / f"cache_{n}"
+        shutil.rmtree(cache, ignore_errors=True)
+        first = None
+        for case in args.cases:
+            if case == "tlkeras-memory" and n > args.memory_max:
+                continue
+            if case == "tlkeras-reuse" and (first is None or first.get("store") != "disk"):
+                continue
+            result = run_case(case, folder, args.size, args.batch_size, cache, args.timeout)
+            result["n"] = n
+            if case == "tlkeras":
+                first = result
+            results.append(result)
+            print(_row(n, result), flush=True)
+        shutil.rmtree(cache, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
