@@ -38,6 +38,7 @@ __all__ = [
     "warm_up_head",
     "open_backbone",  # the engine's (tlkeras.train.recipe), re-exported for the techniques
     "compile_trainer",
+    "fit_main_phase",
     "unlabeled_dataset",
     "write_unlabeled_run",
 ]
@@ -184,6 +185,9 @@ def prepare_data(config: RunConfig, data: DataBundle | None, unlabeled=None, *, 
     elif data.head != "softmax":
         raise TLKerasError(f"the data is labelled for a {data.head} head; these techniques need softmax labels")
     config.data.image_size = size
+    from tlkeras.core.backbones import apply_recipe_defaults
+
+    apply_recipe_defaults(config, train_count=len(data.train), num_classes=data.num_outputs)
     return data, size, images
 
 
@@ -205,6 +209,42 @@ def compile_trainer(trainer, optimizer) -> None:
     """
     trainer.compile(optimizer=optimizer)
     optimizer.build(trainer.trainable_variables)
+
+
+def fit_main_phase(trainer, make_train_ds, val_ds, config: RunConfig, *, epochs: int, steps: int, learning_rate: float,
+                   candidate: bool, callbacks: list | None = None, on_compile=None, patience: int | None = None,
+                   restore_best: bool = True):
+    """A technique's main phase through the shared engine (:func:`tlkeras.train.recipe.train_phase`).
+
+    ``trainer`` is the technique's custom-``train_step`` model; ``make_train_ds(epoch)`` its
+    endless training pipeline (``steps`` steps make an epoch). The schedule, early stopping on
+    ``train.select_metric``, restore-best and the rule that the warmed-up model (``candidate``)
+    is kept when the phase does not improve on it are the engine's. ``on_compile(schedule)``
+    runs after compiling (e.g. to give a discriminator its optimizer). ``patience`` and
+    ``restore_best`` are :func:`tlkeras.train.recipe.train_phase`'s.
+
+    Returns:
+        ``(result, selection)``: the engine's PhaseResult and which model was kept (or None).
+
+    Side effects: trains ``trainer`` (and the model it wraps); prints the selection when verbose.
+    """
+    from tlkeras.train.optim import make_optimizer
+    from tlkeras.train.recipe import selection_record, train_phase
+
+    tc = config.train
+
+    def compile(schedule):
+        compile_trainer(trainer, make_optimizer(tc.optimizer, schedule, tc.weight_decay))
+        if on_compile is not None:
+            on_compile(schedule)
+
+    result = train_phase(trainer, make_train_ds, val_ds, config, phase=2, epochs=epochs, learning_rate=learning_rate, steps=steps,
+                         compile=compile, candidate=candidate and restore_best, callbacks=callbacks, steps_per_epoch=steps,
+                         patience=patience, restore_best=restore_best)
+    selection = selection_record(result)
+    if selection and tc.verbose:
+        print(selection["message"], flush=True)
+    return result, selection
 
 
 def unlabeled_dataset(x: np.ndarray, batch_size: int, seed: int, augment: str = "off"):

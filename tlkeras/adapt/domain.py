@@ -12,7 +12,7 @@ import numpy as np
 from tlkeras._backend import keras, tf
 from tlkeras.adapt.common import (
     _count_steps,
-    compile_trainer,
+    fit_main_phase,
     load_labelled_split,
     open_backbone,
     prepare_data,
@@ -24,7 +24,7 @@ from tlkeras.config import RunConfig
 from tlkeras.core.data import DataBundle, Split, make_dataset
 from tlkeras.core.models import backbone_layers, build_model, feature_layer_name
 from tlkeras.errors import TLKerasError
-from tlkeras.train.optim import phase2_learning_rate, phase_optimizer
+from tlkeras.train.optim import epoch_seed, phase2_learning_rate, phase_optimizer
 from tlkeras.train.phase import PhaseHistory
 from tlkeras.train.run import TrainResult
 
@@ -388,24 +388,30 @@ def adapt_domain(
     epochs = options.epochs or max(1, config.train.phase2_epochs)
     steps = _count_steps(max(len(data.train), len(xt)), bs)
     n = data.num_outputs
-    source_ds = make_dataset(data.train, head="softmax", num_outputs=n, batch_size=bs, shuffle=True,
-                             augment=config.data.augment, seed=config.seed).repeat()
-    target_ds = unlabeled_dataset(xt, bs, config.seed, config.data.augment)
-    train_ds = tf.data.Dataset.zip((source_ds, target_ds)).prefetch(tf.data.AUTOTUNE)
+
+    def make_train_ds(epoch):
+        seed = epoch_seed(config.seed, 2, epoch)
+        source_ds = make_dataset(data.train, head="softmax", num_outputs=n, batch_size=bs, shuffle=True,
+                                 augment=config.data.augment, seed=seed).repeat()
+        target_ds = unlabeled_dataset(xt, bs, seed, config.data.augment)
+        return tf.data.Dataset.zip((source_ds, target_ds)).prefetch(tf.data.AUTOTUNE)
+
     val_ds = make_dataset(data.val, head="softmax", num_outputs=n, batch_size=bs)
     trainer = DomainAdaptationModel(model, options, epochs * steps, label_smoothing=config.train.label_smoothing)
     lr = options.learning_rate or phase2_learning_rate(config)
-    compile_trainer(trainer, phase_optimizer(config, lr, epochs * steps))
-    if options.method == "dann":
-        trainer.set_discriminator_optimizer(phase_optimizer(config, lr * options.discriminator_lr_factor, epochs * steps))
-    h = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
-                    callbacks=list(callbacks or []), verbose=config.train.verbose)
-    PhaseHistory(history).add(h, 2)
+
+    def discriminator_optimizer(schedule):
+        if options.method == "dann":
+            trainer.set_discriminator_optimizer(phase_optimizer(config, lr * options.discriminator_lr_factor, epochs * steps))
+
+    result, selection = fit_main_phase(trainer, make_train_ds, val_ds, config, epochs=epochs, steps=steps, learning_rate=lr,
+                                       candidate=config.train.phase1_epochs > 0, callbacks=callbacks, on_compile=discriminator_optimizer)
+    PhaseHistory(history).add(result.history, 2)
     timings["adaptation"] = timings["phase2"] = time.perf_counter() - start
     timings["total"] = time.perf_counter() - t0
 
     return write_unlabeled_run(
         config, data, model, history, method=options.method, options=options, timings=timings,
         unlabeled_count=len(xt), unlabeled_source=target, extra_splits=targets,
-        extra_info={"trainable_backbone_layers": opened}, write=write,
+        extra_info={"trainable_backbone_layers": opened, "selection": selection}, write=write,
     )

@@ -17,8 +17,9 @@ from tlkeras.core.data import DataBundle, encode_labels, make_dataset
 from tlkeras.core.metrics import predict
 from tlkeras.core.models import build_model, feature_extractor, freeze_backbone, head_model
 from tlkeras.errors import TLKerasError
-from tlkeras.train.optim import phase2_learning_rate, phase_optimizer
+from tlkeras.train.optim import epoch_seed, make_optimizer, phase2_learning_rate
 from tlkeras.train.phase import PhaseHistory
+from tlkeras.train.recipe import FitResult, selection_record, train_phase
 from tlkeras.train.run import TrainResult
 
 
@@ -92,57 +93,68 @@ def importance_weights(source_features: np.ndarray, target_features: np.ndarray,
 
 
 def _weighted_fit(model, data: DataBundle, config: RunConfig, weights: np.ndarray, source_features: np.ndarray, callbacks: list) -> tuple[dict, dict]:
-    """Two-phase training where each source image's loss is multiplied by its weight."""
+    """Two-phase training through the shared engine where each source image's loss is multiplied by its weight."""
     tc, dc = config.train, config.data
     n, bs = data.num_outputs, dc.batch_size
-    history: dict[str, list] = {}
+    history = PhaseHistory()
     timings: dict[str, float] = {}
     targets = encode_labels(data.train.y, "softmax", n)
     val_targets = encode_labels(data.val.y, "softmax", n)
 
-    def stopper():
-        patience = tc.early_stopping_patience if tc.early_stopping_patience > 0 else 10**9
-        return keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    def compiler(net, weighted_metrics):
+        def compile(lr):
+            net.compile(optimizer=make_optimizer(tc.optimizer, lr, tc.weight_decay),
+                        loss=keras.losses.CategoricalCrossentropy(label_smoothing=tc.label_smoothing),
+                        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")], weighted_metrics=weighted_metrics)
+        return compile
 
     start = time.perf_counter()
     if tc.phase1_epochs > 0:
         # Phase 1 always trains the head on cached features (the frozen backbone never changes).
         freeze_backbone(model)
         head = head_model(model)
-        steps = _count_steps(len(source_features), bs)
-        head.compile(optimizer=phase_optimizer(config, tc.phase1_lr, steps * tc.phase1_epochs),
-                     loss=keras.losses.CategoricalCrossentropy(label_smoothing=tc.label_smoothing),
-                     metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")], weighted_metrics=[])
         val_features = predict(feature_extractor(model), data.val.x, bs)
-        ds = (tf.data.Dataset.from_tensor_slices((source_features, targets, weights))
-              .shuffle(len(targets), seed=config.seed, reshuffle_each_iteration=True).batch(bs))
-        h = head.fit(ds, validation_data=(val_features, val_targets), epochs=tc.phase1_epochs,
-                     callbacks=[stopper(), *callbacks], verbose=tc.verbose)
-        PhaseHistory(history).add(h, 1)
+        cached = tf.data.Dataset.from_tensor_slices((source_features, targets, weights))
+
+        def make_phase1_ds(epoch):
+            return cached.shuffle(len(targets), seed=epoch_seed(config.seed, 1, epoch)).batch(bs)
+
+        val1 = tf.data.Dataset.from_tensor_slices((val_features, val_targets)).batch(bs)
+        result = train_phase(head, make_phase1_ds, val1, config, phase=1, epochs=tc.phase1_epochs, learning_rate=tc.phase1_lr,
+                             steps=_count_steps(len(source_features), bs), compile=compiler(head, []), monitor="val_loss",
+                             callbacks=callbacks)
+        history.add(result.history, 1)
     timings["phase1"] = time.perf_counter() - start
 
     start = time.perf_counter()
     opened: list[str] = []
+    selection = None
     if tc.phase2_epochs > 0 and tc.unfreeze != "none":
         opened = open_backbone(model, config)
         steps = _count_steps(len(data.train), bs)
-        model.compile(optimizer=phase_optimizer(config, phase2_learning_rate(config), steps * tc.phase2_epochs),
-                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=tc.label_smoothing),
-                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-        aug = augmenter(dc.augment, config.seed)
-        ds = (tf.data.Dataset.from_tensor_slices((data.train.x, targets, weights))
-              .shuffle(len(targets), seed=config.seed, reshuffle_each_iteration=True).batch(bs)
-              .map(lambda x, y, w: (tf.cast(x, tf.float32), y, w), num_parallel_calls=tf.data.AUTOTUNE))
-        if aug is not None:
-            ds = ds.map(lambda x, y, w: (tf.clip_by_value(aug(x, training=True), 0.0, 255.0), y, w),
-                        num_parallel_calls=tf.data.AUTOTUNE)
+        pixels = tf.data.Dataset.from_tensor_slices((data.train.x, targets, weights))
+
+        def make_phase2_ds(epoch):
+            seed = epoch_seed(config.seed, 2, epoch)
+            ds = pixels.shuffle(len(targets), seed=seed).batch(bs).map(
+                lambda x, y, w: (tf.cast(x, tf.float32), y, w), num_parallel_calls=tf.data.AUTOTUNE)
+            aug = augmenter(dc.augment, seed)
+            if aug is not None:
+                ds = ds.map(lambda x, y, w: (tf.clip_by_value(aug(x, training=True), 0.0, 255.0), y, w),
+                            num_parallel_calls=tf.data.AUTOTUNE)
+            return ds.prefetch(tf.data.AUTOTUNE)
+
         val_ds = make_dataset(data.val, head="softmax", num_outputs=n, batch_size=bs)
-        h = model.fit(ds.prefetch(tf.data.AUTOTUNE), validation_data=val_ds, epochs=tc.phase2_epochs,
-                      callbacks=[stopper(), *callbacks], verbose=tc.verbose)
-        PhaseHistory(history).add(h, 2)
+        result = train_phase(model, make_phase2_ds, val_ds, config, phase=2, epochs=tc.phase2_epochs,
+                             learning_rate=phase2_learning_rate(config), steps=steps, warmup_steps=int(round(tc.warmup_epochs * steps)),
+                             compile=compiler(model, None), candidate=tc.phase1_epochs > 0, callbacks=callbacks)
+        history.add(result.history, 2)
+        selection = selection_record(result)
+        if selection and tc.verbose:
+            print(selection["message"], flush=True)
     timings["phase2"] = time.perf_counter() - start
     timings["phase2_trainable_layers"] = len(opened)
-    return history, timings
+    return FitResult(history.values, timings, selection)
 
 
 def train_importance_weighted(
@@ -188,11 +200,12 @@ def train_importance_weighted(
             stacklevel=2,
         )
     timings["weights"] = time.perf_counter() - start
-    history, fit_timings = _weighted_fit(model, data, config, weights, fs, list(callbacks or []))
+    fitted = _weighted_fit(model, data, config, weights, fs, list(callbacks or []))
+    history, fit_timings = fitted
     timings.update(fit_timings)
     timings["total"] = time.perf_counter() - t0
     return write_unlabeled_run(
         config, data, model, history, method="importance", options=options, timings=timings,
         unlabeled_count=len(xt), unlabeled_source=target, extra_metrics={"importance": info},
-        extra_splits=targets, write=write,
+        extra_splits=targets, extra_info={"selection": fitted.selection}, write=write,
     )

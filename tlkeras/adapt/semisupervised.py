@@ -31,7 +31,7 @@ import numpy as np
 
 from tlkeras._backend import keras, tf
 from tlkeras.adapt.common import (
-    compile_trainer,
+    fit_main_phase,
     open_backbone,
     prepare_data,
     unlabeled_dataset,
@@ -53,7 +53,7 @@ from tlkeras.core.data import DataBundle, Split, encode_labels, make_dataset
 from tlkeras.core.metrics import evaluate_model, predict
 from tlkeras.core.models import build_model
 from tlkeras.errors import TLKerasError
-from tlkeras.train.optim import phase2_learning_rate, phase_optimizer
+from tlkeras.train.optim import epoch_seed, phase2_learning_rate
 from tlkeras.train.phase import PhaseHistory
 from tlkeras.train.recipe import fit_two_phase
 from tlkeras.train.run import TrainResult
@@ -412,26 +412,29 @@ def train_fixmatch(
     ubs = bs * options.unlabeled_ratio
     epochs = options.epochs or max(1, config.train.phase2_epochs)
     steps = max(1, -(-len(xu) // ubs))
-    train_ds = tf.data.Dataset.zip((
-        _labelled_dataset(data.train, data.num_outputs, bs, config.seed),
-        unlabeled_dataset(xu, ubs, config.seed),
-    )).prefetch(tf.data.AUTOTUNE)
+
+    def make_train_ds(epoch):
+        seed = epoch_seed(config.seed, 2, epoch)
+        return tf.data.Dataset.zip((
+            _labelled_dataset(data.train, data.num_outputs, bs, seed),
+            unlabeled_dataset(xu, ubs, seed),
+        )).prefetch(tf.data.AUTOTUNE)
+
     val_ds = make_dataset(data.val, head="softmax", num_outputs=data.num_outputs, batch_size=bs)
     trainer = FixMatchModel(model, options, label_smoothing=config.train.label_smoothing)
     lr = options.learning_rate or (phase2_learning_rate(config) if opened else config.train.phase1_lr)
-    compile_trainer(trainer, phase_optimizer(config, lr, epochs * steps))
-    extra_callbacks = list(callbacks or [])
-    if options.restore_best:
-        extra_callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=10**9, restore_best_weights=True))
-    h = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
-                    callbacks=extra_callbacks, verbose=config.train.verbose)
-    PhaseHistory(history).add(h, 2)
+    # FixMatch runs all its epochs (its validation loss is noisy early on); restore_best keeps the
+    # best epoch, or the warmed-up model when no epoch beats it.
+    result, selection = fit_main_phase(trainer, make_train_ds, val_ds, config, epochs=epochs, steps=steps, learning_rate=lr,
+                                       candidate=config.train.phase1_epochs > 0, callbacks=list(callbacks or []),
+                                       patience=0, restore_best=options.restore_best)
+    PhaseHistory(history).add(result.history, 2)
     timings["fixmatch"] = timings["phase2"] = time.perf_counter() - start
     timings["total"] = time.perf_counter() - t0
-    mask_rates = h.history.get("mask_rate") or [None]
+    mask_rates = result.history.get("mask_rate") or [None]
     return write_unlabeled_run(
         config, data, model, history, method="fixmatch", options=options, timings=timings,
         unlabeled_count=len(xu), unlabeled_source=unlabeled,
         extra_metrics={"fixmatch": {"last_mask_rate": mask_rates[-1], "trainable_backbone_layers": len(opened)}},
-        write=write,
+        extra_info={"selection": selection}, write=write,
     )

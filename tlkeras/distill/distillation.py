@@ -355,6 +355,7 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
     from tlkeras.train.optim import compile_model, epoch_seed, final_learning_rate, make_optimizer, phase2_learning_rate, steps_per_epoch
     from tlkeras.train.phase import PhaseHistory
     from tlkeras.train.recipe import (
+        FitResult,
         open_backbone,
         phase1_augmentation,
         selection_record,
@@ -379,7 +380,7 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
     val_ds = make_dataset(bundle.val, head="softmax", num_outputs=n, batch_size=bs)
     weights = class_weights(bundle, dc.class_weight)
     history = PhaseHistory()
-    timings: dict[str, Any] = {}
+    timings: dict[str, float] = {}
     # Select on hard-label val accuracy, not val loss: a student trained on softened targets is
     # calibrated unlike a cross-entropy one, and from scratch its val cross-entropy can stay above
     # the uniform guess's ln(C) for many epochs, so "best val loss" kept epoch 1.
@@ -429,6 +430,7 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
     timings["phase1"] = time.perf_counter() - start
     start = time.perf_counter()
     opened: list[str] = []
+    selection = None
     if tc.phase2_epochs > 0 and tc.unfreeze != "none":
         opened = open_backbone(student, config)
         trainer = _Distiller(logits_model(student), teacher_logits, s_size, options, tc.label_smoothing)
@@ -441,14 +443,12 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
                      warmup=int(round(tc.warmup_epochs * steps)), candidate=tc.phase1_epochs > 0)
         history.add(result.history, 2)
         selection = selection_record(result)
-        if selection:
-            timings["selection"] = selection
-            if tc.verbose:
-                print(selection["message"], flush=True)
+        if selection and tc.verbose:
+            print(selection["message"], flush=True)
     timings["phase2"] = time.perf_counter() - start
     timings["phase2_trainable_layers"] = len(opened)
     compile_model(student, config, n, final_learning_rate(config, bool(opened)), jit=False)
-    return history.values, timings
+    return FitResult(history.values, timings, selection)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -564,12 +564,16 @@ def distill(teacher_run: str | Path, config: RunConfig | None = None, options: D
     if data.class_names != labels:
         raise TLKerasError(f"the data's classes {data.class_names} differ from the teacher's {labels}")
     config.data.image_size = s_size
+    from tlkeras.core.backbones import apply_recipe_defaults
+
+    recipe = apply_recipe_defaults(config, train_count=len(data.train), num_classes=data.num_outputs)
     student_data = _student_bundle(data, config, s_size)
     t_data = time.perf_counter() - t0
 
     student = build_model(config.model, data.num_outputs, s_size)
     config.name = config.name or default_run_name(f"{teacher_run.resolve().name}-student")
-    history, timings = fit_distillation(student, teacher, data, config, options, callbacks=callbacks)
+    fitted = fit_distillation(student, teacher, data, config, options, callbacks=callbacks)
+    history, timings = fitted
     split_name, split = student_data.eval_split
     _, t_split = data.eval_split
     metrics: dict[str, Any] = {
@@ -597,7 +601,7 @@ def distill(teacher_run: str | Path, config: RunConfig | None = None, options: D
         info = {"distillation": metrics["distillation"], "trainable_backbone_layers": trainable_backbone_layers(student),
                 "data": {"source": data.source, "train": len(data.train), "val": len(data.val),
                          "test": len(data.test) if data.test is not None else 0},
-                "timings": timings}
+                "recipe": recipe, "selection": fitted.selection, "timings": timings}
         with staged_directory(run_dir) as stage:
             save_config(config, stage / "config.yaml")
             with atomic_path(stage / "model.keras") as tmp:

@@ -82,7 +82,7 @@ def fit_multitask(model, data: MultiTaskData, config: RunConfig, *, callbacks: l
     from tlkeras.core.models import feature_extractor, feature_layer_name, freeze_backbone
     from tlkeras.train.optim import epoch_seed, phase2_learning_rate, steps_per_epoch
     from tlkeras.train.phase import PhaseHistory
-    from tlkeras.train.recipe import open_backbone, phase1_augmentation, selection_record, train_phase, uses_feature_cache
+    from tlkeras.train.recipe import FitResult, open_backbone, phase1_augmentation, selection_record, train_phase, uses_feature_cache
 
     apply_recipe_defaults(config)
     tc, dc = config.train, config.data
@@ -91,7 +91,7 @@ def fit_multitask(model, data: MultiTaskData, config: RunConfig, *, callbacks: l
     steps = steps_per_epoch(len(data.train), bs)
     val_ds = _dataset(data.val, tasks, bs)
     history = PhaseHistory()
-    timings: dict[str, Any] = {}
+    timings: dict[str, float] = {}
     layer = weighting_layer(model)
 
     class _RecordWeights(keras.callbacks.Callback):
@@ -135,6 +135,7 @@ def fit_multitask(model, data: MultiTaskData, config: RunConfig, *, callbacks: l
     timings["phase1"] = time.perf_counter() - start
     start = time.perf_counter()
     opened: list[str] = []
+    selection = None
     if tc.phase2_epochs > 0 and tc.unfreeze != "none":
         opened = open_backbone(model, config)
 
@@ -146,14 +147,12 @@ def fit_multitask(model, data: MultiTaskData, config: RunConfig, *, callbacks: l
                              compile=compiler(model), candidate=tc.phase1_epochs > 0, callbacks=extra)
         history.add(result.history, 2)
         selection = selection_record(result)
-        if selection:
-            timings["selection"] = selection
-            if tc.verbose:
-                print(selection["message"], flush=True)
+        if selection and tc.verbose:
+            print(selection["message"], flush=True)
     timings["phase2"] = time.perf_counter() - start
     timings["phase2_trainable_layers"] = len(opened)
     compile_multitask(model, tasks, tc.phase1_lr, optimizer=tc.optimizer, training=False)
-    return history.values, timings
+    return FitResult(history.values, timings, selection)
 
 
 def predict_multitask(model, x: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
@@ -240,7 +239,8 @@ def train_multitask(config: RunConfig, data: MultiTaskData, *, weighting: str = 
     config.data.image_size = size
     model = build_multitask_model(config.model, tasks, size, weighting)
     config.name = config.name or default_run_name("multitask-" + config.model.backbone.replace("hub:", "hub-").split("/")[-1])
-    history, timings = fit_multitask(model, data, config, callbacks=callbacks)
+    fitted = fit_multitask(model, data, config, callbacks=callbacks)
+    history, timings = fitted
     split_name, split = data.eval_split
     val = evaluate_multitask(model, data.val, tasks, config.data.batch_size)
     final = evaluate_multitask(model, split, tasks, config.data.batch_size)
@@ -251,6 +251,7 @@ def train_multitask(config: RunConfig, data: MultiTaskData, *, weighting: str = 
         "final_split": split_name,
         "weighting": weighting,
         "loss_weights": weights,
+        "selection": fitted.selection,
         "timings": timings,
     }
     run_dir = None

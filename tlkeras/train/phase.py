@@ -131,6 +131,7 @@ def run_phase(
     candidate: Candidate | None = None,
     steps_per_epoch: int | None = None,
     validation_steps: int | None = None,
+    restore_best: bool = True,
 ) -> PhaseResult:
     """Trains a compiled ``fit_model`` one epoch per ``fit`` call, keeping the best weights.
 
@@ -153,6 +154,7 @@ def run_phase(
             improves on it.
         steps_per_epoch: steps of one epoch (for endless datasets).
         validation_steps: steps of one validation pass (for endless datasets).
+        restore_best: end with the best weights (default); False keeps the last epoch's.
 
     Returns:
         A :class:`PhaseResult`.
@@ -212,7 +214,9 @@ def run_phase(
             break
         if getattr(fit_model, "stop_training", False):
             break  # a user callback asked to stop
-    if best_weights is not None:
+    if not restore_best:
+        state["best"], state["best_epoch"] = state["history"].get(monitor, [None])[-1] if state["history"] else None, state["epoch"]
+    elif best_weights is not None:
         fit_model.set_weights(best_weights)
     if checkpoint_dir is not None:
         # NumPy arrays, not a Keras weights file: the format does not depend on the file name.

@@ -187,6 +187,8 @@ def train_phase(
     checkpoint_dir: Path | None = None,
     steps_per_epoch: int | None = None,
     validation_steps: int | None = None,
+    patience: int | None = None,
+    restore_best: bool = True,
 ) -> PhaseResult:
     """Compiles ``fit_model`` for one phase and runs it with the shared phase runner.
 
@@ -203,6 +205,8 @@ def train_phase(
         candidate: the weights ``fit_model`` holds before the phase compete with its epochs
             (scored on ``val_ds`` after compiling), so the phase never ends worse on ``monitor``.
         monitor: the selecting value (default ``train.select_metric``, else ``val_loss``).
+        patience: early-stopping patience (default ``train.early_stopping_patience``; 0: none).
+        restore_best: end with the best weights (default) or the last epoch's.
 
     Other arguments are those of :func:`tlkeras.train.phase.run_phase`.
     """
@@ -214,7 +218,8 @@ def train_phase(
     if candidate and val_ds is not None and not resuming:
         start = evaluate_candidate(fit_model, val_ds, monitor, steps=validation_steps)
     return run_phase(
-        fit_model, make_train_ds, val_ds, phase=phase, epochs=epochs, patience=tc.early_stopping_patience,
+        fit_model, make_train_ds, val_ds, phase=phase, epochs=epochs,
+        patience=tc.early_stopping_patience if patience is None else patience, restore_best=restore_best,
         verbose=tc.verbose, class_weight=class_weight, callbacks=callbacks, checkpoint_dir=checkpoint_dir,
         monitor=monitor, candidate=start, steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
     )
