@@ -151,20 +151,18 @@ def test_harness_sees_requests_and_console_errors(tmp_path, browser):
 
 @pytest.fixture(scope="module")
 def report_run(tiny_run, tmp_path_factory):
-    """A copy of the tiny run, calibrated, with a report written from its test split and overlays."""
+    """A copy of the tiny run (train_model calibrated it), with a report of its test split and overlays."""
     from tlkeras.config import load_config
-    from tlkeras.core.calibration import calibrate_model
     from tlkeras.core.data import load_data
     from tlkeras.core.loading import load_run_model
     from tlkeras.report.html import examples_from, write_run_report
-    from tlkeras.runs import write_json
 
     run = tmp_path_factory.mktemp("report") / "tiny"
     shutil.copytree(tiny_run, run)
+    assert (run / "calibration.json").is_file()
     model = load_run_model(run)
     config = load_config(run / "config.yaml")
     data = load_data(config.data, config.data.image_size, "softmax", config.seed)
-    write_json(run / "calibration.json", calibrate_model(model, data.val, "softmax", eval_split=data.test))
     examples = examples_from(model, data.test, "test")
 
     def overlays(images, classes):
@@ -328,3 +326,39 @@ def test_report_of_other_heads(tmp_path, head):
     html = write_run_report(tmp_path).read_text()
     assert 'id="curves"' in html and 'id="confusion"' not in html and 'id="gallery"' not in html
     assert ("0.600" if head == "sigmoid" else "0.300") in html
+
+
+def test_train_cli_calibrates_and_writes_the_report(tmp_path, capsys):
+    """``python -m tlkeras.train``: calibration.json, ECE in metrics.json, a calibrated model.keras
+    and report.html with Grad-CAM overlays."""
+    from conftest import calibrated_weights, make_image_folder
+
+    from tlkeras.config import load_config
+    from tlkeras.core.calibration import model_logits, negative_log_likelihood
+    from tlkeras.core.data import load_data
+    from tlkeras.core.loading import load_run_model
+    from tlkeras.runs import read_json
+    from tlkeras.train.__main__ import main
+
+    data = make_image_folder(tmp_path / "images", per_class=14)
+    flags = ["--data", str(data), "--backbone", "mobilenet", "--alpha", "0.25", "--weights", str(calibrated_weights(32)),
+             "--image-size", "32", "--batch-size", "16", "--phase1-epochs", "2", "--phase2-epochs", "1", "--augment", "off",
+             "--verbose", "0", "--output-dir", str(tmp_path / "runs"), "--name", "cal"]
+    assert main(flags) == 0
+    run = tmp_path / "runs" / "cal"
+    assert f"report: {run / 'report.html'}" in capsys.readouterr().out
+    calibration = read_json(run / "calibration.json")
+    for key in ("temperature", "ece_before", "ece_after", "unknown_threshold", "target_recall", "val_recall_at_threshold"):
+        assert isinstance(calibration[key], float), key
+    assert calibration["val_recall_at_threshold"] >= calibration["target_recall"]
+    assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9
+    metrics = read_json(run / "metrics.json")
+    assert metrics["calibration"]["ece_after"] == pytest.approx(calibration["ece_after"])
+    assert "test_ece_after" in metrics["calibration"]
+    # The saved model is the calibrated one: its val NLL is the fitted one.
+    config = load_config(run / "config.yaml")
+    bundle = load_data(config.data, 32, "softmax", config.seed)
+    nll = negative_log_likelihood(model_logits(load_run_model(run), bundle.val.x), bundle.val.y)
+    assert nll == pytest.approx(calibration["nll_after"], abs=1e-4)
+    html = (run / "report.html").read_text()
+    assert 'id="calibration"' in html and 'id="curves"' in html

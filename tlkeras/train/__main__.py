@@ -86,7 +86,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.resume:
         from tlkeras.train.run import train_model
 
-        _print_summary(train_model(config, resume=True))
+        _print_summary(result := train_model(config, resume=True))
+        _write_report(result)
         return 0
     if config.data.source is None:
         from tlkeras.train.demo import run_demo
@@ -95,15 +96,38 @@ def _main(argv: Sequence[str] | None) -> int:
         return 0
     from tlkeras.train.run import train_model
 
-    _print_summary(train_model(config))
+    _print_summary(result := train_model(config))
+    _write_report(result)
     return 0
+
+
+def _write_report(result) -> None:
+    """``report.html`` of a finished run, with Grad-CAM overlays of its mistakes (softmax runs)."""
+    if result.run_dir is None:
+        return
+    import functools
+
+    from tlkeras.errors import TLKerasError
+    from tlkeras.report.html import examples_from, write_run_report
+
+    examples = overlays = None
+    if result.config.model.head == "softmax" and result.data is not None:
+        from tlkeras.explain.gradcam import gradcam_overlays
+
+        name, split = result.data.eval_split
+        examples = examples_from(result.model, split, name, result.config.data.batch_size)
+        overlays = functools.partial(gradcam_overlays, result.model)
+    try:
+        print(f"report: {write_run_report(result.run_dir, examples, overlays)}")
+    except TLKerasError as exc:  # the run itself is complete; say why its page is missing
+        print(f"report.html not written: {exc}", file=sys.stderr)
 
 
 def _train_with_unlabeled(config, technique, unlabeled, target_test, *, resume: bool) -> int:
     from tlkeras.errors import TLKerasError
 
     if technique is None:
-        raise TLKerasError("--unlabeled and --target-test need --technique (dann, mmd, importance, pseudo-label, fixmatch or simclr)")
+        raise TLKerasError("--unlabeled and --target-test need --technique; add --technique dann, mmd, importance, pseudo-label, fixmatch or simclr")
     if unlabeled is None:
         raise TLKerasError(f"--technique {technique} needs --unlabeled <folder|file.csv> with the unlabelled images")
     if resume:

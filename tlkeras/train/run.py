@@ -21,6 +21,7 @@ from typing import Any, Callable
 from tlkeras._backend import keras, tf
 from tlkeras.config import RunConfig, save_config
 from tlkeras.core.backbones import apply_recipe_defaults
+from tlkeras.core.calibration import calibrate_model
 from tlkeras.core.data import DataBundle, load_data
 from tlkeras.core.metrics import evaluate_model
 from tlkeras.core.models import build_model, check_model_config, trainable_backbone_layers
@@ -45,6 +46,7 @@ class TrainResult:
         run_dir: the run directory (None when not written).
         config: the config used (with the resolved image size and recipe defaults).
         info: what ``run.json`` holds (versions, data counts, recipe, selection, ...).
+        data: the data the run trained and was evaluated on (for reports).
     """
 
     model: Any
@@ -54,6 +56,7 @@ class TrainResult:
     run_dir: Path | None
     config: RunConfig
     info: dict[str, Any] = field(default_factory=dict)
+    data: DataBundle | None = None
 
 
 def select_strategy(mode: str = "auto"):
@@ -149,6 +152,9 @@ def train_model(
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     size = check_model_config(config.model, config.data.image_size if data is None else data.image_size)
+    # Before any TensorFlow op runs (load_data decodes with tf.data): MultiWorkerMirroredStrategy
+    # must configure collective ops at program start.
+    strategy = select_strategy(config.train.distribute)
     if data is None:
         data = load_data(config.data, size, config.model.head, config.seed)
     elif data.head != config.model.head:
@@ -160,7 +166,6 @@ def train_model(
         _say_recipe(recipe)
     t_data = time.perf_counter() - t0
 
-    strategy = select_strategy(config.train.distribute)
     with precision_policy(config.train.mixed_precision):
         if model is None:
             with strategy.scope():
@@ -177,6 +182,8 @@ def train_model(
             )
             history, timings = fitted
             split_name, split = data.eval_split
+            # Temperature scaling lives in the last Dense layer: calibrate before evaluating and saving.
+            calibration = _calibrate(model, data, config)
             metrics = {
                 "val": evaluate_model(model, data.val, data.class_names, data.head, config.data.batch_size),
                 "final_split": split_name,
@@ -200,12 +207,17 @@ def train_model(
             if fitted.lr_finder is not None:
                 info["lr_finder"] = fitted.lr_finder
             metrics["timings"] = timings
+            if calibration is not None:
+                metrics["calibration"] = {k: calibration[k] for k in ("temperature", "ece_before", "ece_after", "unknown_threshold")}
+                metrics["calibration"].update({f"{split_name}_{k}": v for k, v in calibration.get("eval", {}).items() if k != "count"})
             if run_dir is not None:
                 with atomic_path(run_dir / "model.keras") as tmp:
                     model.save(tmp)
                 atomic_write_text(run_dir / "labels.txt", "\n".join(data.class_names) + "\n")
                 write_json(run_dir / "history.json", history)
                 write_json(run_dir / "run.json", info)
+                if calibration is not None:
+                    write_json(run_dir / "calibration.json", calibration)
                 write_reports(run_dir, metrics, data.class_names, data.head, history)
                 for filename, writer in (extra_files or {}).items():
                     writer(Path(run_dir) / filename)
@@ -215,7 +227,22 @@ def train_model(
                 # must save, or the chief waits forever.
                 scratch.mkdir(parents=True, exist_ok=True)
                 model.save(scratch / "model.keras")
-    return TrainResult(model, history, metrics, timings, stage.final if write and chief else None, config, info)
+    return TrainResult(model, history, metrics, timings, stage.final if write and chief else None, config, info, data)
+
+
+def _calibrate(model, data: DataBundle, config: RunConfig) -> dict[str, Any] | None:
+    """Temperature and unknown threshold fitted on val (softmax heads); None when not applicable."""
+    if data.head != "softmax" or len(data.val) == 0:
+        return None
+    _, held_out = data.eval_split
+    try:
+        return calibrate_model(model, data.val, data.head, batch_size=config.data.batch_size,
+                               eval_split=held_out if held_out is not data.val else None)
+    except TLKerasError as exc:  # a prebuilt model that does not end in Dense + softmax
+        import warnings
+
+        warnings.warn(f"the model is not calibrated: {exc}", stacklevel=3)
+        return None
 
 
 @contextlib.contextmanager
