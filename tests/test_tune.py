@@ -6,6 +6,7 @@ keep phase 2 off so a trial costs a few seconds on a busy 2-core machine.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -104,6 +105,8 @@ def test_hyperband_budget_shortens_fine_tuning_and_keeps_cached_phase1_whole(ima
 
 def test_random_search_writes_results_and_best_config_retrains(images, tmp_path):
     from tlkeras.config import load_config
+    from tlkeras.core.backbones import apply_recipe_defaults
+    from tlkeras.core.data import load_data
     from tlkeras.runs import read_json
     from tlkeras.train import __main__ as train
     from tlkeras.tune.hypermodel import trial_config
@@ -119,9 +122,14 @@ def test_random_search_writes_results_and_best_config_retrains(images, tmp_path)
     assert [r["status"] for r in rows] == ["COMPLETED", "COMPLETED"]
     scores = [float(r["val_accuracy"]) for r in rows]
     assert scores == sorted(scores, reverse=True)
-    # The first trial is the base configuration (what tlkeras.train would train), then samples.
+    # The first trial is the base configuration (what tlkeras.train would train: the family's
+    # recipe fills what the base leaves unset, gentler on this small data), then samples.
+    home = copy.deepcopy(base)
+    train_count = len(load_data(base.data, 32, "softmax", base.seed).train)
+    apply_recipe_defaults(home, train_count=train_count, num_classes=3)
+    assert base.train.phase2_lr_factor is None and home.train.phase2_lr_factor is not None
     first = next(r for r in rows if r["number"] == "1")
-    assert (float(first["dropout"]), float(first["phase1_lr"]), float(first["phase2_lr_factor"])) == (base.model.dropout, base.train.phase1_lr, base.train.phase2_lr_factor)
+    assert (float(first["dropout"]), float(first["phase1_lr"]), float(first["phase2_lr_factor"])) == (home.model.dropout, home.train.phase1_lr, home.train.phase2_lr_factor)
     assert float(first["weight_decay"]) == base.train.weight_decay
     assert len({(r["dropout"], r["phase1_lr"], r["phase2_lr_factor"], r["weight_decay"]) for r in rows}) == 2
     md = (d / "trials.md").read_text().splitlines()

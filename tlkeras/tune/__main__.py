@@ -21,6 +21,7 @@ __all__ = ["main", "build_parser"]
 # Explicit base-config flags that pin a hyperparameter.
 _PIN_FLAGS = {
     "model.backbone": "backbone",
+    "model.alpha": "alpha",
     "data.image_size": "image_size",
     "model.dropout": "dropout",
     "model.hidden_units": "hidden_units",
@@ -31,7 +32,11 @@ _PIN_FLAGS = {
     "train.label_smoothing": "label_smoothing",
     "train.weight_decay": "weight_decay",
 }
-_TUNE_DESTS = ("tuner", "space", "hp", "objective", "max_trials", "time_budget", "hyperband_factor", "hyperband_iterations", "overwrite", "start_from_base", "resume", "print_space", "quiet")
+_OPTION_DESTS = (
+    "tuner", "objective", "max_trials", "time_budget", "hyperband_factor", "hyperband_iterations", "overwrite", "start_from_base",
+    "max_size", "max_latency", "max_arena", "variant", "latency_threads", "pareto_axis", "export_winner",
+)
+_TUNE_DESTS = (*_OPTION_DESTS, "space", "hp", "arch_weights", "resume", "print_space", "quiet")
 _RESUME_OK = {"resume", "max_trials", "time_budget", "quiet", "train.verbose"}
 
 
@@ -62,6 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--resume", metavar="DIR", default=S, help="continue the search in DIR with its stored settings (only --max-trials, --time-budget, --quiet, --verbose may change)")
     group.add_argument("--print-space", action="store_true", default=S, help="print the resolved search space and exit")
     group.add_argument("--quiet", action="store_true", default=S, help="no per-trial summaries")
+    device = parser.add_argument_group(
+        "device limits",
+        "each trial's shape is converted to --variant and measured with LiteRT before it trains; trials over a limit are infeasible and never train",
+    )
+    device.add_argument("--max-size", metavar="SIZE", default=S, help="largest .tflite file, e.g. 300KB, 1.5MB, 256KiB (KB = 1000 bytes, KiB = 1024)")
+    device.add_argument("--max-latency", metavar="TIME", default=S, help="largest p50 LiteRT latency on this CPU, e.g. 5ms, 0.02s (a bare number is ms)")
+    device.add_argument("--max-arena", metavar="SIZE", default=S, help="largest TFLite Micro tensor arena (full-integer variants), e.g. 256KiB")
+    device.add_argument("--variant", default=S, help="TFLite variant each trial is measured as (default: int8 when measuring)")
+    device.add_argument("--latency-threads", type=int, metavar="N", default=S, help="LiteRT threads for the latency (default: 1)")
+    device.add_argument("--pareto-axis", choices=("size", "latency"), default=S, help="cost axis of the Pareto front (with --objective pareto; default: size, or latency when only --max-latency is given)")
+    device.add_argument("--arch-weights", metavar="BACKBONE[@ALPHA]=FILE", action="append", default=S,
+                        help="weights file for one architecture of a search over backbones/widths, e.g. mobilenet@0.25=mobilenet_0.25.h5; repeatable")
+    device.add_argument("--export-winner", action=argparse.BooleanOptionalAction, default=S,
+                        help="export and verify the winner's bundle (keeps trial models until then; default: on)")
     cli.add_config_flags(parser)
     return parser
 
@@ -98,6 +117,16 @@ def _space_overrides(args: argparse.Namespace, given: dict) -> dict:
     return overrides
 
 
+def _arch_weights(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, path = item.partition("=")
+        if not sep or not key.strip() or not path.strip():
+            raise TLKerasError(f"--arch-weights {item!r} is not BACKBONE[@ALPHA]=FILE, e.g. --arch-weights mobilenet@0.25=weights.h5")
+        out[key.strip()] = path.strip()
+    return out
+
+
 def _print_summary(result) -> None:
     info = result.info
     counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(info["status_counts"].items()))
@@ -107,6 +136,18 @@ def _print_summary(result) -> None:
         print(f"best {result.objective} {result.best_score:.4f} (trial {info['best_trial']}): {shown}")
         print(f"results: {result.directory / 'trials.md'}")
         print(f"retrain the best: python -m tlkeras.train --config {result.directory / 'best.yaml'}")
+    device = info.get("device")
+    if device:
+        counts = info["status_counts"]
+        print(f"device: {device['variant']}, {device['limits_text']}; {counts.get('INFEASIBLE', 0)} infeasible trial(s) never trained; "
+              f"front: {', '.join(info.get('front') or []) or 'empty'} (plot: {result.directory / 'pareto.png'})")
+    winner = info.get("winner")
+    if winner and winner.get("bundle"):
+        state = "verified" if winner["verified"] else f"NOT verified ({winner['why']})"
+        fits = "meets the limits" if winner.get("meets_limits") else f"breaks {', '.join(winner.get('problems') or [])}"
+        print(f"winner's bundle: {winner['bundle']} ({state}; {winner['size']} bytes, p50 {winner['latency_ms']:.2f} ms; {fits})")
+    elif winner:
+        print(f"winner's bundle not exported: {winner['why']}")
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -123,7 +164,8 @@ def _main(argv: Sequence[str] | None) -> int:
         base, space, options = load_search(given["resume"])
     else:
         base = cli.config_from_args(argparse.Namespace(**{k: v for k, v in given.items() if k not in _TUNE_DESTS}))
-        options = SearchOptions(**{k: given[k] for k in ("tuner", "objective", "max_trials", "time_budget", "hyperband_factor", "hyperband_iterations", "overwrite", "start_from_base") if k in given})
+        options = SearchOptions(**{k: given[k] for k in _OPTION_DESTS if k in given})
+        options.weights_for = _arch_weights(given.get("arch_weights", []))
         space = _space_overrides(args, given)
     for key in ("max_trials", "time_budget"):
         if key in given:

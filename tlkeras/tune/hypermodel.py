@@ -21,14 +21,17 @@ import numpy as np
 
 from tlkeras._backend import keras, keras_tuner, tf
 from tlkeras.config import RunConfig
+from tlkeras.core.backbones import get_backbone
 from tlkeras.core.data import DataBundle, Split, load_data
 from tlkeras.core.metrics import compute_metrics, predict
-from tlkeras.core.models import backbone_layers, build_model
+from tlkeras.core.models import HUB_PREFIX, backbone_layers, build_model
+from tlkeras.errors import TLKerasError
+from tlkeras.tune.device import effective_alpha
 from tlkeras.tune.space import HYPERPARAMETERS, SearchSpace, canonical_backbone
 
 kt = keras_tuner()
 
-__all__ = ["TransferHyperModel", "trial_config", "epoch_unit", "clean_value"]
+__all__ = ["NoWeightsError", "TransferHyperModel", "trial_config", "epoch_unit", "clean_value"]
 
 
 def _phase1_is_cheap(base: RunConfig) -> bool:
@@ -60,7 +63,33 @@ def clean_value(value: Any) -> Any:
     return float(f"{value:.10g}") if isinstance(value, float) else value
 
 
-def trial_config(base: RunConfig, values: dict[str, Any], fraction: float = 1.0, *, shorten_phase1: bool = True) -> RunConfig:
+class NoWeightsError(TLKerasError):
+    """A trial's architecture (backbone and width) has no weights file among the search's."""
+
+
+def _weights_for_trial(base: RunConfig, config: RunConfig, weights_for: dict[str, str] | None) -> str:
+    """The weights a trial's architecture loads: its ``weights_for`` entry, else the base's
+    ``imagenet``/``none``, else the base's file when the architecture is the base's own."""
+    backbone = canonical_backbone(config.model.backbone)
+    alpha = effective_alpha(config)
+    width = f"@{alpha:g}" if alpha is not None else ""
+    for key, path in (weights_for or {}).items():
+        name, _, raw = str(key).partition("@")
+        if canonical_backbone(name) == backbone and (not raw or alpha is not None and math.isclose(float(raw), alpha)):
+            if raw or not any(str(k).startswith(f"{name}@") for k in weights_for):
+                return str(path)
+    weights = str(base.model.weights)
+    if weights.strip().lower() in ("imagenet", "none"):
+        return weights
+    if backbone == canonical_backbone(base.model.backbone) and alpha == effective_alpha(base):
+        return weights
+    raise NoWeightsError(f"no weights file for {backbone}{width}: model.weights is made for {canonical_backbone(base.model.backbone)}; add --arch-weights {backbone}{width}=FILE")
+
+
+def trial_config(
+    base: RunConfig, values: dict[str, Any], fraction: float = 1.0, *, shorten_phase1: bool = True,
+    weights_for: dict[str, str] | None = None,
+) -> RunConfig:
     """The RunConfig of one trial: ``base`` with the hyperparameter ``values`` applied.
 
     Args:
@@ -69,9 +98,15 @@ def trial_config(base: RunConfig, values: dict[str, Any], fraction: float = 1.0,
         fraction: share of the base epochs a shortened phase trains (Hyperband's early rounds);
             ``shorten_phase1`` False leaves phase 1 at full length. A shortened phase with
             epochs still trains at least one.
+        weights_for: weights files by architecture, ``backbone@alpha`` or ``backbone`` ->
+            path (the ``@alpha`` entry wins); architectures not named use the base's weights.
 
     Returns:
         A validated copy; ``name`` is None so ``tlkeras.train`` picks a fresh run directory.
+
+    Raises:
+        NoWeightsError: the base's weights are a file for another architecture and
+            ``weights_for`` names none for this one.
     """
     config = copy.deepcopy(base)
     home = canonical_backbone(base.model.backbone)
@@ -83,6 +118,8 @@ def trial_config(base: RunConfig, values: dict[str, Any], fraction: float = 1.0,
             config.model.backbone = value
             if canonical_backbone(value) != home:
                 config.model.alpha = None  # the base alpha belongs to the base backbone's family
+        elif name == "alpha":
+            continue  # applied below, once the backbone is known
         elif name == "image_size":
             config.data.image_size = int(value)
         elif name == "dropout":
@@ -97,6 +134,12 @@ def trial_config(base: RunConfig, values: dict[str, Any], fraction: float = 1.0,
                 config.train.optimizer = "adamw"  # AdamW with decay 0 is Adam: one family
         else:
             setattr(config.train, name, value)
+    if "alpha" in values:
+        alpha = float(values["alpha"])
+        hub = config.model.backbone.startswith(HUB_PREFIX)
+        has_alpha = not hub and get_backbone(config.model.backbone).has_alpha
+        config.model.alpha = alpha if has_alpha and alpha > 0 else None
+    config.model.weights = _weights_for_trial(base, config, weights_for)
     if fraction < 1.0:
         t = config.train
         if shorten_phase1:
@@ -213,10 +256,14 @@ class TransferHyperModel(kt.HyperModel):
         trial_verbose: Keras progress display inside trials.
     """
 
-    def __init__(self, base: RunConfig, space: SearchSpace, data: DataBundle | None = None, callbacks: list | None = None, trial_verbose: int = 0):
+    def __init__(
+        self, base: RunConfig, space: SearchSpace, data: DataBundle | None = None, callbacks: list | None = None,
+        trial_verbose: int = 0, weights_for: dict[str, str] | None = None,
+    ):
         super().__init__(name="tlkeras_transfer", tunable=True)
         self.base = base
         self.space = space
+        self.weights_for = dict(weights_for or {})
         self.callbacks = list(callbacks or [])
         self.trial_verbose = trial_verbose
         self.data = _DataCache(base, data)
@@ -230,7 +277,7 @@ class TransferHyperModel(kt.HyperModel):
         values = self.space.declare(hp)
         epochs = hp.values.get("tuner/epochs")
         fraction = min(1.0, float(epochs) / epoch_unit(self.base)) if epochs else 1.0
-        config = trial_config(self.base, values, fraction, shorten_phase1=_shortens_phase1(self.base))
+        config = trial_config(self.base, values, fraction, shorten_phase1=_shortens_phase1(self.base), weights_for=self.weights_for)
         config.train.verbose = self.trial_verbose
         return config
 

@@ -38,22 +38,35 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tlkeras.config import RunConfig, config_from_dict, config_to_dict, save_config
+from tlkeras.core.backbones import apply_recipe_defaults
 from tlkeras.core.data import DataBundle
 from tlkeras.core.models import HUB_PREFIX
 from tlkeras.errors import TLKerasError
+from tlkeras.export.variants import parse_variants
 from tlkeras.runs import atomic_write_text, default_run_name, write_json
+from tlkeras.tune.device import DEVICE_FILE, DeviceMeter
 from tlkeras.tune.hypermodel import TransferHyperModel, clean_value, epoch_unit, trial_config
-from tlkeras.tune.limits import parse_duration
-from tlkeras.tune.results import SearchResult, last_line, plot_objective, trial_rows, write_tables
+from tlkeras.tune.limits import DeviceLimits, parse_duration, parse_latency, parse_size
+from tlkeras.tune.results import (
+    SearchResult,
+    device_preamble,
+    last_line,
+    mark_front,
+    plot_front,
+    plot_objective,
+    trial_rows,
+    write_tables,
+)
 from tlkeras.tune.space import HYPERPARAMETERS, SearchSpace
 from tlkeras.tune.tuner import TransferTuner, distributed_role, make_oracle
+from tlkeras.tune.winner import export_winner
 
 __all__ = [
     "TUNERS",
@@ -94,6 +107,24 @@ class SearchOptions:
             would train with the same flags, moved into the space where it lies outside), so
             the search reports a winner only if it beats it on the objective.
         verbose: 0 silent, 1 KerasTuner's per-trial summary, 2 also per-epoch training lines.
+        max_size: largest ``.tflite`` file (bytes, or text like ``300KB``, ``1.5MB``, ``256KiB``).
+        max_latency: largest p50 LiteRT latency (milliseconds, or text like ``5ms``, ``0.01s``).
+        max_arena: largest TFLite Micro tensor arena (bytes or text; full-integer variants).
+        variant: the TFLite variant every trial is converted to and measured as (a name from
+            :data:`tlkeras.export.variants.VARIANTS`; default ``int8`` when measuring).
+        latency_threads: LiteRT threads the latency is measured with.
+        pareto: report the Pareto front of the objective against ``pareto_axis`` (the CLI's
+            ``--objective pareto``); the winner is the front's most accurate trial.
+        pareto_axis: ``size`` or ``latency`` (default: latency when only a latency limit is
+            given, else size).
+        weights_for: weights files by architecture (``backbone@alpha`` or ``backbone`` ->
+            path), for searches over backbones or widths with local weights files.
+        export_winner: with device measurements, keep each trial's model and export and verify
+            the winner's bundle (``bundle/``).
+
+    Any limit, ``pareto`` or ``variant`` turns device measurements on: each trial's shape
+    (architecture, resolution, variant) is converted and measured once, untrained, before it
+    trains; a trial over a limit is infeasible and never trains.
     """
 
     tuner: str = "hyperband"
@@ -105,9 +136,52 @@ class SearchOptions:
     overwrite: bool = False
     start_from_base: bool = True
     verbose: int = 1
+    max_size: int | str | None = None
+    max_latency: float | str | None = None
+    max_arena: int | str | None = None
+    variant: str | None = None
+    latency_threads: int = 1
+    pareto: bool = False
+    pareto_axis: str | None = None
+    weights_for: dict[str, str] = field(default_factory=dict)
+    export_winner: bool = True
+
+    @property
+    def limits(self) -> DeviceLimits:
+        """The device limits (call :meth:`validate` first)."""
+        return DeviceLimits(self.max_size, self.max_latency, self.max_arena)
+
+    @property
+    def measures_device(self) -> bool:
+        """Whether trials are converted and measured on LiteRT."""
+        return self.limits.any or self.pareto or self.variant is not None
 
     def validate(self) -> "SearchOptions":
-        """Checks the options (budgets of zero included); returns self."""
+        """Checks the options (budgets of zero included) and reads units; returns self."""
+        if self.objective == "pareto":
+            self.objective, self.pareto = None, True
+        self.max_size = parse_size(self.max_size, "max_size")
+        self.max_latency = parse_latency(self.max_latency, "max_latency")
+        self.max_arena = parse_size(self.max_arena, "max_arena")
+        if self.measures_device:
+            from tlkeras.tune.device import full_integer
+
+            names = parse_variants(self.variant or "int8")
+            if len(names) != 1:
+                raise TLKerasError(f"variant {self.variant!r} names {len(names)} variants; a search measures one, e.g. --variant int8")
+            self.variant = names[0]
+            if self.max_arena is not None and not full_integer(self.variant):
+                raise TLKerasError(f"max_arena applies to full-integer variants (int8, int8_float_io, uint8_io), not {self.variant}; drop --max-arena or use --variant int8")
+            if int(self.latency_threads) < 1:
+                raise TLKerasError(f"latency_threads must be >= 1, got {self.latency_threads}")
+            axis = self.pareto_axis or ("latency" if self.max_latency is not None and self.max_size is None else "size")
+            if axis not in ("size", "latency"):
+                raise TLKerasError(f"pareto_axis {self.pareto_axis!r} is not size or latency")
+            self.pareto_axis = axis
+        for key, path in dict(self.weights_for or {}).items():
+            if not str(key).strip() or not Path(str(path)).expanduser().is_file():
+                raise TLKerasError(f"weights file {path} for {key} does not exist; give --arch-weights BACKBONE[@ALPHA]=FILE with an existing file")
+        self.weights_for = {str(k): str(Path(str(v)).expanduser().resolve()) for k, v in (self.weights_for or {}).items()}
         if self.tuner not in TUNERS:
             raise TLKerasError(f"tuner={self.tuner!r} is not valid; choose one of {', '.join(TUNERS)}")
         if self.max_trials is not None and int(self.max_trials) < 1:
@@ -181,17 +255,21 @@ def _prepare_base(config: RunConfig, data: DataBundle | None) -> RunConfig:
 
 
 def _spec_document(base: RunConfig, space: SearchSpace, options: SearchOptions, objective: str) -> dict[str, Any]:
-    return {
-        "tlkeras_search": 1,
-        "options": {
-            "tuner": options.tuner, "objective": objective, "max_trials": options.max_trials,
-            "time_budget": options.time_budget, "hyperband_factor": int(options.hyperband_factor),
-            "hyperband_iterations": int(options.hyperband_iterations),
-            "start_from_base": bool(options.start_from_base),
-        },
-        "space": space.to_dict(),
-        "config": config_to_dict(base),
+    stored = {
+        "tuner": options.tuner, "objective": objective, "max_trials": options.max_trials,
+        "time_budget": options.time_budget, "hyperband_factor": int(options.hyperband_factor),
+        "hyperband_iterations": int(options.hyperband_iterations),
+        "start_from_base": bool(options.start_from_base),
     }
+    if options.measures_device:  # only then, so searches without limits resume as before
+        stored.update({
+            "max_size": options.max_size, "max_latency": options.max_latency, "max_arena": options.max_arena,
+            "variant": options.variant, "latency_threads": int(options.latency_threads),
+            "pareto": bool(options.pareto), "pareto_axis": options.pareto_axis,
+        })
+    if options.weights_for:
+        stored["weights_for"] = dict(options.weights_for)
+    return {"tlkeras_search": 1, "options": stored, "space": space.to_dict(), "config": config_to_dict(base)}
 
 
 # Settings that may change between a search and its resumption.
@@ -234,9 +312,9 @@ def load_search(directory: str | os.PathLike) -> tuple[RunConfig, SearchSpace, S
     base = config_from_dict(doc.get("config") or {})
     base.output_dir = str(Path(directory).parent)
     base.name = Path(directory).name
-    space = SearchSpace.create(doc.get("space") or {}, base)
     opts = dict(doc.get("options") or {})
     options = SearchOptions(**{k: v for k, v in opts.items() if k in {f.name for f in dataclasses.fields(SearchOptions)}})
+    space = SearchSpace.create(doc.get("space") or {}, base, options.weights_for)
     return base, space, options
 
 
@@ -277,14 +355,20 @@ def run_search(
     options = copy.deepcopy(options) if options is not None else SearchOptions()
     options.validate()
     base = _prepare_base(config, data)
-    space = SearchSpace.create(space, base)
+    space = SearchSpace.create(space, base, options.weights_for)
     role = distributed_role()
     objective = resolve_objective(options.objective, base.model.head, None)
-    hypermodel = TransferHyperModel(base, space, data, callbacks, trial_verbose)
+    hypermodel = TransferHyperModel(base, space, data, callbacks, trial_verbose, weights_for=options.weights_for)
+    # What tlkeras.train would train with the same flags: the backbone family's recipe fills the
+    # fields left unset (with the small-data rule once the data is known).
+    home = copy.deepcopy(base)
     if role != "chief":
         # Loading the first size checks the data before anything is written.
         bundle = hypermodel.data.get(space.params["image_size"].candidates[0])
         objective = resolve_objective(objective, base.model.head, bundle.num_outputs)
+        apply_recipe_defaults(home, train_count=len(bundle.train), num_classes=bundle.num_outputs if bundle.head == "softmax" else None)
+    else:
+        apply_recipe_defaults(home)
     direction = objective_direction(objective)
     options.objective = objective
     if role != "single":
@@ -321,9 +405,13 @@ def run_search(
     oracle = make_oracle(options, objective, direction, base.seed, epoch_unit(base))
     oracle.deadline = deadline
     if options.start_from_base:
-        oracle.initial_values = space.base_values(base)
+        oracle.initial_values = space.base_values(home)
+    meter = None
+    if options.measures_device:
+        meter = DeviceMeter(options.variant, options.limits, int(options.latency_threads), path=directory / DEVICE_FILE).load()
     tuner = TransferTuner(
         oracle, hypermodel, deadline=deadline, worker_log=role == "worker",
+        meter=meter, save_models=meter is not None and options.export_winner,
         directory=str(directory.parent), project_name=directory.name, overwrite=False,
     )
     if role != "worker":
@@ -350,16 +438,23 @@ def run_search(
         last = last_line(str(exc).split("\n", 1)[-1]) or "see trials.md"
         raise TLKerasError(f"{oracle.max_consecutive_failed_trials} trials in a row failed, the search stopped; last error: {last} ({directory / 'trials.md'})") from None
     if role == "worker":
-        return SearchResult(directory, role, objective, direction, info={"trials_run": tuner.trials_run, "seconds": time.monotonic() - started})
+        info = {"trials_run": tuner.trials_run, "trials_infeasible": tuner.trials_infeasible, "seconds": time.monotonic() - started}
+        return SearchResult(directory, role, objective, direction, info=info)
     return _finish(tuner, base, space, options, directory, objective, direction, started, stopped_by, already, hypermodel)
 
 
 def _finish(tuner, base, space, options, directory, objective, direction, started, stopped_by, already, hypermodel) -> SearchResult:
-    """Writes trials.csv/md, objective.png, best.yaml and search.json; returns the result."""
+    """Writes trials.csv/md, objective.png, best.yaml and search.json (with device measurements
+    also pareto.png and the winner's bundle); returns the result."""
     oracle = tuner.oracle
-    rows = trial_rows(oracle, objective, direction)
-    write_tables(directory, rows, objective, space.searched())
+    meter = tuner.meter.load() if tuner.meter is not None else None
+    rows = trial_rows(oracle, objective, direction, meter)
+    front = mark_front(rows, objective, direction, options.pareto_axis) if meter is not None else []
+    preamble = device_preamble(rows, meter, options.pareto, options.pareto_axis) if meter is not None else []
+    write_tables(directory, rows, objective, space.searched(), preamble)
     plot_objective(directory, rows, objective, direction)
+    if meter is not None:
+        plot_front(directory, rows, objective, options.pareto_axis, options.limits, meter)
     completed = [r for r in rows if r["status"] == "COMPLETED" and r[objective] is not None]
     if stopped_by is None:
         if getattr(oracle, "stopped_by", None):
@@ -373,7 +468,7 @@ def _finish(tuner, base, space, options, directory, objective, direction, starte
         best = completed[0]
         best_trial = oracle.trials[best["trial"]]
         values = {k: clean_value(v) for k, v in best_trial.hyperparameters.values.items() if k in HYPERPARAMETERS}
-        best_config = trial_config(base, values)
+        best_config = trial_config(base, values, weights_for=options.weights_for)
         best_config.train.verbose = base.train.verbose
         save_config(best_config, directory / "best.yaml")
         result.best_values, result.best_score, result.best_config = values, best[objective], best_config
@@ -398,5 +493,12 @@ def _finish(tuner, base, space, options, directory, objective, direction, starte
         "max_trials": oracle.max_trials,
         "feature_cache": {"computed": hypermodel.features.misses, "reused": hypermodel.features.hits},
     }
+    if meter is not None:
+        result.info["device"] = {**meter.describe(), "trials_infeasible_here": tuner.trials_infeasible}
+        result.info["pareto_axis"] = options.pareto_axis
+        result.info["front"] = front
+        if completed and options.export_winner and stopped_by != "interrupted":
+            result.info["winner"] = export_winner(directory, completed[0]["trial"], hypermodel, result.best_config, meter, options.limits)
+            result.info["device"]["seconds"]["export"] = result.info["winner"].get("export_seconds")
     write_json(directory / "search.json", result.info)
     return result

@@ -72,6 +72,7 @@ def _between(lo: float, hi: float, lo_open: bool = False, hi_open: bool = True) 
 
 _PARAMS: dict[str, _Param] = {
     "backbone": _Param(str, "backbone name (model.backbone)", _check_backbone),
+    "alpha": _Param(float, "width multiplier of MobileNet backbones, 0 for each backbone's default (model.alpha)", lambda v: None if v >= 0 else f"{v} is negative"),
     "image_size": _Param(int, "square input size in pixels (data.image_size)", lambda v: None if v >= 1 else f"{v} is not a positive size"),
     "dropout": _Param(float, "head dropout rate (model.dropout)", _between(0.0, 1.0)),
     "hidden_units": _Param(int, "units of one hidden Dense layer in the head, 0 for none (model.hidden_units)", lambda v: None if v >= 0 else f"{v} is negative"),
@@ -262,13 +263,15 @@ def canonical_backbone(name: str) -> str:
 def default_space(base: RunConfig) -> dict[str, ParamSpec]:
     """The search space used for every hyperparameter the user does not name.
 
-    Backbone and input size stay pinned to the base config (changing them recomputes features
-    and needs matching weights); the training hyperparameters are searched over ranges that work
-    for transfer learning. Weight decay is pinned when the optimizer (sgd) ignores it.
+    Backbone, width (``alpha``, 0 when the base leaves it to the backbone) and input size stay
+    pinned to the base config (changing them recomputes features and needs matching weights); the
+    training hyperparameters are searched over ranges that work for transfer learning. Weight
+    decay is pinned when the optimizer (sgd) ignores it.
     """
     size = base.data.image_size or resolve_image_size(base.model, None)
     spaces = {
         "backbone": ParamSpec("backbone", (base.model.backbone,)),
+        "alpha": ParamSpec("alpha", (float(base.model.alpha or 0.0),)),
         "image_size": ParamSpec("image_size", (int(size),)),
         "dropout": ParamSpec("dropout", (), 0.0, 0.5, 0.1),
         "hidden_units": ParamSpec("hidden_units", (0, 128, 256)),
@@ -294,14 +297,22 @@ class SearchSpace:
     params: dict[str, ParamSpec] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, overrides: "SearchSpace | dict | str | os.PathLike | None", base: RunConfig) -> "SearchSpace":
+    def create(
+        cls, overrides: "SearchSpace | dict | str | os.PathLike | None", base: RunConfig, weights_for: dict[str, str] | None = None
+    ) -> "SearchSpace":
         """Defaults from :func:`default_space`, overridden by ``overrides`` (a dict of entries, a
         YAML file path, or a SearchSpace), then checked against ``base``.
 
+        When the backbone is searched and ``alpha`` is not named, ``alpha`` is pinned to 0 (each
+        backbone's default width): the base's width belongs to the base's backbone family.
+        ``weights_for`` maps ``backbone`` or ``backbone@alpha`` to a weights file (see
+        :func:`tlkeras.tune.hypermodel.trial_config`).
+
         Raises:
             TLKerasError: on any bad entry (see :func:`parse_param_spec`) or a combination that
-                cannot work with ``base`` (a weights file with another backbone, a size below a
-                backbone's minimum, weight decay with sgd).
+                cannot work with ``base`` (a weights file with another backbone and no
+                ``weights_for`` entry for it, a size below a backbone's minimum, weight decay
+                with sgd).
         """
         if isinstance(overrides, SearchSpace):
             params = dict(overrides.params)
@@ -311,20 +322,24 @@ class SearchSpace:
             params = default_space(base)
             for name, raw in (overrides or {}).items():
                 params[str(name)] = raw if isinstance(raw, ParamSpec) else parse_param_spec(str(name), raw)
+            if params["backbone"].kind != "fixed" and "alpha" not in (overrides or {}):
+                params["alpha"] = ParamSpec("alpha", (0.0,))
         space = cls({name: params[name] for name in _PARAMS})
-        space.check(base)
+        space.check(base, weights_for)
         return space
 
-    def check(self, base: RunConfig) -> None:
+    def check(self, base: RunConfig, weights_for: dict[str, str] | None = None) -> None:
         """Cross-checks the space against the base config (see :meth:`create`)."""
         backbones = self.params["backbone"].candidates
         home = canonical_backbone(base.model.backbone)
         weights = str(base.model.weights).strip().lower()
-        others = [b for b in backbones if canonical_backbone(b) != home]
+        mapped = {canonical_backbone(str(k).split("@")[0]) for k in (weights_for or {})}
+        others = [b for b in backbones if canonical_backbone(b) != home and canonical_backbone(b) not in mapped]
         if others and weights not in ("imagenet", "none"):
             raise TLKerasError(
                 f"{_where('backbone')}: model.weights is a file made for {base.model.backbone}, so "
-                f"{others[0]} cannot use it; pin backbone or use weights imagenet/none"
+                f"{others[0]} cannot use it; pin backbone, use weights imagenet/none, or give "
+                f"{others[0]} its own file (--arch-weights {others[0]}=FILE)"
             )
         sizes = self.params["image_size"].candidates
         for backbone in backbones:
@@ -343,7 +358,7 @@ class SearchSpace:
         t, m, d = base.train, base.model, base.data
         units = m.hidden_units[0] if len(m.hidden_units) == 1 else (0 if not m.hidden_units else None)
         wanted = {
-            "backbone": m.backbone, "image_size": d.image_size or resolve_image_size(m, None),
+            "backbone": m.backbone, "alpha": float(m.alpha or 0.0), "image_size": d.image_size or resolve_image_size(m, None),
             "dropout": m.dropout, "hidden_units": units, "phase1_lr": t.phase1_lr,
             "phase2_lr_factor": t.phase2_lr_factor, "unfreeze": t.unfreeze, "augment": d.augment,
             "label_smoothing": t.label_smoothing, "weight_decay": t.weight_decay,

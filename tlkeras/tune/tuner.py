@@ -2,21 +2,27 @@
 wall-clock budget, alone or as KerasTuner's chief (the oracle as a gRPC service) or a worker.
 
 The oracle stops handing out trials after the deadline (:func:`make_oracle`); a running trial is
-stopped by a callback and recorded as STOPPED, not as a failure.
+stopped by a callback and recorded as STOPPED, not as a failure. With device limits, a trial's
+shape is measured (:class:`~tlkeras.tune.device.DeviceMeter`) before it trains; one that breaks a
+limit, or whose architecture has no weights, ends FAILED with a message starting ``infeasible:``
+without training, and the oracle does not count it towards its consecutive-failure stop.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from tlkeras._backend import keras, keras_tuner
 from tlkeras.errors import TLKerasError
-from tlkeras.tune.hypermodel import TransferHyperModel
+from tlkeras.runs import atomic_path
+from tlkeras.tune.device import INFEASIBLE, DeviceMeter
+from tlkeras.tune.hypermodel import NoWeightsError, TransferHyperModel
 
 kt = keras_tuner()
 
-__all__ = ["BUDGET_MESSAGE", "TransferTuner", "make_oracle", "distributed_role"]
+__all__ = ["BUDGET_MESSAGE", "TransferTuner", "is_infeasible", "make_oracle", "distributed_role"]
 
 BUDGET_MESSAGE = "stopped by the time budget"
 
@@ -29,6 +35,15 @@ def distributed_role() -> str:
         if not os.environ.get(var):
             raise TLKerasError(f"KERASTUNER_ORACLE_IP is set but {var} is not; set both (see docs/tuning.md)")
     return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+class _Infeasible(Exception):
+    """Raised before a trial trains when its shape breaks a device limit or has no weights."""
+
+
+def is_infeasible(trial) -> bool:
+    """Whether a finished KerasTuner trial was skipped as infeasible (never trained)."""
+    return trial.status == "FAILED" and (trial.message or "").startswith(INFEASIBLE)
 
 
 class _OutOfTime(Exception):
@@ -63,6 +78,18 @@ def _budgeted(base_cls):
             if initial is not None and not self._duplicate(initial):
                 return dict(initial)
             return super()._random_values()
+
+        def _check_consecutive_failures(self):
+            # KerasTuner's rule (stop after N failures in a row), blind to infeasible trials: a
+            # shape skipped for a device limit is not a broken search.
+            count = 0
+            for trial_id in self.end_order:
+                trial = self.trials[trial_id]
+                if is_infeasible(trial):
+                    continue
+                count = count + 1 if trial.status == "FAILED" else 0
+                if count == self.max_consecutive_failed_trials:
+                    raise RuntimeError(f"Number of consecutive failures exceeded the limit of {self.max_consecutive_failed_trials}.\n" + (trial.message or ""))
 
         @kt.synchronized
         def create_trial(self, tuner_id):
@@ -104,14 +131,31 @@ def _serve_oracle(oracle) -> None:
 
 
 class TransferTuner(kt.engine.base_tuner.BaseTuner):
-    """Runs trials through :class:`TransferHyperModel` (KerasTuner's documented ``run_trial`` override)."""
+    """Runs trials through :class:`TransferHyperModel` (KerasTuner's documented ``run_trial`` override).
 
-    def __init__(self, oracle, hypermodel: TransferHyperModel, *, deadline: float | None, worker_log: bool, **kwargs):
+    Args:
+        oracle: from :func:`make_oracle`.
+        hypermodel: the trials' HyperModel.
+        deadline: ``time.monotonic()`` after which no trial starts and a running one stops.
+        worker_log: print one line per finished trial (distributed workers).
+        meter: measures each trial's shape on LiteRT before it trains (None: no device limits).
+        save_models: keep each trained trial's model as ``trial_<id>/model.keras`` (to export
+            the winner without retraining it).
+    """
+
+    def __init__(
+        self, oracle, hypermodel: TransferHyperModel, *, deadline: float | None, worker_log: bool,
+        meter: DeviceMeter | None = None, save_models: bool = False, **kwargs,
+    ):
         self.deadline = deadline
         self.worker_log = worker_log
+        self.meter = meter
+        self.save_models = save_models
         self.trials_run = 0
         self.trials_started = 0
+        self.trials_infeasible = 0
         self._stopped: set[str] = set()
+        self._infeasible: dict[str, str] = {}
         super().__init__(oracle, hypermodel, **kwargs)
 
     def search(self, *fit_args, **fit_kwargs):
@@ -146,6 +190,9 @@ class TransferTuner(kt.engine.base_tuner.BaseTuner):
             with precision_policy(self.hypermodel.base.train.mixed_precision):
                 model = self.hypermodel.build(hp)
                 result = self.hypermodel.fit(hp, model, callbacks=callbacks)
+            if self.save_models:
+                with atomic_path(Path(self.get_trial_dir(trial.trial_id)) / "model.keras") as tmp:
+                    model.save(tmp)
         except _OutOfTime:
             self._stopped.add(trial.trial_id)
             raise kt.errors.FailedTrialError(BUDGET_MESSAGE) from None
@@ -162,10 +209,46 @@ class TransferTuner(kt.engine.base_tuner.BaseTuner):
             print(f"tlkeras.tune: [{self.tuner_id}] trial {trial.trial_id}: {objective} {result.get(objective, float('nan')):.4f} ({result['seconds']:.1f}s)", flush=True)
         return result
 
+    def _try_run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
+        # The feasibility check runs here, before KerasTuner's run_trial wrapper, so a skipped
+        # trial ends FAILED with a one-line reason instead of a printed traceback.
+        if self.deadline is None or time.monotonic() < self.deadline:
+            try:
+                self._check_feasible(trial)
+            except _Infeasible as exc:
+                self._infeasible[trial.trial_id] = INFEASIBLE + str(exc)
+                self.trials_infeasible += 1
+                trial.status = "FAILED"
+                trial.message = INFEASIBLE + str(exc)
+                if self.worker_log:
+                    print(f"tlkeras.tune: [{self.tuner_id}] trial {trial.trial_id}: {INFEASIBLE}{exc}", flush=True)
+                return
+        super()._try_run_and_update_trial(trial, *fit_args, **fit_kwargs)
+
+    def _check_feasible(self, trial) -> None:
+        """Raises _Infeasible, before anything trains, for a shape over a limit or without weights.
+
+        Side effects: measures a new shape (converts an untrained copy, times it) and records
+        the trial's shape in ``device.json``.
+        """
+        try:
+            config = self.hypermodel.config_for(trial.hyperparameters)
+        except NoWeightsError as exc:
+            raise _Infeasible(str(exc)) from None
+        if self.meter is None:
+            return
+        bundle = self.hypermodel.data.get(config.data.image_size)
+        measurement = self.meter.measure(config, bundle.num_outputs, bundle.train.x, trial.trial_id)
+        problems = self.meter.problems(measurement)
+        if problems:
+            raise _Infeasible("; ".join(problems))
+
     def on_trial_end(self, trial):
         if trial.trial_id in self._stopped:
             trial.status = "STOPPED"  # not a failure, not a result: the budget ran out
             trial.message = BUDGET_MESSAGE
+        elif trial.trial_id in self._infeasible:
+            trial.message = self._infeasible[trial.trial_id]  # the reason, not a traceback
         super().on_trial_end(trial)
 
 
