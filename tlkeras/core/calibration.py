@@ -107,7 +107,8 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, bounds: tuple[float, floa
     """The temperature minimizing the NLL of ``y`` under ``softmax(logits / T)`` (bounded search).
 
     The NLL is convex in ``1 / T``; the search runs over ``log T`` within ``bounds`` with SciPy's
-    bounded Brent method.
+    bounded Brent method, to a tight tolerance so that two runs with (nearly) the same logits,
+    e.g. a resumed and an uninterrupted one, store (nearly) the same weights.
 
     Raises:
         TLKerasError: no examples, or labels outside the logits' classes.
@@ -122,7 +123,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, bounds: tuple[float, floa
         raise TLKerasError(f"labels must be in [0, {logits.shape[1] - 1}]")
     lo, hi = (math.log(b) for b in bounds)
     result = minimize_scalar(lambda t: negative_log_likelihood(logits, y, math.exp(t)), bounds=(lo, hi), method="bounded",
-                             options={"xatol": 1e-4})
+                             options={"xatol": 1e-9})
     best = float(math.exp(result.x))
     # Brent's method may stop just inside a bound when the optimum lies beyond it; T = 1 (no
     # change) is kept unless the fit is actually better.
