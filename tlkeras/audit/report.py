@@ -87,8 +87,9 @@ def markdown(findings: dict, report_dir: Path | str) -> str:
     lines += ["- " + ", ".join(_name(findings, i) for i in g) for g in findings["exact_duplicates"]] or ["None found."]
     lines += ["", f"## Near-duplicates (by {findings['near_duplicates_by']['method']})", ""]
     if findings["near_duplicates"]:
-        lines += ["| similarity | a | b |", "|---|---|---|"]
-        lines += [f"| {p['similarity']:.3f} | {_name(findings, p['a'])} | {_name(findings, p['b'])} |" for p in findings["near_duplicates"]]
+        lines += ["| similarity | hash bits apart | a | b |", "|---|---|---|---|"]
+        lines += [f"| {p['similarity']:.3f} | {p['phash_distance']} | {_name(findings, p['a'])} | {_name(findings, p['b'])} |"
+                  for p in findings["near_duplicates"]]
     else:
         lines.append("None found.")
     lines += ["", "## Likely label errors", ""]
@@ -166,7 +167,8 @@ def _html(findings: dict, images, limit: int, report_dir) -> str:
     sections.append({
         "title": "Near-duplicates", "total": len(near),
         "blurb": "Pairs of re-encoded, resized or cropped copies; pairs across splits (leakage) first.",
-        "rows": [[card(p["a"]), card(p["b"], f"sim {p['similarity']:.3f}" + (" (across splits)" if p["cross_split"] else ""))]
+        "rows": [[card(p["a"]), card(p["b"], f"sim {p['similarity']:.3f}, hash {p['phash_distance']} bits"
+                                     + (" (across splits)" if p["cross_split"] else ""))]
                  for p in near[:limit]],
     })
     sections.append({

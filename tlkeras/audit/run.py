@@ -34,7 +34,12 @@ class AuditOptions:
 
     Attributes:
         similarity: cosine similarity of two images' backbone features at or above which they
-            are near-duplicates (re-encoded, resized or slightly cropped copies).
+            are near-duplicate candidates (re-encoded, resized or slightly cropped copies).
+        confirm_distance: a candidate pair is a near-duplicate when the images' perceptual
+            hashes differ in at most this many bits (of 64) ...
+        sure_similarity: ... or when their features are at least this similar. (Pooled
+            features of a small backbone rate distinct photos of one kind of flower as similar
+            as real copies; the hash tells them apart.)
         phash_distance: without pretrained features (``--weights none``): perceptual-hash bits
             (of 64) within which two images are near-duplicates.
         folds: cross-validation folds of the label probe; every class needs at least this many
@@ -54,7 +59,9 @@ class AuditOptions:
         overwrite: replace an existing report folder.
     """
 
-    similarity: float = 0.92
+    similarity: float = 0.8
+    confirm_distance: int = 14
+    sure_similarity: float = 0.97
     phash_distance: int = 10
     folds: int = 5
     outlier_z: float = 4.0
@@ -69,8 +76,11 @@ class AuditOptions:
     def validate(self) -> "AuditOptions":
         if not 0.0 < self.similarity <= 1.0:
             raise TLKerasError(f"similarity must be in (0, 1], got {self.similarity}")
-        if not 0 <= self.phash_distance < 64:
-            raise TLKerasError(f"phash_distance must be in [0, 64), got {self.phash_distance}")
+        if not self.similarity <= self.sure_similarity <= 1.0:
+            raise TLKerasError(f"sure_similarity must be in [similarity, 1], got {self.sure_similarity}")
+        for key in ("phash_distance", "confirm_distance"):
+            if not 0 <= getattr(self, key) <= 64:
+                raise TLKerasError(f"{key} must be in [0, 64] bits, got {getattr(self, key)}")
         if self.folds < 2:
             raise TLKerasError(f"folds must be >= 2 for cross-validation, got {self.folds}")
         unknown = sorted(set(self.drop_kinds) - set(DROP_KINDS))
@@ -87,12 +97,18 @@ class AuditOptions:
 
 @dataclass
 class AuditResult:
-    """What the audit found (``findings`` is the content of ``audit.json``) and where it wrote."""
+    """What the audit found (``findings`` is the content of ``audit.json``) and where it wrote.
+
+    ``features`` (unit-length backbone features) and ``probabilities`` (the probe's out-of-fold
+    class probabilities) are in item order, for further analysis; None when not computed.
+    """
 
     findings: dict
     report_dir: Path
     clean_csv: Path | None = None
     timings: dict = field(default_factory=dict)
+    features: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
 
     @property
     def leaked_test_images(self) -> int:
@@ -201,7 +217,7 @@ def _components(count: int, pairs: list[tuple[int, int]]) -> list[list[int]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-def _duplicates(items: list[dict], exact: list[list[int]], near: list[tuple[int, int, float]]) -> dict:
+def _duplicates(items: list[dict], exact: list[list[int]], near: list[tuple[int, int, float]], phash: np.ndarray) -> dict:
     """Exact groups, near pairs, leakage counts, and which copies a clean CSV leaves out.
 
     In a group of copies the one in the earliest split (train, then val, then test; then the first
@@ -232,7 +248,8 @@ def _duplicates(items: list[dict], exact: list[list[int]], near: list[tuple[int,
             flags[i] = (kind, f"copy of #{keep} ({items[keep]['split']})")
     return {
         "exact": [sorted(g) for g in exact],
-        "near": [{"a": a, "b": b, "similarity": round(s, 4), "cross_split": items[a]["split"] != items[b]["split"]} for a, b, s in near],
+        "near": [{"a": a, "b": b, "similarity": round(s, 4), "phash_distance": int((phash[a] != phash[b]).sum()),
+                  "cross_split": items[a]["split"] != items[b]["split"]} for a, b, s in near],
         "leakage": {k: {"pairs": v["pairs"], "images": len(v["images"]), "ids": sorted(v["images"])} for k, v in sorted(leakage.items())},
         "flags": flags,
     }
@@ -310,22 +327,26 @@ def audit_data(config, options: AuditOptions | None = None) -> AuditResult:
 
     t = time.perf_counter()
     unit = None
+    phash = hashes.perceptual_hashes(images)
     if pretrained:
         unit = neighbours.normalise(_features(config, len(class_names), size, images))
-        near = neighbours.similar_pairs(unit, options.similarity)
-        method = {"method": "embedding", "similarity": options.similarity}
+        candidates = neighbours.similar_pairs(unit, options.similarity)
+        near = [(a, b, s) for a, b, s in candidates
+                if s >= options.sure_similarity or int((phash[a] != phash[b]).sum()) <= options.confirm_distance]
+        method = {"method": "embedding", "similarity": options.similarity, "confirm_distance": options.confirm_distance,
+                  "sure_similarity": options.sure_similarity, "candidates": len(candidates)}
     else:
-        near = hashes.phash_pairs(hashes.perceptual_hashes(images), options.phash_distance)
+        near = hashes.phash_pairs(phash, options.phash_distance)
         method = {"method": "phash", "max_distance": options.phash_distance}
     timings["features_and_duplicates"] = time.perf_counter() - t
-    dups = _duplicates(items, exact, near)
+    dups = _duplicates(items, exact, near, phash)
 
     t = time.perf_counter()
-    issues, outliers, context = [], [], {}
+    issues, outliers, context, probs = [], [], {}, None
     if unit is not None and options.labels:
         from tlkeras.audit.labels import label_issues, out_of_fold_probabilities
 
-        probs = out_of_fold_probabilities(unit, labels, len(class_names), options.folds, config.seed)
+        probs, probe_c = out_of_fold_probabilities(unit, labels, len(class_names), options.folds, config.seed)
         issues = label_issues(labels, probs)
         scores, nearest = neighbours.outlier_scores(unit, labels, len(class_names))
         outliers = [
@@ -338,6 +359,7 @@ def audit_data(config, options: AuditOptions | None = None) -> AuditResult:
                            for i in [x["index"] for x in issues] + [x["index"] for x in outliers]},
             "class_examples": neighbours.class_examples(unit, labels, len(class_names), 4),
             "probe_accuracy": float((probs.argmax(axis=1) == labels).mean()),
+            "probe_c": probe_c,
         }
     timings["labels_and_outliers"] = time.perf_counter() - t
 
@@ -356,7 +378,7 @@ def audit_data(config, options: AuditOptions | None = None) -> AuditResult:
             clean_path = _write_clean_csv(Path(options.write_clean), items, class_names, findings, options)
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
-    return AuditResult(findings, report_dir, clean_path, timings)
+    return AuditResult(findings, report_dir, clean_path, timings, unit, probs)
 
 
 def _flags(dup_flags: dict, issues: list[dict], outliers: list[dict]) -> dict[int, list[dict]]:
@@ -406,6 +428,7 @@ def _findings(config, options, bundle, items, class_names, size, method, dups, i
             ("skipped: no pretrained features (--weights none)" if not _pretrained(config) else "skipped (--no-labels)")
         ),
         "probe_accuracy": context.get("probe_accuracy"),
+        "probe_c": context.get("probe_c"),
         "outliers": outliers,
         "neighbours": {str(k): v for k, v in context.get("neighbours", {}).items()},
         "class_examples": {str(k): v for k, v in context.get("class_examples", {}).items()},
