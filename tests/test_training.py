@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import yaml
-from conftest import make_hub_module, make_image_folder, tiny_config
+from conftest import calibrated_weights, make_hub_module, make_image_folder, tiny_config
 
 from tlkeras import build_model, from_arrays, load_config
 from tlkeras._backend import keras
@@ -171,3 +171,111 @@ def test_linear_probe_phase1_puts_the_logistic_regression_into_the_head():
     hidden = tiny_config()
     hidden.model.hidden_units = [8]
     assert not uses_linear_probe(build_model(hidden.model, 2, 32), hidden, "softmax")
+
+
+def test_a_phase2_that_can_only_hurt_ends_with_exactly_the_phase1_weights(capsys):
+    """Issue 13: the phase-1 model competes with every phase-2 epoch and is kept when none beats it."""
+    bundle = _bundle()
+    probe_only = train_model(tiny_config(train__phase1_epochs=1, train__phase2_epochs=0), bundle, write=False)
+    capsys.readouterr()
+    # Adam at 9 on every layer, no warm-up: each phase-2 step wrecks the model.
+    hurt = train_model(
+        tiny_config(train__phase1_epochs=1, train__phase2_epochs=2, train__phase1_lr=10.0, train__phase2_lr_factor=0.9,
+                    train__unfreeze="all", train__warmup_epochs=0.0, train__schedule="constant", train__verbose=2),
+        bundle, write=False,
+    )
+    out = capsys.readouterr().out
+    assert hurt.history["phase"] == [1, 2, 2], "phase 2 ran"
+    assert max(v for v, p in zip(hurt.history["loss"], hurt.history["phase"]) if p == 2) > hurt.history["loss"][0]
+    for a, b in zip(probe_only.model.get_weights(), hurt.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    selection = hurt.info["selection"]
+    assert selection["kept"] == "phase 1" and selection["epoch"] == 0 and selection["monitor"] == "val_loss"
+    assert "phase 2 did not improve on phase 1 (val loss" in selection["message"]
+    assert "keeping the phase-1 model" in selection["message"] and selection["message"] in out
+    assert hurt.metrics["val"]["accuracy"] == probe_only.metrics["val"]["accuracy"]
+
+
+def test_a_phase2_that_helps_is_kept_and_said_so():
+    bundle = _bundle()
+    result = train_model(
+        tiny_config(train__phase1_epochs=1, train__phase2_epochs=2, train__phase1_solver="keras", train__phase1_lr=1e-3,
+                    train__phase2_lr_factor=0.5, train__unfreeze="all"),
+        bundle, write=False,
+    )
+    selection = result.info["selection"]
+    if selection["kept"] == "phase 2":
+        assert selection["value"] < selection["candidate"] and selection["epoch"] in (1, 2)
+        assert "keeping phase-2 epoch" in selection["message"]
+    else:  # allowed, but then it must be because phase 2 was not better
+        assert selection["phase_best"] >= selection["candidate"]
+
+
+def test_registry_defaults_are_what_a_run_uses_when_the_user_sets_nothing(tmp_path):
+    from tlkeras.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tlkeras.core.backbones import recipe_for
+    recipe = recipe_for("mobilenet")
+    unset = RunConfig()
+    assert None in (unset.train.phase2_lr_factor, unset.train.unfreeze, unset.train.warmup_epochs, unset.data.batch_size, unset.model.dropout)
+    config = RunConfig(
+        data=DataConfig(image_size=32, augment="off"),  # batch size unset
+        model=ModelConfig(backbone="mobilenet", alpha=0.25, weights=str(calibrated_weights(32))),  # dropout unset
+        train=TrainConfig(phase1_epochs=1, phase2_epochs=1, verbose=0, early_stopping_patience=0, warmup_epochs=0.5, find_lr=True),
+        output_dir=str(tmp_path / "runs"), name="defaults",
+    )
+    result = train_model(config, _bundle(n=240, classes=2))  # 90 train images per class: not "small"
+    stored = load_config(result.run_dir / "config.yaml")
+    assert stored.train.phase2_lr_factor == recipe.phase2_lr_factor
+    assert stored.train.unfreeze == recipe.unfreeze and stored.train.batchnorm == recipe.batchnorm
+    assert stored.data.batch_size == recipe.batch_size and stored.model.dropout == recipe.dropout
+    assert stored.train.warmup_epochs == 0.5, "a value the user set wins"
+    info = json.loads((result.run_dir / "run.json").read_text())
+    assert info["recipe"]["family"] == "mobilenet" and "warmup_epochs" not in info["recipe"]["defaults"]
+    assert info["recipe"]["defaults"]["unfreeze"] == recipe.unfreeze and info["recipe"]["small_data"] is None
+    assert result.model.get_layer("head_dropout").rate == recipe.dropout
+    assert info["trainable_backbone_layers"], "phase 2 opened the family's blocks"
+    # --find-lr: the plot and a finite suggestion in the run directory
+    assert (result.run_dir / "lr_finder.png").stat().st_size > 1000
+    finder = json.loads((result.run_dir / "lr_finder.json").read_text())
+    assert np.isfinite(finder["suggestion"]) and 1e-7 <= finder["suggestion"] <= 1.0
+    assert info["lr_finder"]["suggestion"] == finder["suggestion"]
+
+
+def test_small_data_rule_makes_unset_phase2_fields_gentler_and_leaves_user_values():
+    from tlkeras.config import RunConfig
+    from tlkeras.core.backbones import SMALL_DATA_PER_CLASS, apply_recipe_defaults, recipe_for
+
+    recipe = recipe_for("mobilenet_v2")
+    config = RunConfig()
+    report = apply_recipe_defaults(config, train_count=10 * 3, num_classes=3)
+    assert 10 < SMALL_DATA_PER_CLASS and report["small_data"].startswith("small data (10 training images per class")
+    assert config.train.phase2_lr_factor == recipe.phase2_lr_factor / 2
+    kind, count = recipe.unfreeze.split(":")
+    assert config.train.unfreeze == f"{kind}:{max(1, int(count) // 2)}"
+    user = RunConfig()
+    user.train.phase2_lr_factor, user.train.unfreeze = 0.2, "layers:7"
+    report = apply_recipe_defaults(user, train_count=30, num_classes=3)
+    assert (user.train.phase2_lr_factor, user.train.unfreeze) == (0.2, "layers:7") and report["small_data"] is None
+    big = RunConfig()
+    assert apply_recipe_defaults(big, train_count=3000, num_classes=3)["small_data"] is None
+    assert big.train.phase2_lr_factor == recipe.phase2_lr_factor
+    assert apply_recipe_defaults(big) == {"family": "mobilenet_v2", "defaults": {}, "small_data": None, "basis": recipe.basis}
+
+
+def test_the_lr_finder_writes_its_plot_and_a_finite_suggestion(tmp_path):
+    from tlkeras.core.data import make_dataset
+    from tlkeras.train.lr_finder import find_learning_rate
+
+    bundle = _bundle()
+    config = tiny_config()
+    model = build_model(config.model, bundle.num_outputs, 32)
+    before = [w.copy() for w in model.get_weights()]
+    ds = make_dataset(bundle.train, head="softmax", num_outputs=3, batch_size=8, shuffle=True)
+    found = find_learning_rate(model, ds, config, 3, out_dir=tmp_path, steps=40, min_lr=1e-6, max_lr=10.0)
+    assert (tmp_path / "lr_finder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.isfinite(found["suggestion"]) and 1e-6 <= found["suggestion"] < 10.0
+    assert found["suggestion"] <= found["min_loss_lr"] <= 10.0
+    assert 8 <= len(found["lrs"]) <= 40 and found["lrs"] == sorted(found["lrs"])
+    assert json.loads((tmp_path / "lr_finder.json").read_text())["suggestion"] == found["suggestion"]
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)  # the sweep leaves the weights as they were

@@ -2,9 +2,9 @@
 
 The model trains for a few dozen steps while the learning rate grows from ``min_lr`` to ``max_lr``;
 the smoothed training loss per step, plotted against the learning rate, shows where learning starts
-and where it diverges. The suggestion is a tenth of the rate at the lowest smoothed loss (the
-rule of thumb of the fastai finder: a rate where the loss still falls steeply, well short of
-divergence). The model's weights are restored afterwards.
+and where it diverges. The suggestion is the rate where the smoothed loss falls fastest before its
+minimum (fastai's "steepest" rule), or a tenth of the minimum's rate when the loss never falls:
+a rate that learns, well short of divergence. The model's weights are restored afterwards.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class _ExponentialRate(keras.optimizers.schedules.LearningRateSchedule):
 
 
 class _Recorder(keras.callbacks.Callback):
-    def __init__(self, schedule: _ExponentialRate, beta: float = 0.9):
+    def __init__(self, schedule: _ExponentialRate, beta: float = 0.8):
         super().__init__()
         self.schedule, self.beta = schedule, beta
         self.lrs: list[float] = []
@@ -49,7 +49,8 @@ class _Recorder(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = float((logs or {}).get("loss", math.nan))
         step = len(self.lrs)
-        self.lrs.append(float(self.schedule(step)))
+        sched = self.schedule
+        self.lrs.append(sched.min_lr * (sched.max_lr / sched.min_lr) ** (min(step, sched.steps) / sched.steps))
         if not math.isfinite(loss):
             self.losses.append(math.nan)
             self.model.stop_training = True
@@ -91,8 +92,8 @@ def find_learning_rate(
         steps: the sweep's length in optimizer steps.
 
     Returns:
-        ``{"suggestion": lr, "min_loss_lr": lr, "lrs": [...], "losses": [...], "plot": path or None}``;
-        ``suggestion`` is finite.
+        ``{"suggestion": lr, "min_loss_lr": lr, "lrs": [...], "losses": [...], "plot": path or None}``
+        (``losses`` smoothed; ``suggestion`` is finite and at most ``min_loss_lr``).
 
     Raises:
         TLKerasError: if ``min_lr``/``max_lr`` are not positive and increasing, or no step gave a
@@ -118,8 +119,10 @@ def find_learning_rate(
     finite = np.isfinite(losses)
     if not finite.any():
         raise TLKerasError("the learning-rate sweep gave no finite loss; lower min_lr")
-    best = int(np.nanargmin(np.where(finite, losses, np.inf)))
-    suggestion = float(max(min_lr, lrs[best] / 10.0))
+    # The first steps' average rests on a handful of batches: leave them out of the choice.
+    skip = min(max(2, len(losses) // 10), int(np.flatnonzero(finite)[-1]))
+    best = skip + int(np.nanargmin(np.where(finite, losses, np.inf)[skip:]))
+    suggestion = _suggest(lrs, losses, best, min_lr, skip)
     result: dict[str, Any] = {
         "suggestion": suggestion, "min_loss_lr": float(lrs[best]),
         "lrs": [float(v) for v in lrs], "losses": [float(v) if np.isfinite(v) else None for v in losses], "plot": None,
@@ -132,6 +135,19 @@ def find_learning_rate(
         print(f"learning-rate finder: suggested phase-2 learning rate {suggestion:.3g} (lowest loss at {lrs[best]:.3g}); "
               f"the run uses its configured rate", flush=True)
     return result
+
+
+def _suggest(lrs: np.ndarray, losses: np.ndarray, best: int, min_lr: float, skip: int) -> float:
+    """The rate where the smoothed loss falls fastest before its minimum (fastai's "steepest"),
+    or a tenth of the minimum's rate when the loss never falls; always finite and >= ``min_lr``."""
+    if best - skip >= 2:
+        segment = slice(skip, best + 1)
+        slopes = np.gradient(losses[segment], np.log(lrs[segment]))
+        slopes[~np.isfinite(slopes)] = np.inf
+        steepest = int(np.argmin(slopes))
+        if slopes[steepest] < 0:
+            return float(max(min_lr, lrs[skip + steepest]))
+    return float(max(min_lr, lrs[best] / 10.0))
 
 
 def _plot(path: Path, lrs: np.ndarray, losses: np.ndarray, suggestion: float) -> Path:
