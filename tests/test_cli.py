@@ -99,7 +99,7 @@ def bad_inputs(tmp_path_factory):
     make_image_folder(d / "empty_class", classes=("a", "b"), per_class=3)
     (d / "empty_class" / "c").mkdir()
     make_image_folder(d / "single", classes=("only",), per_class=3)
-    make_image_folder(d / "corrupt", classes=("a", "b"), per_class=4)
+    make_image_folder(d / "corrupt", classes=("a", "b"), per_class=10)  # enough to split before decoding
     (d / "corrupt" / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     (d / "bad.yaml").write_text("model: [unclosed\n")
     (d / "typo.yaml").write_text("train:\n  phase1_epoch: 3\n")

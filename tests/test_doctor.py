@@ -42,3 +42,19 @@ def test_an_unwritable_output_folder_fails(tmp_path):
         assert check.status == "fail" and "writable" in check.fix
     finally:
         locked.chmod(0o700)
+
+
+def test_a_regular_file_is_not_a_writable_output_folder(tmp_path, capsys):
+    (tmp_path / "runs").write_text("not a folder")
+    check = next(c for c in run_checks(tmp_path / "runs") if c.name == "output folder")
+    assert check.status == "fail" and "is a file" in check.found and "--output-dir" in check.fix
+    check = next(c for c in run_checks(tmp_path / "runs" / "deeper") if c.name == "output folder")
+    assert check.status == "fail" and "is a file" in check.found
+    assert doctor.main(["--output-dir", str(tmp_path / "runs")]) == 1
+    assert "[fail] output folder" in capsys.readouterr().out
+
+
+def test_doctor_usage_error_is_one_line(capsys):
+    assert doctor.main(["--output-dir"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["tlkeras.doctor: error: argument --output-dir: expected one argument; see python -m tlkeras.doctor --help"]

@@ -35,6 +35,7 @@ __all__ = [
     "add_config_flags",
     "add_option_flags",
     "options_from_args",
+    "with_fix",
     "config_from_args",
     "run",
     "quiet_tensorflow",
@@ -142,19 +143,42 @@ def add_option_flags(
             group.add_argument(flag, type=kind, metavar=kind.__name__.upper(), **kwargs)
 
 
-def options_from_args(args: argparse.Namespace, cls, *, dest_prefix: str = "", **fixed):
+def with_fix(exc: TLKerasError, flags: dict[str, str]) -> TLKerasError:
+    """Adds "what to do" to a validation message that only says what is wrong.
+
+    A message without a hint (no ``;``) gets ``; change <flag>`` for the option keys it names
+    (``flags`` maps a key such as ``phase1_lr`` to its flag), or ``; see --help``. Returns a new
+    error of the same type, or ``exc`` when it already says what to do.
+    """
+    text = str(exc)
+    if ";" in text:
+        return exc
+    named = list(dict.fromkeys(flag for key, flag in flags.items() if re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", text)))
+    fix = f"change {' or '.join(named[:2])}" if named else "see --help for the valid values"
+    try:
+        return type(exc)(f"{text}; {fix}", exc.exit_code)
+    except TypeError:  # a subclass with its own constructor (it carries more than a message)
+        return exc
+
+
+def options_from_args(args: argparse.Namespace, cls, *, dest_prefix: str = "", names: dict[str, str] | None = None, **fixed):
     """Builds ``cls`` from the flags :func:`add_option_flags` added (only those given) plus ``fixed``.
 
-    Calls ``validate()`` when the class has one, so a bad value fails before any work starts.
+    Calls ``validate()`` when the class has one, so a bad value fails before any work starts; its
+    error names the flag to change (``names`` as given to :func:`add_option_flags`).
     """
     fields = {f.name for f in dataclasses.fields(cls)}
     values = {dest[len(dest_prefix):]: value for dest, value in vars(args).items()
               if dest.startswith(dest_prefix) and dest[len(dest_prefix):] in fields}
     values.update(fixed)
-    options = cls(**values)
-    validate = getattr(options, "validate", None)
-    if callable(validate):
-        options = validate() or options
+    try:
+        options = cls(**values)
+        validate = getattr(options, "validate", None)
+        if callable(validate):
+            options = validate() or options
+    except TLKerasError as exc:
+        flags = {name: "--" + (names or {}).get(name, name).replace("_", "-") for name in fields}
+        raise with_fix(exc, flags) from None
     return options
 
 
@@ -174,20 +198,28 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """Builds a validated RunConfig: ``--config`` YAML first (if given), then explicit flags."""
-    from tlkeras.config import RunConfig, config_from_dict, config_to_dict, load_config
+    from tlkeras.config import DataConfig, ModelConfig, RunConfig, TrainConfig, config_from_dict, config_to_dict, load_config
 
-    base = load_config(args.config) if getattr(args, "config", None) else RunConfig()
-    values = config_to_dict(base)
-    for dest, value in vars(args).items():
-        if dest == "config" or dest.startswith("_"):
-            continue
-        section, _, name = dest.partition(".")
-        if name:
-            if section in ("data", "model", "train"):
-                values[section][name] = value
-        elif dest in values:
-            values[dest] = value
-    return config_from_dict(values)
+    try:
+        base = load_config(args.config) if getattr(args, "config", None) else RunConfig()
+        values = config_to_dict(base)
+        for dest, value in vars(args).items():
+            if dest == "config" or dest.startswith("_"):
+                continue
+            section, _, name = dest.partition(".")
+            if name:
+                if section in ("data", "model", "train"):
+                    values[section][name] = value
+            elif dest in values:
+                values[dest] = value
+        return config_from_dict(values)
+    except TLKerasError as exc:
+        flags = {}
+        for section, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig), (None, RunConfig)):
+            for f in dataclasses.fields(cls):
+                flag = "--" + _FLAG_NAMES.get((section, f.name), f.name).replace("_", "-")
+                flags[f.name] = f"{flag} (or {section}.{f.name} in a --config YAML)" if section else flag
+        raise with_fix(exc, flags) from None
 
 
 def _import_backend_silently() -> None:
@@ -218,7 +250,9 @@ def _import_backend_silently() -> None:
 
 def quiet_tensorflow() -> None:
     """Keeps TensorFlow/absl/Python warnings from cluttering the CLI's stderr."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3: TensorFlow's C++ runtime prints ERROR-level notes that are not errors of the run (e.g.
+    # "oneDNN supports DT_UINT8 only on platforms with AVX-512"); real failures still raise.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     _import_backend_silently()
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:

@@ -252,10 +252,10 @@ class TrainConfig:
         if self.phase1_epochs < 0 or self.phase2_epochs < 0:
             raise ConfigError("phase1_epochs and phase2_epochs must be >= 0")
         if max(self.phase1_epochs, self.phase2_epochs) > MAX_EPOCHS:
-            raise ConfigError(f"phase1_epochs and phase2_epochs must be at most {MAX_EPOCHS}; early stopping ends long runs anyway")
+            raise ConfigError(f"phase1_epochs and phase2_epochs must be at most {MAX_EPOCHS}; lower them (early stopping ends long runs anyway)")
         _number(self.phase1_lr, "phase1_lr", low=0.0, high=10.0, low_open=True, hint=" (e.g. 0.003)")
         if self.warmup_epochs is not None:
-            _number(self.warmup_epochs, "warmup_epochs", low=0.0, high=MAX_EPOCHS, hint=" (epochs of phase 2; 0 turns it off)")
+            _number(self.warmup_epochs, "warmup_epochs", low=0.0, high=MAX_EPOCHS, hint=" (epochs of phase 2, 0 turns it off)")
         _number(self.weight_decay, "weight_decay", low=0.0, high=1.0, hint=" (e.g. 0.0001)")
         if self.early_stopping_patience < 0:
             raise ConfigError(f"early_stopping_patience must be >= 0 (0: off), got {self.early_stopping_patience}")
@@ -371,7 +371,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if hint is str:
             return str(value)
     except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{key} must be of type {getattr(hint, '__name__', hint)}, got {value!r}") from None
+        kind = getattr(hint, "__name__", hint)
+        raise ConfigError(f"{key} must be of type {kind}, got {value!r}; write {'a whole number' if kind == 'int' else 'a ' + str(kind) + ' value'}") from None
     return value
 
 
@@ -444,7 +445,7 @@ def read_yaml(path: str | os.PathLike, what: str = "config file") -> Any:
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ConfigError(f"{what} {path} is not valid YAML{where}; fix the syntax") from None
     except RecursionError:
-        raise ConfigError(f"{what} {path} is nested too deeply; a config has two levels (section: key: value)") from None
+        raise ConfigError(f"{what} {path} is nested too deeply; write it as section: key: value (two levels)") from None
 
 
 def _check_expansion(root: yaml.Node, path: Path, what: str) -> None:
@@ -455,7 +456,7 @@ def _check_expansion(root: yaml.Node, path: Path, what: str) -> None:
         if id(node) in sizes:
             return sizes[id(node)]
         if depth > 50:
-            raise ConfigError(f"{what} {path} is nested more than 50 levels deep; a config has two levels (section: key: value)")
+            raise ConfigError(f"{what} {path} is nested more than 50 levels deep; write it as section: key: value (two levels)")
         sizes[id(node)] = 1  # a node that refers to itself counts once
         total = 1
         if isinstance(node, yaml.SequenceNode):

@@ -447,10 +447,11 @@ def build_hub_backbone(handle: str, image_tensor):
         path = Path(handle).expanduser()
         if not path.exists():
             raise TLKerasError(
-                f"TF-Hub backbone {handle} is neither a URL nor an existing SavedModel directory"
+                f"TF-Hub backbone {handle} is neither a URL nor an existing SavedModel directory; pass "
+                f"hub:<folder with saved_model.pb> or hub:<https URL> (online), or list backbones with --list-backbones"
             )
         if not (path / "saved_model.pb").is_file():
-            raise TLKerasError(f"{handle} is not a SavedModel directory (no saved_model.pb)")
+            raise TLKerasError(f"{handle} is not a SavedModel directory (no saved_model.pb); pass hub:<the folder that holds saved_model.pb>")
         handle = str(path.resolve())
     try:
         layer = HubBackbone(handle, name="backbone_hub", trainable=False)

@@ -95,7 +95,7 @@ def load_interpreter(model: bytes | str | os.PathLike, num_threads: int | None =
             interpreter.allocate_tensors()
     except (RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TLKerasError(f"LiteRT cannot prepare the model: {first}") from None
+        raise TLKerasError(f"LiteRT cannot load the model ({first}); the .tflite file is damaged or not a TFLite model: re-export it with python -m tlkeras.export") from None
     return interpreter
 
 

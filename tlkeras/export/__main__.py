@@ -62,7 +62,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from tlkeras.export.bundle import ExportCheckError, ExportOptions, export_run
 
-    options = cli.options_from_args(args, ExportOptions)
+    options = cli.options_from_args(args, ExportOptions, names={"variants": "quantize"})
     progress = None if args.quiet else (lambda line: print(line, flush=True))
     try:
         result = export_run(args.run_dir, args.output_dir, options, data_source=args.data, progress=progress)
