@@ -262,6 +262,9 @@ for rel, needle in [("csvs/unl_dotdot.csv", "points outside"), ("csvs/unl_latin1
     case(f"train: --technique pseudo-label --unlabeled {rel}", "train",
          lambda w, r=rel: _train(w, "--technique", "pseudo-label", "--unlabeled", str(w["d"] / r)), needle)
 case("train: --resume of a run never started", "train", lambda w: _train(w, "--resume"), "nothing to resume")
+case("train: --backbone hub:<missing folder>", "train", lambda w: _train(w, "--backbone", f"hub:{w['d'] / 'no_hub'}"), "neither a URL")
+case("train: --backbone hub:<a file>", "train", lambda w: _train(w, "--backbone", f"hub:{w['d'] / 'a_file'}"), "not a SavedModel directory")
+case("train: --weights missing file", "train", lambda w: _train(w, "--weights", str(w["d"] / "nope.h5")), "does not exist")
 case("train: --unlabeled without --technique", "train", lambda w: _train(w, "--unlabeled", str(w["d"] / "ok")), "need --technique")
 
 # evaluate, export, explain, distill, optimize: run directories that are missing, wrong or hostile
@@ -513,6 +516,9 @@ def test_export_gate_failure_maps_to_exit_3(capsys):
     def main(argv):
         raise ExportCheckFailed("int8 dropped 5.0 points (> --max-drop 2); pass --allow-drop or export float32")
 
+    from tlkeras.export.bundle import ExportCheckError
+
+    assert issubclass(ExportCheckError, ExportCheckFailed) and ExportCheckFailed.exit_code == 3
     assert cli.run("tlkeras.export", main, []) == 3
     assert capsys.readouterr().err.strip().splitlines() == [
         "tlkeras.export: error: int8 dropped 5.0 points (> --max-drop 2); pass --allow-drop or export float32"]

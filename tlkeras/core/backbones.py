@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tlkeras._backend import keras
-from tlkeras.errors import TLKerasError
+from tlkeras.errors import TLKerasError, WeightsError
 
 __all__ = [
     "BackboneSpec",
@@ -364,7 +364,7 @@ def load_backbone_weights(spec: BackboneSpec, target, *, alpha: float | None, we
     """
     if weights == "imagenet":
         if spec.has_alpha and spec.alphas and alpha is not None and alpha not in spec.alphas:
-            raise TLKerasError(
+            raise WeightsError(
                 f"{spec.name} has ImageNet weights only for alpha in {list(spec.alphas)}, got "
                 f"{alpha}; pick one of those or use --weights none"
             )
@@ -375,7 +375,7 @@ def load_backbone_weights(spec: BackboneSpec, target, *, alpha: float | None, we
     else:
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise TLKerasError(
+            raise WeightsError(
                 f"weights file {weights} does not exist; pass imagenet, none or a path to a "
                 f"weights file for {spec.name}"
             )
@@ -386,9 +386,9 @@ def load_backbone_weights(spec: BackboneSpec, target, *, alpha: float | None, we
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for these cases
         text = str(exc)
         if "URL fetch failure" in text or "Name or service not known" in text or isinstance(exc, OSError) and weights == "imagenet":
-            raise TLKerasError(_weights_cache_hint(spec)) from None
+            raise WeightsError(_weights_cache_hint(spec)) from None
         width = f" alpha={alpha}" if spec.has_alpha else ""
-        raise TLKerasError(
+        raise WeightsError(
             f"weights file {weights} does not fit {spec.name}{width} at {weight_size}px "
             f"({_short(exc)}); pass the weights made for this architecture and width"
         ) from None

@@ -43,7 +43,7 @@ import numpy as np
 from tlkeras.core import litert
 from tlkeras.core.data import DataBundle
 from tlkeras.core.versions import versions
-from tlkeras.errors import TLKerasError
+from tlkeras.errors import ExportCheckFailed, TLKerasError
 
 __all__ = [
     "Variant",
@@ -219,7 +219,7 @@ class ExportResult:
         return self.bundle_dir / self.metadata["variants"][name]["file"]
 
 
-class ExportCheckError(TLKerasError):
+class ExportCheckError(ExportCheckFailed):
     """A variant lost more than ``max_drop`` points (or did not run); the bundle was written.
 
     ``result`` holds the :class:`ExportResult`; the CLI exits with code 3.
