@@ -252,7 +252,8 @@ def quiet_tensorflow() -> None:
     """Keeps TensorFlow/absl/Python warnings from cluttering the CLI's stderr."""
     # 3: TensorFlow's C++ runtime prints ERROR-level notes that are not errors of the run (e.g.
     # "oneDNN supports DT_UINT8 only on platforms with AVX-512"); real failures still raise.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if not os.environ.get("TLKERAS_SHOW_TF_LOGS"):  # TLKERAS_SHOW_TF_LOGS=1 shows everything
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     _import_backend_silently()
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
