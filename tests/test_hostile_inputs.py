@@ -452,6 +452,24 @@ def test_ctrl_c_exits_130_with_one_line_and_a_resumable_or_no_run(world, tmp_pat
         assert (partial / "config.yaml").is_file() and any(partial.glob("checkpoints/phase*/state.json"))
 
 
+def test_ctrl_c_during_export_exits_130_and_leaves_no_bundle(world, tmp_path):
+    bundle = tmp_path / "export" / "bundle"
+    proc = subprocess.Popen([sys.executable, "-m", "tlkeras.export", str(world["run"]), "--output-dir", str(bundle)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        first = proc.stdout.readline()  # the first progress line: the export has started writing
+        assert first, proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = err.strip().splitlines()
+    assert proc.returncode == 130, err
+    assert len(lines) == 1 and lines[0].startswith("tlkeras.export: interrupted"), lines
+    assert not (tmp_path / "export").exists()
+
+
 def test_a_run_owned_by_another_process_is_refused(world, tmp_path, capsys):
     """A second process can neither resume nor restart a run that a live process owns."""
     out = tmp_path / "runs"
