@@ -73,6 +73,59 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert json.loads((out / "killed" / "run.json").read_text())["resumed"] is True
 
 
+def _phase2_flags(data, out, name):
+    # Phase 1 trained with the optimizer on cached features (the head model), then phase 2.
+    flags = _flags(data, out, name)
+    flags[flags.index("--feature-cache") + 1] = "on"
+    flags[flags.index("--phase1-epochs") + 1] = "2"
+    flags[flags.index("--phase2-epochs") + 1] = "6"
+    return [*flags, "--phase1-solver", "keras", "--unfreeze", "blocks:2", "--warmup-epochs", "1"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_kill_9_in_phase2_after_an_optimizer_phase1_resumes_to_the_same_run(tmp_path):
+    """Issue 19 item 4: phase 1's final weights must reload after a kill in phase 2."""
+    data = make_image_folder(tmp_path / "images", per_class=12)
+    out = tmp_path / "runs"
+    whole = _cli(_phase2_flags(data, out, "whole"))
+    killed = _cli(_phase2_flags(data, out, "killed"))
+    state = out / ".killed.partial" / "checkpoints" / "phase2" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if state.is_file() and json.loads(state.read_text())["epoch"] >= 2:
+            break
+        assert killed.poll() is None, killed.communicate()[1][-2000:]
+        time.sleep(0.02)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.communicate(timeout=60)
+    done = json.loads(state.read_text())
+    assert 2 <= done["epoch"] < 6 and not done["done"], "killed in the middle of phase 2"
+    phase1 = json.loads((state.parent.parent / "phase1" / "state.json").read_text())
+    assert phase1["done"] and (state.parent.parent / "phase1" / "final.npz").is_file()
+    for attempt in range(2):  # a failed resume must not spoil the next one
+        resumed = _cli(["--resume", "--output-dir", str(out), "--name", "killed", "--verbose", "0"])
+        _, err = resumed.communicate(timeout=300)
+        if resumed.returncode == 0:
+            break
+    assert resumed.returncode == 0 and attempt == 0, err[-2000:]
+    _, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err[-2000:]
+    first = json.loads((out / "whole" / "metrics.json").read_text())
+    second = json.loads((out / "killed" / "metrics.json").read_text())
+    for key in ("val", "final"):
+        assert {k: v for k, v in second[key].items()} == {k: v for k, v in first[key].items()}
+    history_a = json.loads((out / "whole" / "history.json").read_text())
+    history_b = json.loads((out / "killed" / "history.json").read_text())
+    assert history_b["phase"] == history_a["phase"] and history_a["phase"].count(1) == 2
+    np.testing.assert_allclose(history_b["val_loss"], history_a["val_loss"], rtol=1e-5)
+    for a, b in zip(_weights(out / "whole"), _weights(out / "killed")):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    run_a = json.loads((out / "whole" / "run.json").read_text())
+    run_b = json.loads((out / "killed" / "run.json").read_text())
+    assert run_b["resumed"] is True and run_b["selection"] == run_a["selection"]
+
+
 def test_resume_bad_inputs(tmp_path, capsys):
     from tlkeras.train import __main__ as train_cli
 

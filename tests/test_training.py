@@ -279,3 +279,28 @@ def test_the_lr_finder_writes_its_plot_and_a_finite_suggestion(tmp_path):
     assert json.loads((tmp_path / "lr_finder.json").read_text())["suggestion"] == found["suggestion"]
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)  # the sweep leaves the weights as they were
+
+
+def _without_timings(path):
+    values = json.loads(path.read_text())
+    values.pop("timings", None)
+    return values
+
+
+@pytest.mark.slow
+def test_the_default_recipe_with_light_augmentation_repeats_exactly_for_one_seed(tmp_path):
+    """Issue 19 item 9: stateless augmentation keyed by seed, epoch and image makes CPU runs repeat."""
+    bundle = _bundle(n=64)
+    runs = []
+    for name in ("first", "second"):
+        config = tiny_config(train__phase1_epochs=1, train__phase2_epochs=3, train__unfreeze="blocks:2", data__augment="light",
+                             output_dir=str(tmp_path / "runs"), name=name, seed=7)
+        runs.append(train_model(config, bundle))
+    first, second = (r.run_dir for r in runs)
+    assert _without_timings(first / "metrics.json") == _without_timings(second / "metrics.json")
+    assert json.loads((first / "history.json").read_text()) == json.loads((second / "history.json").read_text())
+    for a, b in zip(runs[0].model.get_weights(), runs[1].model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    other = train_model(tiny_config(train__phase1_epochs=1, train__phase2_epochs=3, train__unfreeze="blocks:2", data__augment="light",
+                                    seed=8), bundle, write=False)
+    assert other.history["loss"][1:] != runs[0].history["loss"][1:], "another seed augments differently"
