@@ -51,8 +51,11 @@ def split_known(bundle, holdout: str):
 
 
 def run(seed: int, holdout: str, shared: Path, out_dir: Path, smoke: bool = False) -> dict:
+    from scipy.special import logsumexp
+    from sklearn.metrics import roc_auc_score
+
     from tlkeras import DataConfig, ModelConfig, RunConfig, load_data, train_model
-    from tlkeras.core.calibration import expected_calibration_error, unknown_rejection
+    from tlkeras.core.calibration import expected_calibration_error, model_logits, unknown_rejection
     from tlkeras.core.metrics import predict
     from tlkeras.explain.gradcam import gradcam_overlays
     from tlkeras.report.html import examples_from, write_run_report
@@ -74,6 +77,13 @@ def run(seed: int, holdout: str, shared: Path, out_dir: Path, smoke: bool = Fals
     calib = read_json(run_dir / "calibration.json")
     test_probs = predict(model, data.test.x)
     rejection = unknown_rejection(test_probs.max(1), predict(model, unknown).max(1), calib["unknown_threshold"])
+    # Other scores an app could threshold if it read logits instead of the softmax output.
+    known_logits, unknown_logits = model_logits(model, data.test.x), model_logits(model, unknown)
+    truth = np.r_[np.ones(len(known_logits)), np.zeros(len(unknown_logits))]
+    alternatives = {
+        "auroc_max_logit": float(roc_auc_score(truth, np.r_[known_logits.max(1), unknown_logits.max(1)])),
+        "auroc_energy": float(roc_auc_score(truth, np.r_[logsumexp(known_logits, 1), logsumexp(unknown_logits, 1)])),
+    }
     t0 = time.perf_counter()
     examples = examples_from(model, data.test, "test")
     write_run_report(run_dir, examples, path=run_dir / "report_plain.html")
@@ -89,7 +99,7 @@ def run(seed: int, holdout: str, shared: Path, out_dir: Path, smoke: bool = Fals
         "test_ece_before": calib["eval"]["ece_before"], "test_ece_after": calib["eval"]["ece_after"],
         "test_ece_saved_model": expected_calibration_error(test_probs, data.test.y),
         "unknown_threshold": calib["unknown_threshold"], "val_recall_at_threshold": calib["val_recall_at_threshold"],
-        **{f"unknown_{k}": v for k, v in rejection.items()},
+        **{f"unknown_{k}": v for k, v in rejection.items()}, **alternatives,
         "train_s": train_s, "report_s": report_s, "report_gradcam_s": report_gradcam_s,
         "report_bytes": path.stat().st_size, "run_dir": str(run_dir),
     }
