@@ -227,16 +227,16 @@ for _cli in CLIS:
 # train: values that would only fail after training, or never
 for flag, value, needle in [
     ("--image-size", "abc", "invalid int value"), ("--image-size", "100000", "too large"), ("--image-size", "0", "positive"),
-    ("--image-size", "-5", "positive"), ("--batch-size", "1000000000", "at most"), ("--phase1-lr", "nan", "phase1_lr"),
-    ("--phase1-lr", "inf", "phase1_lr"), ("--phase1-lr", "-1", "phase1_lr"), ("--phase1-lr", "1e400", "phase1_lr"),
-    ("--warmup-epochs", "nan", "warmup_epochs"), ("--warmup-epochs", "inf", "warmup_epochs"), ("--warmup-epochs", "-1", "warmup_epochs"),
+    ("--image-size", "-5", "positive"), ("--batch-size", "1000000000", "at most"), ("--phase1-lr", "nan", "not a finite number"),
+    ("--phase1-lr", "inf", "not a finite number"), ("--phase1-lr", "-1", "phase1_lr"), ("--phase1-lr", "1e400", "not a finite number"),
+    ("--warmup-epochs", "nan", "not a finite number"), ("--warmup-epochs", "inf", "not a finite number"), ("--warmup-epochs", "-1", "warmup_epochs"),
     ("--seed", "-1", "seed"), ("--seed", str(2**40), "seed"), ("--seed", "1.5", "invalid int value"),
     ("--name", "../../escape", "not a plain folder name"), ("--name", "/tmp/absolute", "not a plain folder name"),
     ("--name", "a/b", "not a plain folder name"), ("--name", "..", "not a plain folder name"), ("--name", "", "not a plain folder name"),
     ("--name", ".hidden", "not a plain folder name"), ("--name", "two\nlines", "not a plain folder name"),
-    ("--hidden-units", "1000000000", "hidden_units"), ("--alpha", "nan", "alpha"), ("--dropout", "nan", "dropout"),
-    ("--label-smoothing", "nan", "label_smoothing"), ("--weight-decay", "inf", "weight_decay"),
-    ("--phase2-lr-factor", "nan", "phase2_lr_factor"), ("--val-fraction", "nan", "val_fraction"),
+    ("--hidden-units", "1000000000", "hidden_units"), ("--alpha", "nan", "not a finite number"), ("--dropout", "nan", "not a finite number"),
+    ("--label-smoothing", "nan", "not a finite number"), ("--weight-decay", "inf", "not a finite number"),
+    ("--phase2-lr-factor", "nan", "not a finite number"), ("--val-fraction", "nan", "not a finite number"),
     ("--phase1-epochs", "1000000000", "at most"), ("--output-dir", "", "output_dir"), ("--augment", "extreme", "augment"),
     ("--data", "bad\0path", "NUL"),
 ]:
@@ -287,6 +287,7 @@ for run, needle in [("no_such_run", "does not exist"), ("evil", EVIL), ("evil_la
 for extra, needle in [
     (("--quantize", "int4"), "int4"), (("--quantize", "int8", "--representative-size", "0"), "representative"),
     (("--c-name", "1bad"), "c_name"), (("--max-drop", "-1"), "max_drop"), (("--max-drop", "abc"), "invalid float"),
+    (("--max-drop", "nan"), "not a finite number"),
 ]:
     case(f"export: {' '.join(extra)}", "export", lambda w, e=extra: _export(w, str(w["run"]), *e), needle)
 case("export: --output-dir is a file", "export", lambda w: [str(w["run"]), "--quantize", "float32", "--output-dir", str(w["d"] / "a_file")], "a_file")
@@ -295,7 +296,7 @@ case("export: --output-dir under a file", "export",
 
 for run, needle in [("no_such_run", "does not exist"), ("evil", EVIL), ("corrupt", "not a readable .keras")]:
     case(f"optimize: run {run}", "optimize", lambda w, r=run: [_run(w, r), "--prune", "0.5", "--output-dir", str(w["out"])], needle)
-for extra, needle in [(("--prune", "nan"), "sparsity"), (("--prune", "1.5"), "sparsity"), (("--cluster", "1"), "cluster"),
+for extra, needle in [(("--prune", "nan"), "not a finite number"), (("--prune", "0.5", "--lr", "inf"), "not a finite number"), (("--prune", "1.5"), "sparsity"), (("--cluster", "1"), "cluster"),
                       (("--prune", "0.5", "--name", "../escape"), "not a plain folder name"), ((), "nothing to do")]:
     case(f"optimize: {' '.join(extra) or 'no stage'}", "optimize", lambda w, e=extra: [str(w["run"]), "--output-dir", str(w["out"]), *e], needle)
 
@@ -307,7 +308,7 @@ case("explain: --alpha abc", "explain", lambda w: [str(w["run"]), "--alpha", "ab
 for run, needle in [("no_such_run", "does not exist"), ("a_file", "not a run directory")]:
     case(f"distill: teacher {run}", "distill", lambda w, r=run: [str(w["d"] / r), "--output-dir", str(w["out"])], needle)
 case("distill: evil teacher", "distill", lambda w: [_run(w, "evil"), "--output-dir", str(w["out"]), "--phase1-epochs", "1"], EVIL)
-for extra, needle in [(("--temperature", "nan"), "temperature"), (("--soft-weight", "2"), "soft_weight"),
+for extra, needle in [(("--temperature", "nan"), "not a finite number"), (("--soft-weight", "2"), "soft_weight"),
                       (("--name", "../escape"), "not a plain folder name"), (("--image-size", "100000"), "too large")]:
     case(f"distill: {' '.join(extra)}", "distill", lambda w, e=extra: [str(w["run"]), "--output-dir", str(w["out"]), *e], needle)
 
@@ -320,7 +321,7 @@ for extra, needle in [(("--threads", "0"), "thread"), (("--threads", "a,b"), "co
 for rel, needle in [("bomb.yaml", "aliases"), ("latin1.yaml", "not UTF-8"), ("configdir", "is a folder"), ("huge.yaml", "larger than")]:
     case(f"tune: --space {rel}", "tune", lambda w, r=rel: _tune(w, "--space", str(w["d"] / r)), needle)
 for extra, needle in [(("--hp", "garbage"), "NAME=SPEC"), (("--max-trials", "0"), "max"), (("--name", "../escape"), "not a plain folder name"),
-                      (("--phase1-lr", "nan"), "phase1_lr"), (("--seed", "-3"), "seed")]:
+                      (("--phase1-lr", "nan"), "not a finite number"), (("--seed", "-3"), "seed")]:
     case(f"tune: {' '.join(extra)}", "tune", lambda w, e=extra: _tune(w, *e), needle)
 
 case("adapt: no technique", "adapt", lambda w: [], "required")

@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import errno
 import logging
+import math
 import os
 import re
 import sys
@@ -55,6 +56,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
         raise UsageError(f"{message}; see {self.prog} --help")
+
+    def _get_value(self, action, arg_string):  # noqa: ANN001 - argparse's hook for every converted value
+        # float("nan") and float("inf") parse; no tlkeras option means either, and NaN slips
+        # through range checks (every comparison with it is false).
+        value = super()._get_value(action, arg_string)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentError(action, f"{arg_string!r} is not a finite number; pass a number such as 0.5")
+        return value
 
 
 def _field_help(cls) -> dict[str, str]:
