@@ -1,6 +1,22 @@
-"""Core benchmark on ../shared/data/flowers5 with the MobileNet-0.25 ImageNet weights (issue 2).
+"""Core benchmark: tlkeras' default recipe against the public guides' recipes (issues 2 and 13).
 
-Compares, on the same data and input size:
+``--matrix`` (issue 13) runs every image set in ../shared/data (flowers5, beans) x {MobileNet-0.25,
+MobileNetV2-1.0} (the ImageNet weights in ../shared/weights) x seeds, seed-major (all pairs of
+seed 0 first, so an interrupted run still covers every pair), with three recipes on the same
+weights, data split and seed:
+  - tlkeras: the defaults (the backbone family's recipe from the registry),
+  - keras_guide: the Keras transfer-learning guide (frozen base 10 epochs Adam 1e-3 with
+    RandomFlip + RandomRotation(0.1), then every layer 10 epochs Adam 1e-5),
+  - tf_tutorial: the TensorFlow transfer-learning tutorial (frozen base 10 epochs RMSprop 1e-4
+    with RandomFlip + RandomRotation(0.2), then the layers from 100/154 of the depth on, 10
+    epochs RMSprop 1e-5).
+Both references use dropout 0.2, batch 32, BatchNorm in inference mode and keep their last epoch
+(as the guides do). Results are appended per run to benchmarks/core_matrix.jsonl and summarized in
+benchmarks/core_matrix.md after every run.
+
+    python tools/bench_core.py --matrix [--seeds 0 1 2] [--datasets flowers5 beans]
+
+Without ``--matrix`` it compares, on flowers5 with MobileNet-0.25 and the same input size:
   1. tlkeras' default two-phase recipe (the TrainConfig/DataConfig defaults),
   2. a linear probe: scikit-learn logistic regression on the frozen pooled features,
   3. the same network from random weights, trained end to end for the same wall-clock budget as 1.
@@ -91,11 +107,131 @@ def run(seed: int, shared: Path) -> dict:
     return out
 
 
+BACKBONES = {
+    "MobileNet-0.25": ("mobilenet", 0.25, "mobilenet_0.25_224_imagenet_no_top.h5"),
+    "MobileNetV2-1.0": ("mobilenet_v2", 1.0, "mobilenet_v2_1.0_224_imagenet_no_top.h5"),
+}
+
+
+def _reference(recipe: str, bundle, model_cfg, seed: int) -> dict:
+    """One of the guides' recipes, written from their text (see the module docstring)."""
+    from tlkeras._backend import keras, tf
+    from tlkeras.core.data import make_dataset
+    from tlkeras.core.metrics import evaluate_model
+    from tlkeras.core.models import backbone_layers, build_model, freeze_backbone, unfreeze_backbone
+
+    keras.utils.set_random_seed(seed)
+    n = bundle.num_outputs
+    model = build_model(model_cfg, n, bundle.image_size)
+    rotation, make_opt = (0.1, keras.optimizers.Adam) if recipe == "keras_guide" else (0.2, keras.optimizers.RMSprop)
+    lr1 = 1e-3 if recipe == "keras_guide" else 1e-4
+    aug = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=seed), keras.layers.RandomRotation(rotation, seed=seed + 1)])
+    train = make_dataset(bundle.train, head="softmax", num_outputs=n, batch_size=32, shuffle=True, seed=seed).map(
+        lambda x, y: (tf.clip_by_value(aug(x, training=True), 0.0, 255.0), y))
+    val = make_dataset(bundle.val, head="softmax", num_outputs=n, batch_size=32)
+    out = {}
+    freeze_backbone(model)
+    model.compile(optimizer=make_opt(lr1), loss="categorical_crossentropy", metrics=["accuracy"])
+    start = time.perf_counter()
+    h1 = model.fit(train, validation_data=val, epochs=10, verbose=0)
+    out["phase1_s"] = time.perf_counter() - start
+    out["phase1_val"] = float(h1.history["val_accuracy"][-1])
+    depth = len(backbone_layers(model))
+    spec = "all" if recipe == "keras_guide" else f"layers:{depth - int(round(depth * 100 / 154))}"
+    unfreeze_backbone(model, model_cfg.backbone, spec, keep_batchnorm_frozen=True)
+    model.compile(optimizer=make_opt(lr1 / 10 if recipe == "tf_tutorial" else 1e-5), loss="categorical_crossentropy", metrics=["accuracy"])
+    start = time.perf_counter()
+    model.fit(train, validation_data=val, epochs=10, verbose=0)
+    out["phase2_s"] = time.perf_counter() - start
+    out["val"] = evaluate_model(model, bundle.val, bundle.class_names, "softmax", 32)["accuracy"]
+    out["test"] = evaluate_model(model, bundle.test, bundle.class_names, "softmax", 32)["accuracy"]
+    return out
+
+
+def run_matrix(args) -> int:
+    from tlkeras import DataConfig, ModelConfig, RunConfig, TrainConfig, load_data
+    from tlkeras.train.run import train_model
+
+    bench = ROOT / "benchmarks"
+    bench.mkdir(exist_ok=True)
+    rows_path = bench / "core_matrix.jsonl"
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines()] if rows_path.is_file() and args.resume else []
+    if not args.resume:
+        rows_path.write_text("")
+    done = {(r["dataset"], r["backbone"], r["seed"], r["recipe"]) for r in rows}
+    load_before = os.getloadavg()[0]
+    for seed in args.seeds:
+        for dataset in args.datasets:
+            bundle = None
+            for label, (backbone, alpha, weights_file) in BACKBONES.items():
+                model_cfg = ModelConfig(backbone=backbone, alpha=alpha, weights=str(args.shared / "weights" / weights_file))
+                for recipe in args.recipes:
+                    if (dataset, label, seed, recipe) in done:
+                        continue
+                    if bundle is None:
+                        bundle = load_data(DataConfig(source=str(args.shared / "data" / dataset), image_size=224), 224, seed=seed)
+                    row = {"dataset": dataset, "backbone": label, "seed": seed, "recipe": recipe, "load": os.getloadavg()[0]}
+                    if recipe == "tlkeras":
+                        config = RunConfig(data=DataConfig(source=str(args.shared / "data" / dataset), image_size=224),
+                                           model=ModelConfig(backbone=backbone, alpha=alpha, weights=model_cfg.weights),
+                                           train=TrainConfig(verbose=0), seed=seed)
+                        result = train_model(config, bundle, write=False)
+                        phase1 = [v for v, p in zip(result.history["val_accuracy"], result.history["phase"]) if p == 1]
+                        row.update(val=result.metrics["val"]["accuracy"], test=result.metrics["final"]["accuracy"],
+                                   phase1_s=result.timings["phase1"], phase2_s=result.timings["phase2"],
+                                   phase1_val=max(phase1) if phase1 else None, selection=result.info.get("selection"),
+                                   recipe_used=result.info["recipe"]["defaults"], small_data=result.info["recipe"]["small_data"])
+                    else:
+                        row.update(_reference(recipe, bundle, model_cfg, seed))
+                    rows.append(row)
+                    with open(rows_path, "a") as fh:
+                        fh.write(json.dumps(row) + "\n")
+                    print(json.dumps({k: v for k, v in row.items() if k not in ("selection", "recipe_used")}), flush=True)
+                    _write_matrix(rows, bench / "core_matrix.md", load_before)
+    return 0
+
+
+def _write_matrix(rows: list, path: Path, load_before: float) -> None:
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["backbone"], r["recipe"]), []).append(r)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} now"
+    lines = [
+        "### Core matrix: tlkeras against the Keras guide's and the TensorFlow tutorial's recipes (issue 13)",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {machine}. ImageNet weights from ../shared/weights, 224 px, "
+        "`python tools/bench_core.py --matrix`. Means over the seeds listed; wall seconds per phase "
+        "(phase 1 of tlkeras includes computing the cached features).",
+        "",
+        "| data | backbone | recipe | seeds | val acc | test acc | phase 1 s | phase 2 s | both s | phase-1 val acc | kept |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (dataset, backbone, recipe), rs in sorted(groups.items()):
+        mean = lambda key: statistics.mean(r[key] for r in rs if r.get(key) is not None)  # noqa: E731
+        p1 = [r["phase1_val"] for r in rs if r.get("phase1_val") is not None]
+        kept = ", ".join((r.get("selection") or {}).get("kept", "-") for r in rs) if recipe == "tlkeras" else "last epoch"
+        shown_p1 = f"{statistics.mean(p1):.3f}" if p1 else "—"
+        lines.append(
+            f"| {dataset} | {backbone} | {recipe} | {','.join(str(r['seed']) for r in rs)} | {mean('val'):.3f} | {mean('test'):.3f} | "
+            f"{mean('phase1_s'):.1f} | {mean('phase2_s'):.1f} | {mean('phase1_s') + mean('phase2_s'):.1f} | {shown_p1} | {kept} |"
+        )
+    lines += ["", "Per run: " + "; ".join(
+        f"{r['dataset']}/{r['backbone']}/{r['recipe']}/seed {r['seed']}: {r['val']:.3f}/{r['test']:.3f} "
+        f"in {r['phase1_s'] + r['phase2_s']:.0f}s" for r in rows), ""]
+    path.write_text("\n".join(lines))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    parser.add_argument("--matrix", action="store_true", help="the issue-13 matrix (datasets x backbones x seeds x recipes)")
+    parser.add_argument("--datasets", nargs="+", default=["flowers5", "beans"])
+    parser.add_argument("--recipes", nargs="+", default=["tlkeras", "tf_tutorial", "keras_guide"])
+    parser.add_argument("--resume", action="store_true", help="keep the rows already in benchmarks/core_matrix.jsonl")
     args = parser.parse_args()
+    if args.matrix:
+        return run_matrix(args)
     if not (args.shared / "data" / "flowers5").is_dir():
         print(f"no flowers5 fixture under {args.shared}", file=sys.stderr)
         return 2
