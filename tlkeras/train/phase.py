@@ -132,6 +132,7 @@ def run_phase(
     steps_per_epoch: int | None = None,
     validation_steps: int | None = None,
     restore_best: bool = True,
+    select_from_epoch: int = 0,
 ) -> PhaseResult:
     """Trains a compiled ``fit_model`` one epoch per ``fit`` call, keeping the best weights.
 
@@ -155,6 +156,8 @@ def run_phase(
         steps_per_epoch: steps of one epoch (for endless datasets).
         validation_steps: steps of one validation pass (for endless datasets).
         restore_best: end with the best weights (default); False keeps the last epoch's.
+        select_from_epoch: epochs before this (0-based) neither become the best nor count for
+            early stopping (pruning: only models at the target sparsity compete).
 
     Returns:
         A :class:`PhaseResult`.
@@ -197,13 +200,14 @@ def run_phase(
             shown = " - ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "lr")
             print(f"phase {phase} epoch {epoch + 1}/{epochs} - {shown} - {time.perf_counter() - started:.1f}s", flush=True)
         value = logs.get(monitor, logs.get(monitor.removeprefix("val_"), logs.get("loss")))
-        if _better(value, state["phase_best"], mode):
+        selectable = epoch >= select_from_epoch
+        if selectable and _better(value, state["phase_best"], mode):
             state["phase_best"] = value
-        improved = _better(value, state["best"], mode)
+        improved = selectable and _better(value, state["best"], mode)
         if improved:
             state["best"], state["best_epoch"], state["wait"] = value, epoch + 1, 0
             best_weights = fit_model.get_weights()
-        else:
+        elif selectable:
             state["wait"] += 1
         state["epoch"] = epoch + 1
         if checkpoint_dir is not None:

@@ -189,6 +189,7 @@ def train_phase(
     validation_steps: int | None = None,
     patience: int | None = None,
     restore_best: bool = True,
+    select_from_epoch: int = 0,
 ) -> PhaseResult:
     """Compiles ``fit_model`` for one phase and runs it with the shared phase runner.
 
@@ -207,6 +208,7 @@ def train_phase(
         monitor: the selecting value (default ``train.select_metric``, else ``val_loss``).
         patience: early-stopping patience (default ``train.early_stopping_patience``; 0: none).
         restore_best: end with the best weights (default) or the last epoch's.
+        select_from_epoch: the first epoch that may be selected (earlier ones only train).
 
     Other arguments are those of :func:`tlkeras.train.phase.run_phase`.
     """
@@ -220,6 +222,7 @@ def train_phase(
     return run_phase(
         fit_model, make_train_ds, val_ds, phase=phase, epochs=epochs,
         patience=tc.early_stopping_patience if patience is None else patience, restore_best=restore_best,
+        select_from_epoch=select_from_epoch,
         verbose=tc.verbose, class_weight=class_weight, callbacks=callbacks, checkpoint_dir=checkpoint_dir,
         monitor=monitor, candidate=start, steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
     )
