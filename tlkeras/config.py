@@ -262,9 +262,7 @@ class TrainConfig:
         if self.batchnorm is not None:
             _choice(self.batchnorm, ("frozen", "train"), "batchnorm")
         if not self.select_metric.startswith("val_"):
-            raise TLKerasError(f"select_metric must name a validation value such as val_loss or val_accuracy, got {self.select_metric!r}")
-        if self.warmup_epochs is not None and self.warmup_epochs < 0:
-            raise TLKerasError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+            raise ConfigError(f"select_metric must name a validation value such as val_loss or val_accuracy, got {self.select_metric!r}")
         if self.phase2_lr_factor is not None and not 0.0 < self.phase2_lr_factor < 1.0:
             raise ConfigError(
                 f"phase2_lr_factor must be in (0, 1) so fine-tuning uses a lower learning rate, "
