@@ -287,13 +287,12 @@ def _without_timings(path):
     return values
 
 
-@pytest.mark.slow
 def test_the_default_recipe_with_light_augmentation_repeats_exactly_for_one_seed(tmp_path):
     """Issue 19 item 9: stateless augmentation keyed by seed, epoch and image makes CPU runs repeat."""
-    bundle = _bundle(n=64)
+    bundle = _bundle(n=48)
     runs = []
     for name in ("first", "second"):
-        config = tiny_config(train__phase1_epochs=1, train__phase2_epochs=3, train__unfreeze="blocks:2", data__augment="light",
+        config = tiny_config(train__phase1_epochs=1, train__phase2_epochs=2, train__unfreeze="blocks:2", data__augment="light",
                              output_dir=str(tmp_path / "runs"), name=name, seed=7)
         runs.append(train_model(config, bundle))
     first, second = (r.run_dir for r in runs)
@@ -301,6 +300,9 @@ def test_the_default_recipe_with_light_augmentation_repeats_exactly_for_one_seed
     assert json.loads((first / "history.json").read_text()) == json.loads((second / "history.json").read_text())
     for a, b in zip(runs[0].model.get_weights(), runs[1].model.get_weights()):
         np.testing.assert_array_equal(a, b)
-    other = train_model(tiny_config(train__phase1_epochs=1, train__phase2_epochs=3, train__unfreeze="blocks:2", data__augment="light",
-                                    seed=8), bundle, write=False)
-    assert other.history["loss"][1:] != runs[0].history["loss"][1:], "another seed augments differently"
+    from tlkeras.core.augment import augmenter
+
+    x = bundle.train.x[:8].astype("float32")
+    assert np.array_equal(augmenter("light", 7)(x).numpy(), augmenter("light", 7)(x).numpy())
+    assert not np.allclose(augmenter("light", 7)(x).numpy(), augmenter("light", 8)(x).numpy()), "another seed, other views"
+    assert not np.allclose(augmenter("light", 7)(x).numpy(), x), "light augmentation changes the images"
