@@ -35,7 +35,7 @@ __all__ = [
     "load_unlabeled",
     "load_labelled_split",
     "prepare_data",
-    "warm_up_head",
+    "warm_up_and_open",
     "open_backbone",  # the engine's (tlkeras.train.recipe), re-exported for the techniques
     "compile_trainer",
     "fit_main_phase",
@@ -191,14 +191,27 @@ def prepare_data(config: RunConfig, data: DataBundle | None, unlabeled=None, *, 
     return data, size, images
 
 
-def warm_up_head(model, data: DataBundle, config: RunConfig) -> tuple[dict, dict]:
-    """Phase 1 only: trains the head on the frozen backbone with the labels (feature cache and all).
+def warm_up_and_open(model, data: DataBundle, config: RunConfig, unfreeze: str | None = None) -> tuple[dict[str, list], float, list[str]]:
+    """Before a technique's main phase: phase 1 of the recipe (the head on the frozen backbone,
+    feature cache and all, when ``train.phase1_epochs`` > 0), then the top of the backbone opened.
 
-    Side effects: changes the head's weights; leaves the model compiled.
+    Returns:
+        ``(history, phase1_seconds, opened_layers)``; history holds the phase-1 rows.
+
+    Side effects: changes the head's weights and the ``trainable`` flags; leaves the model compiled.
     """
-    warm = copy.deepcopy(config)
-    warm.train.phase2_epochs = 0
-    return fit_two_phase(model, data, warm)
+    import time
+
+    from tlkeras.train.phase import PhaseHistory
+
+    history = PhaseHistory()
+    start = time.perf_counter()
+    if config.train.phase1_epochs > 0:
+        warm = copy.deepcopy(config)
+        warm.train.phase2_epochs = 0
+        history.add(fit_two_phase(model, data, warm)[0], 1)
+    seconds = time.perf_counter() - start
+    return history.values, seconds, open_backbone(model, config, unfreeze)
 
 
 def compile_trainer(trainer, optimizer) -> None:

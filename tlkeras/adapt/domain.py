@@ -14,10 +14,9 @@ from tlkeras.adapt.common import (
     _count_steps,
     fit_main_phase,
     load_labelled_split,
-    open_backbone,
     prepare_data,
     unlabeled_dataset,
-    warm_up_head,
+    warm_up_and_open,
     write_unlabeled_run,
 )
 from tlkeras.config import RunConfig
@@ -370,15 +369,8 @@ def adapt_domain(
     targets = _target_splits(target_test, data, size)
     timings: dict[str, float] = {"data": time.perf_counter() - t0}
     model = build_model(config.model, data.num_outputs, size)
-    history: dict[str, list] = {}
-
+    history, timings["phase1"], opened = warm_up_and_open(model, data, config, options.unfreeze)
     start = time.perf_counter()
-    if config.train.phase1_epochs > 0:
-        PhaseHistory(history).add(warm_up_head(model, data, config)[0], 1)
-    timings["phase1"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    opened = open_backbone(model, config, options.unfreeze)
     if options.method != "source_only" and not _has_trainable_features(model):
         raise TLKerasError(
             "domain alignment needs trainable feature layers: set train.unfreeze to blocks:N or layers:N, "

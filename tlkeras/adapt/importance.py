@@ -17,9 +17,9 @@ from tlkeras.core.data import DataBundle, encode_labels, make_dataset
 from tlkeras.core.metrics import predict
 from tlkeras.core.models import build_model, feature_extractor, freeze_backbone, head_model
 from tlkeras.errors import TLKerasError
-from tlkeras.train.optim import epoch_seed, make_optimizer, phase2_learning_rate
+from tlkeras.train.optim import epoch_seed, make_optimizer
 from tlkeras.train.phase import PhaseHistory
-from tlkeras.train.recipe import FitResult, selection_record, train_phase
+from tlkeras.train.recipe import FitResult, fine_tune, train_phase
 from tlkeras.train.run import TrainResult
 
 
@@ -145,13 +145,8 @@ def _weighted_fit(model, data: DataBundle, config: RunConfig, weights: np.ndarra
             return ds.prefetch(tf.data.AUTOTUNE)
 
         val_ds = make_dataset(data.val, head="softmax", num_outputs=n, batch_size=bs)
-        result = train_phase(model, make_phase2_ds, val_ds, config, phase=2, epochs=tc.phase2_epochs,
-                             learning_rate=phase2_learning_rate(config), steps=steps, warmup_steps=int(round(tc.warmup_epochs * steps)),
-                             compile=compiler(model, None), candidate=tc.phase1_epochs > 0, callbacks=callbacks)
-        history.add(result.history, 2)
-        selection = selection_record(result)
-        if selection and tc.verbose:
-            print(selection["message"], flush=True)
+        selection = fine_tune(model, make_phase2_ds, val_ds, config, history, steps=steps, compile=compiler(model, None),
+                              callbacks=callbacks)
     timings["phase2"] = time.perf_counter() - start
     timings["phase2_trainable_layers"] = len(opened)
     return FitResult(history.values, timings, selection)

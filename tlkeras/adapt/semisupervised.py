@@ -32,10 +32,9 @@ import numpy as np
 from tlkeras._backend import keras, tf
 from tlkeras.adapt.common import (
     fit_main_phase,
-    open_backbone,
     prepare_data,
     unlabeled_dataset,
-    warm_up_head,
+    warm_up_and_open,
     write_unlabeled_run,
 )
 from tlkeras.config import RunConfig
@@ -399,15 +398,8 @@ def train_fixmatch(
     data, size, xu = prepare_data(config, data, unlabeled)
     timings: dict[str, float] = {"data": time.perf_counter() - t0}
     model = build_model(config.model, data.num_outputs, size)
-    history: dict[str, list] = {}
-
+    history, timings["phase1"], opened = warm_up_and_open(model, data, config, options.unfreeze)
     start = time.perf_counter()
-    if config.train.phase1_epochs > 0:
-        PhaseHistory(history).add(warm_up_head(model, data, config)[0], 1)
-    timings["phase1"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    opened = open_backbone(model, config, options.unfreeze)
     bs = config.data.batch_size
     ubs = bs * options.unlabeled_ratio
     epochs = options.epochs or max(1, config.train.phase2_epochs)

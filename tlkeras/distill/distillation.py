@@ -352,13 +352,13 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
     from tlkeras.core.backbones import apply_recipe_defaults
     from tlkeras.core.data import encode_labels
     from tlkeras.core.models import freeze_backbone
-    from tlkeras.train.optim import compile_model, epoch_seed, final_learning_rate, make_optimizer, phase2_learning_rate, steps_per_epoch
+    from tlkeras.train.optim import compile_model, epoch_seed, final_learning_rate, make_optimizer, steps_per_epoch
     from tlkeras.train.phase import PhaseHistory
     from tlkeras.train.recipe import (
         FitResult,
+        fine_tune,
         open_backbone,
         phase1_augmentation,
-        selection_record,
         train_phase,
         uses_feature_cache,
         uses_linear_probe,
@@ -389,10 +389,9 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
     def compiler(trainer):
         return lambda lr: trainer.compile(optimizer=make_optimizer(tc.optimizer, lr, tc.weight_decay))
 
-    def run(trainer, make_ds, val, *, phase, epochs, lr, phase_steps, warmup=0, candidate=False):
-        return train_phase(trainer, make_ds, val, config, phase=phase, epochs=epochs, learning_rate=lr, steps=phase_steps,
-                           warmup_steps=warmup, compile=compiler(trainer), candidate=candidate, monitor=monitor,
-                           class_weight=weights, callbacks=callbacks)
+    def run(trainer, make_ds, val, *, epochs, lr, phase_steps):
+        return train_phase(trainer, make_ds, val, config, phase=1, epochs=epochs, learning_rate=lr, steps=phase_steps,
+                           compile=compiler(trainer), monitor=monitor, class_weight=weights, callbacks=callbacks)
 
     start = time.perf_counter()
     if tc.phase1_epochs > 0:
@@ -415,7 +414,7 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
                 def make_cached(epoch):
                     return cached.shuffle(len(targets), seed=epoch_seed(config.seed, 1, epoch)).batch(bs).prefetch(tf.data.AUTOTUNE)
 
-                result = run(trainer, make_cached, val_cached, phase=1, epochs=tc.phase1_epochs, lr=tc.phase1_lr,
+                result = run(trainer, make_cached, val_cached, epochs=tc.phase1_epochs, lr=tc.phase1_lr,
                              phase_steps=steps_per_epoch(len(targets), bs))
                 history.add(result.history, 1)
         else:
@@ -425,7 +424,7 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
                 return make_dataset(bundle.train, head="softmax", num_outputs=n, batch_size=bs, shuffle=True, augment=augment1,
                                     seed=epoch_seed(config.seed, 1, epoch))
 
-            result = run(trainer, make_ds1, val_ds, phase=1, epochs=tc.phase1_epochs, lr=tc.phase1_lr, phase_steps=steps)
+            result = run(trainer, make_ds1, val_ds, epochs=tc.phase1_epochs, lr=tc.phase1_lr, phase_steps=steps)
             history.add(result.history, 1)
     timings["phase1"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -439,12 +438,8 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
             return make_dataset(bundle.train, head="softmax", num_outputs=n, batch_size=bs, shuffle=True, augment=dc.augment,
                                 seed=epoch_seed(config.seed, 2, epoch))
 
-        result = run(trainer, make_ds2, val_ds, phase=2, epochs=tc.phase2_epochs, lr=phase2_learning_rate(config), phase_steps=steps,
-                     warmup=int(round(tc.warmup_epochs * steps)), candidate=tc.phase1_epochs > 0)
-        history.add(result.history, 2)
-        selection = selection_record(result)
-        if selection and tc.verbose:
-            print(selection["message"], flush=True)
+        selection = fine_tune(trainer, make_ds2, val_ds, config, history, steps=steps, compile=compiler(trainer), monitor=monitor,
+                              class_weight=weights, callbacks=callbacks)
     timings["phase2"] = time.perf_counter() - start
     timings["phase2_trainable_layers"] = len(opened)
     compile_model(student, config, n, final_learning_rate(config, bool(opened)), jit=False)

@@ -80,9 +80,9 @@ def fit_multitask(model, data: MultiTaskData, config: RunConfig, *, callbacks: l
     """
     from tlkeras.core.backbones import apply_recipe_defaults
     from tlkeras.core.models import feature_extractor, feature_layer_name, freeze_backbone
-    from tlkeras.train.optim import epoch_seed, phase2_learning_rate, steps_per_epoch
+    from tlkeras.train.optim import epoch_seed, steps_per_epoch
     from tlkeras.train.phase import PhaseHistory
-    from tlkeras.train.recipe import FitResult, open_backbone, phase1_augmentation, selection_record, train_phase, uses_feature_cache
+    from tlkeras.train.recipe import FitResult, fine_tune, open_backbone, phase1_augmentation, train_phase, uses_feature_cache
 
     apply_recipe_defaults(config)
     tc, dc = config.train, config.data
@@ -142,13 +142,7 @@ def fit_multitask(model, data: MultiTaskData, config: RunConfig, *, callbacks: l
         def make_phase2_ds(epoch):
             return _dataset(data.train, tasks, bs, shuffle=True, augment=dc.augment, seed=epoch_seed(config.seed, 2, epoch))
 
-        result = train_phase(model, make_phase2_ds, val_ds, config, phase=2, epochs=tc.phase2_epochs,
-                             learning_rate=phase2_learning_rate(config), steps=steps, warmup_steps=int(round(tc.warmup_epochs * steps)),
-                             compile=compiler(model), candidate=tc.phase1_epochs > 0, callbacks=extra)
-        history.add(result.history, 2)
-        selection = selection_record(result)
-        if selection and tc.verbose:
-            print(selection["message"], flush=True)
+        selection = fine_tune(model, make_phase2_ds, val_ds, config, history, steps=steps, compile=compiler(model), callbacks=extra)
     timings["phase2"] = time.perf_counter() - start
     timings["phase2_trainable_layers"] = len(opened)
     compile_multitask(model, tasks, tc.phase1_lr, optimizer=tc.optimizer, training=False)

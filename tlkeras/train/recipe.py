@@ -36,6 +36,7 @@ __all__ = [
     "FitResult",
     "fit_two_phase",
     "train_phase",
+    "fine_tune",
     "open_backbone",
     "selection_record",
     "uses_feature_cache",
@@ -228,6 +229,42 @@ def train_phase(
     )
 
 
+def fine_tune(
+    fit_model,
+    make_train_ds: Callable[[int], Any],
+    val_ds,
+    config: RunConfig,
+    history: PhaseHistory,
+    *,
+    steps: int,
+    compile: Callable[[Any], None],
+    monitor: str | None = None,
+    class_weight=None,
+    callbacks: list | None = None,
+    checkpoint_dir: Path | None = None,
+) -> dict[str, Any] | None:
+    """Phase 2 of a two-phase recipe, the same for every technique (after :func:`open_backbone`).
+
+    Runs :func:`train_phase` at the phase-2 learning rate with the configured warm-up; when
+    phase 1 ran, its model is the candidate to beat. Appends the epochs to ``history`` as phase 2
+    and prints which model was kept (when ``train.verbose``).
+
+    Returns:
+        :func:`selection_record` of the phase (None when phase 1 did not run).
+    """
+    tc = config.train
+    result = train_phase(
+        fit_model, make_train_ds, val_ds, config, phase=2, epochs=tc.phase2_epochs, learning_rate=phase2_learning_rate(config),
+        steps=steps, warmup_steps=int(round(tc.warmup_epochs * steps)), compile=compile, candidate=tc.phase1_epochs > 0,
+        monitor=monitor, class_weight=class_weight, callbacks=callbacks, checkpoint_dir=checkpoint_dir,
+    )
+    history.add(result.history, 2)
+    selection = selection_record(result)
+    if selection and tc.verbose:
+        print(selection["message"], flush=True)
+    return selection
+
+
 def fit_two_phase(
     model,
     bundle: DataBundle,
@@ -342,15 +379,8 @@ def fit_two_phase(
 
             finder = find_learning_rate(model, make_phase2_ds(0), config, n, out_dir=lr_finder_dir, compile=compile2)
 
-        result = train_phase(
-            model, make_phase2_ds, val_ds, config, phase=2, epochs=tc.phase2_epochs, learning_rate=phase2_learning_rate(config),
-            steps=steps, warmup_steps=int(round(tc.warmup_epochs * steps)), compile=compile2, candidate=tc.phase1_epochs > 0,
-            class_weight=weights, callbacks=extra + tb(2), checkpoint_dir=ckpt(2),
-        )
-        history.add(result.history, 2)
-        selection = selection_record(result)
-        if selection and tc.verbose:
-            print(selection["message"], flush=True)
+        selection = fine_tune(model, make_phase2_ds, val_ds, config, history, steps=steps, compile=compile2, class_weight=weights,
+                              callbacks=extra + tb(2), checkpoint_dir=ckpt(2))
     timings["phase2"] = time.perf_counter() - start
     timings["phase2_trainable_layers"] = len(opened)
     # Leave the model compiled (for evaluate()) with a fresh optimizer, so model.keras does not
