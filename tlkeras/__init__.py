@@ -52,6 +52,7 @@ _EXPORTS = {
     "train_model": "tlkeras.train.run",
     "fit_two_phase": "tlkeras.train.recipe",
     "TrainResult": "tlkeras.train.run",
+    "find_learning_rate": "tlkeras.train.lr_finder",
     "evaluate_run": "tlkeras.evaluate.run",
     "ExportOptions": "tlkeras.export.bundle",
     "export_run": "tlkeras.export.bundle",
