@@ -156,3 +156,35 @@ def test_bad_inputs_get_clear_errors():
         multitask_from_arrays(x, {"lines": lines * 2}, [TaskSpec("lines", "sigmoid")])
     with pytest.raises(TLKerasError, match="weighting"):
         build_multitask_model(tiny_config().model, [TaskSpec("a", labels=["x", "y"])], 32, weighting="magic")
+
+
+def test_phase2_uses_the_shared_warm_up_and_keeps_phase1_when_it_cannot_help():
+    """Issue 12: multi-task training ignored warmup_epochs; now phase 2 is the engine's."""
+    from tlkeras._backend import keras
+    from tlkeras.heads.multitask import fit_multitask
+
+    x, colour, lines = _two_label_sets(n=48)
+    tasks = TASKS[:2]
+    data = multitask_from_arrays(x, {"colour": colour, "lines": lines}, tasks, config=DataConfig(val_fraction=0.25, test_fraction=0.0), seed=1)
+
+    class Rates(keras.callbacks.Callback):
+        seen = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            lr = self.model.optimizer.learning_rate
+            self.seen.append(float(lr(self.model.optimizer.iterations)) if callable(lr) else float(lr))
+
+    config = tiny_config(train__phase1_epochs=2, train__phase1_lr=1e-2, train__phase2_epochs=1, train__unfreeze="all",
+                         train__warmup_epochs=1.0, train__phase2_lr_factor=0.5, data__batch_size=8)
+    model = build_multitask_model(config.model, tasks, 32)
+    rates = Rates()
+    fit_multitask(model, data, config, callbacks=[rates])
+    phase2 = rates.seen[-(len(data.train) // 8):]
+    assert phase2[0] < 0.2 * 5e-3 and phase2 == sorted(phase2), f"a linear warm-up towards 5e-3: {phase2}"
+    # A phase 2 at Adam 9 on every layer can only hurt: the phase-1 model is kept.
+    hurt = tiny_config(train__phase1_epochs=2, train__phase1_lr=10.0, train__phase2_epochs=1, train__unfreeze="all",
+                       train__warmup_epochs=0.0, train__phase2_lr_factor=0.9, train__schedule="constant")
+    keras.utils.set_random_seed(0)
+    model = build_multitask_model(hurt.model, tasks, 32)
+    fitted = fit_multitask(model, data, hurt)
+    assert fitted.selection["kept"] == "phase 1" and fitted[0]["phase"] == [1, 1, 2]
