@@ -199,7 +199,10 @@ def run_phase(
         if verbose == 2:
             shown = " - ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "lr")
             print(f"phase {phase} epoch {epoch + 1}/{epochs} - {shown} - {time.perf_counter() - started:.1f}s", flush=True)
-        value = logs.get(monitor, logs.get(monitor.removeprefix("val_"), logs.get("loss")))
+        if monitor not in logs and monitor != "val_loss":
+            # A value this model does not log (e.g. val_accuracy of a regression head): val loss.
+            monitor, mode = "val_loss", "min"
+        value = logs.get(monitor, logs.get("loss"))
         selectable = epoch >= select_from_epoch
         if selectable and _better(value, state["phase_best"], mode):
             state["phase_best"] = value
