@@ -1,14 +1,20 @@
 """Hyperparameter search with KerasTuner over the same build and two-phase training as ``tlkeras.train``.
 
 A trial is a training run: :class:`TransferHyperModel` turns a trial's hyperparameter values into a
-:class:`~tlkeras.config.RunConfig`, builds the model with :func:`tlkeras.models.build_model` and
-trains it with :func:`tlkeras.training.fit_two_phase` (both phases, early stopping restoring the
+:class:`~tlkeras.config.RunConfig`, builds the model with :func:`tlkeras.core.models.build_model` and
+trains it with :func:`tlkeras.train.recipe.fit_two_phase` (both phases, early stopping restoring the
 best weights), then scores the final model on the validation split with the same scikit-learn
 metrics ``tlkeras.train`` reports. A trial's ``val_accuracy`` therefore means what a training run's
 ``metrics.json`` ``val.accuracy`` means, and the best trial's values become a config YAML that
 ``python -m tlkeras.train --config`` retrains.
 
-The search space covers backbone, input size, head dropout and hidden units, phase-1 learning
+Under device limits (``max_size``, ``max_latency``, ``max_arena``: :mod:`tlkeras.tune.device`)
+each trial's shape is converted to a TFLite variant and measured with LiteRT before it trains;
+trials over a limit are infeasible and never train, and the Pareto front of accuracy against size
+or latency is reported (:mod:`tlkeras.tune.results`); the winner's bundle is exported
+(:mod:`tlkeras.tune.winner`).
+
+The search space covers backbone, width (alpha), input size, head dropout and hidden units, phase-1 learning
 rate, phase-2 learning-rate factor, unfreeze depth, augmentation strength, label smoothing and
 weight decay (:data:`HYPERPARAMETERS`). Each is pinned (one value), a choice (a list) or a range
 (``{min, max, step, sampling}``); unnamed ones take the defaults of :func:`default_space`.
@@ -348,7 +354,10 @@ def run_search(
     Side effects: writes ``<output_dir>/<name>/``: KerasTuner's oracle state and ``trial_*/``
     folders, ``search.yaml`` (the settings, for resuming), ``trials.csv``, ``trials.md``,
     ``best.yaml`` (a RunConfig for ``python -m tlkeras.train --config``), ``objective.png`` and
-    ``search.json``. Reruns with the same settings continue the search. In a distributed
+    ``search.json``; with device measurements (a limit, ``pareto`` or ``variant``) also
+    ``device.json`` (one measurement per shape), ``pareto.png`` and the winner's ``bundle/``, and
+    each trained trial's ``trial_<id>/model.keras`` until the winner is exported. Reruns with the
+    same settings continue the search. In a distributed
     search, the oracle's address is added to ``no_grpc_proxy`` so a proxy never sees it.
     """
     started = time.monotonic()
