@@ -90,7 +90,7 @@ def bundle(small_run, tmp_path_factory):
 
 def test_every_variant_converts_runs_and_agrees_with_keras(bundle, small_run):
     from tlkeras.core.metrics import predict
-    from tlkeras.export.bundle import VARIANTS
+    from tlkeras.export.variants import VARIANTS
 
     _, model, data = small_run
     meta = bundle.metadata
@@ -109,7 +109,7 @@ def test_every_variant_converts_runs_and_agrees_with_keras(bundle, small_run):
 
 
 def test_metadata_matches_the_models(bundle):
-    from tlkeras.export.bundle import VARIANTS
+    from tlkeras.export.variants import VARIANTS
 
     meta = bundle.metadata
     assert meta["format"] == "tlkeras-bundle" and meta["format_version"] == 1
@@ -186,7 +186,7 @@ def test_quantization_report_names_layers(bundle):
 
 
 def test_representative_indices_are_stratified_and_seeded():
-    from tlkeras.export.bundle import representative_indices
+    from tlkeras.export.convert import representative_indices
 
     y = np.array([0] * 60 + [1] * 30 + [2] * 10)
     idx = representative_indices(y, 20, seed=1)
@@ -202,7 +202,7 @@ def test_representative_indices_are_stratified_and_seeded():
 def test_bias_correction_cancels_the_mean_shift_of_int8_weights(small_run):
     """Rounding conv1's kernel to int8 shifts conv1_bn's per-channel mean; the correction cancels it."""
     from tlkeras._backend import keras
-    from tlkeras.export.bundle import _int8_weights, bias_correct
+    from tlkeras.export.bias import _int8_weights, bias_correct
 
     _, model, data = small_run
     before = [w.copy() for w in model.get_weights()]
@@ -406,7 +406,7 @@ def test_accuracy_gate_fails_with_a_per_layer_report(small_run, tmp_path):
 
 
 def test_parse_variants():
-    from tlkeras.export.bundle import DEFAULT_VARIANTS, parse_variants
+    from tlkeras.export.variants import DEFAULT_VARIANTS, parse_variants
 
     assert parse_variants("all") == DEFAULT_VARIANTS
     assert parse_variants("int8, fp32,16x8") == ("float32", "int8", "int16x8")

@@ -32,7 +32,7 @@ def _fresh(tiny_run):
 
 
 def _one_epoch(**kw):
-    from tlkeras.optimize.pipeline import FineTuneOptions
+    from tlkeras.optimize.options import FineTuneOptions
 
     return FineTuneOptions(epochs=1, verbose=0, **kw)
 
@@ -97,7 +97,9 @@ def mini(mini_run):
 
 def test_pruning_reaches_target_and_stripping_keeps_predictions(tiny_run, source):
     from tlkeras.core.metrics import predict
-    from tlkeras.optimize.pipeline import PruningOptions, prune, weight_sparsity
+    from tlkeras.optimize.measure import weight_sparsity
+    from tlkeras.optimize.options import PruningOptions
+    from tlkeras.optimize.prune import prune
 
     config, data = source
     model = _fresh(tiny_run)
@@ -118,7 +120,9 @@ def test_pruning_reaches_target_and_stripping_keeps_predictions(tiny_run, source
 
 def test_zero_sparsity_changes_nothing(mini_run, mini):
     from tlkeras.core.metrics import predict
-    from tlkeras.optimize.pipeline import PruningOptions, prune, weight_sparsity
+    from tlkeras.optimize.measure import weight_sparsity
+    from tlkeras.optimize.options import PruningOptions
+    from tlkeras.optimize.prune import prune
 
     config, data = mini
     model = _fresh(mini_run)
@@ -138,7 +142,9 @@ def test_zero_sparsity_changes_nothing(mini_run, mini):
 def test_self_distillation_targets_mix_labels_with_the_models_own_predictions(mini_run, mini):
     from tlkeras.core.metrics import predict
     from tlkeras.errors import TLKerasError
-    from tlkeras.optimize.pipeline import FineTuneOptions, PruningOptions, _self_targets, prune
+    from tlkeras.optimize.finetune import _self_targets
+    from tlkeras.optimize.options import FineTuneOptions, PruningOptions
+    from tlkeras.optimize.prune import prune
 
     config, data = mini
     model = _fresh(mini_run)
@@ -159,7 +165,8 @@ def test_self_distillation_targets_mix_labels_with_the_models_own_predictions(mi
 
 
 def test_structured_2_4_sparsity(mini_run, mini):
-    from tlkeras.optimize.pipeline import PruningOptions, prune
+    from tlkeras.optimize.options import PruningOptions
+    from tlkeras.optimize.prune import prune
 
     config, data = mini
     result = prune(_fresh(mini_run), data, config, PruningOptions(structure="2:4"), _one_epoch())
@@ -178,7 +185,9 @@ def test_structured_2_4_sparsity(mini_run, mini):
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_clustered_layers_hold_at_most_n_values(mini_run, mini, per_channel):
     from tlkeras.core.metrics import predict
-    from tlkeras.optimize.pipeline import ClusteringOptions, cluster, unique_weights
+    from tlkeras.optimize.cluster import cluster
+    from tlkeras.optimize.measure import unique_weights
+    from tlkeras.optimize.options import ClusteringOptions
 
     config, data = mini
     model = _fresh(mini_run)
@@ -200,10 +209,11 @@ def test_clustered_layers_hold_at_most_n_values(mini_run, mini, per_channel):
 def test_qat_run_converts_to_int8_tflite_and_runs_on_litert(mini_run, mini, tmp_path, capsys):
     from ai_edge_litert.interpreter import Interpreter
 
+    from tlkeras.core.litert import run_model
     from tlkeras.core.loading import load_model
     from tlkeras.core.metrics import predict
     from tlkeras.optimize.__main__ import main
-    from tlkeras.optimize.pipeline import _tflite_predict, evaluate_tflite, tflite_weight_sparsity
+    from tlkeras.optimize.measure import evaluate_tflite, tflite_weight_sparsity
 
     config, data = mini
     code = main([str(mini_run), "--qat", "--epochs", "1", "--verbose", "0", "--output-dir", str(tmp_path), "--name", "qat"])
@@ -228,12 +238,15 @@ def test_qat_run_converts_to_int8_tflite_and_runs_on_litert(mini_run, mini, tmp_
     metrics = evaluate_tflite(flat, data.test, data.class_names, data.head)
     assert metrics["accuracy"] == pytest.approx(accuracy["after"]["int8"])
     # model.keras holds the QAT model that was converted: its fake-quant outputs match LiteRT's.
-    diff = np.abs(_tflite_predict(flat, data.test.x) - predict(model, data.test.x))
+    diff = np.abs(run_model(flat, data.test.x) - predict(model, data.test.x))
     assert diff.mean() < 0.02 and diff.max() < 0.1, (diff.mean(), diff.max())
 
 
 def test_cqat_keeps_clusters_per_channel(mini_run, mini):
-    from tlkeras.optimize.pipeline import ClusteringOptions, QATOptions, cluster, quantize_aware, unique_weights
+    from tlkeras.optimize.cluster import cluster
+    from tlkeras.optimize.measure import unique_weights
+    from tlkeras.optimize.options import ClusteringOptions, QATOptions
+    from tlkeras.optimize.qat import quantize_aware
 
     config, data = mini
     clustered = cluster(_fresh(mini_run), data, config, ClusteringOptions(clusters=4), _one_epoch())
@@ -256,7 +269,7 @@ def test_pqat_run_keeps_sparsity_in_int8_tflite(tiny_run, tmp_path, capsys):
     from tlkeras.core.loading import load_model
     from tlkeras.core.metrics import predict
     from tlkeras.optimize.__main__ import main
-    from tlkeras.optimize.pipeline import tflite_weight_sparsity
+    from tlkeras.optimize.measure import tflite_weight_sparsity
 
     code = main([str(tiny_run), "--prune", "0.5", "--qat", "--epochs", "1", "--verbose", "0", "--output-dir", str(tmp_path), "--name", "pqat"])
     out = capsys.readouterr().out
@@ -363,7 +376,7 @@ def hub_run(tmp_path_factory):
 def test_tfhub_backbone_needs_head_only(hub_run, tmp_path, capsys):
     from tlkeras.core.loading import load_model
     from tlkeras.optimize.__main__ import main
-    from tlkeras.optimize.pipeline import weight_sparsity
+    from tlkeras.optimize.measure import weight_sparsity
 
     code = main([str(hub_run), "--prune", "0.5", "--output-dir", str(tmp_path)])
     _assert_one_line_error(capsys, code, "TF-Hub", "--head-only")
@@ -404,8 +417,12 @@ def custom_layer_run(tmp_path_factory):
     return _write_run(root / "runs", keras.Model(inputs, outputs), data, "custom")
 
 
-def test_layers_tfmot_cannot_handle(custom_layer_run, tmp_path, capsys):
+def test_layers_tfmot_cannot_handle(custom_layer_run, tmp_path, capsys, monkeypatch):
+    from tlkeras.core import loading
     from tlkeras.optimize.__main__ import main
+
+    # The custom layer lives in this test module: trust it, as a user trusts their own layers.
+    monkeypatch.setattr(loading, "ALLOWED_MODULE_ROOTS", (*loading.ALLOWED_MODULE_ROOTS, "test_optimize"))
 
     for flags, verb in ((["--prune", "0.5"], "prune"), (["--cluster", "4"], "cluster")):
         code = main([str(custom_layer_run), *flags, "--output-dir", str(tmp_path)])

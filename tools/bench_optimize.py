@@ -61,7 +61,8 @@ def train_base(work: Path) -> Path:
 
 
 def run_recipe(base: Path, work: Path, name: str, epochs: int | None, lr: float | None = None, self_distill: float | None = None) -> dict:
-    from tlkeras.optimize.pipeline import ClusteringOptions, FineTuneOptions, PruningOptions, QATOptions, optimize_run
+    from tlkeras.optimize.options import ClusteringOptions, FineTuneOptions, PruningOptions, QATOptions
+    from tlkeras.optimize.pipeline import optimize_run
 
     target = work / "runs" / f"base-{name}"
     if (target / "optimization.json").is_file():

@@ -92,7 +92,8 @@ def _main(argv: Sequence[str] | None) -> int:
     from tlkeras.runs import check_run_name
 
     check_run_name(args.name)  # one folder under --output-dir, never a path that climbs out
-    from tlkeras.optimize.pipeline import ClusteringOptions, FineTuneOptions, PruningOptions, QATOptions, optimize_run
+    from tlkeras.optimize.options import ClusteringOptions, FineTuneOptions, PruningOptions, QATOptions
+    from tlkeras.optimize.pipeline import optimize_run
 
     skip = [n for n in (args.skip_layers or "").split(",") if n.strip()]
     pruning = clustering = qat = None

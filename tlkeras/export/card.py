@@ -1,0 +1,65 @@
+"""The model card (``model_card.md``) of a bundle, written from its metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _model_card(meta: dict[str, Any]) -> str:
+    ev = meta["evaluation"]
+    key = ev["primary_metric"]
+    source = meta.get("source_run") or {}
+    rows = []
+    for name, v in meta["variants"].items():
+        m = v.get("metrics") or {}
+        status = "ok" if v.get("within_threshold") else ("FAILED: " + v["error"] if v.get("error") else "over threshold")
+        rows.append(
+            f"| {name} | {v.get('bytes', 0) / 1024:.0f} KB | {v['input']['dtype'] if v.get('input') else '—'} | "
+            f"{_fmt(m.get(key))} | {_fmt(m.get('f1_macro'))} | {_fmt(m.get('agreement'))} | {_fmt(m.get('drop_points'), 2)} | {status} |"
+        )
+    classes = ", ".join(meta["task"]["class_names"])
+    micro = meta.get("micro")
+    micro_text = ""
+    if micro:
+        micro_text = (
+            f"\n## Microcontrollers\n\n`{', '.join(micro['files'])}`: the int8 model as a C array. "
+            f"Builtin int8 only: {'yes' if micro['ok'] else 'no — ' + '; '.join(micro['problems'][:3])}. "
+            f"Ops: {', '.join(micro['ops'])}. Tensor arena estimate: {micro['arena_bytes']} bytes.\n"
+        )
+    keras_metric = ev["keras"].get(key)
+    return f"""# Model card: {meta['name']}
+
+Image classifier exported by tlkeras {meta['versions']['tlkeras']} on {meta['created'][:10]}.
+
+## Task and model
+
+- Head: {meta['task']['head']} over {len(meta['task']['class_names'])} classes: {classes}.
+- Backbone: {source.get('backbone', 'unknown')}{f" (alpha {source['alpha']})" if source.get('alpha') else ''}, weights: {source.get('weights', 'unknown')}.
+- Source run: `{source.get('path', 'n/a')}`; training data: `{source.get('data', 'n/a')}`.
+- Input: {meta['input']['shape']} RGB pixels 0..255 ({meta['input']['preprocessing']}).
+- Output: {meta['output']['meaning']}.
+
+## Verification
+
+Every variant was run with the LiteRT interpreter on the {ev['split']} split ({ev['count']} images of
+`{ev['data']}`) and compared with the Keras model ({key} {_fmt(keras_metric)}). The export fails when a
+variant drops more than {ev['max_drop_points']} points of {key}.
+
+| variant | size | input | {key} | macro F1 | top-1 agreement | drop (points) | status |
+|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+{micro_text}
+## Intended use and limits
+
+Use on images like the training data (same classes, similar cameras and framing). The
+{ev['split']} split is small ({ev['count']} images), so accuracy has a standard error of about
+{100 * np.sqrt(max(keras_metric or 0.5, 1e-3) * (1 - min(keras_metric or 0.5, 1 - 1e-3)) / max(ev['count'], 1)):.1f} points;
+one image is {100 / max(ev['count'], 1):.1f} points. Images of other classes still get one of
+these labels: set a confidence threshold in the app if that matters.
+"""
