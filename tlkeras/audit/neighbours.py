@@ -74,8 +74,9 @@ def outlier_scores(unit: np.ndarray, labels: np.ndarray, num_classes: int, k: in
         search = NearestNeighbors(n_neighbors=kk, metric="cosine", algorithm="brute").fit(unit[members])
         distances, indices = search.kneighbors(unit)
         own = members[indices] == np.arange(len(unit))[:, None]
-        distances = np.where(own, np.nan, distances)
-        scores[:, c] = np.nanmean(distances[:, : kk], axis=1) if kk > 1 else distances[:, 0]
+        # Each item's own distance (0) is dropped; the k nearest others count for everyone.
+        distances = np.sort(np.where(own, np.inf, distances), axis=1)[:, : kk - 1]
+        scores[:, c] = distances.mean(axis=1)
     nearest = scores.argmin(axis=1)
     return scores[np.arange(len(unit)), nearest], nearest
 
