@@ -10,7 +10,9 @@ TensorFlow and no tlkeras, so it can be copied next to a bundle onto a Raspberry
 It reads metadata.json for the input size, the class names and each variant's input/output
 quantization, prepares the image exactly as tlkeras does in training (EXIF orientation, RGB,
 alpha composited on white, bilinear resize to the square input size, raw 0..255 values), feeds
-it as float32 or quantized to int8/uint8, and dequantizes the output.
+it as float32 or quantized to int8/uint8, and dequantizes the output. When the bundle carries an
+``unknown_threshold`` (from the run's calibration), a softmax image whose top score is below it is
+answered ``unknown``.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class Classifier:
         self.class_names = self.metadata["task"]["class_names"]
         self.head = self.metadata["task"]["head"]
         self.size = int(self.metadata["input"]["shape"][1])
+        self.unknown_threshold = self.metadata.get("unknown_threshold")
         self.interpreter = Interpreter(model_path=str(self.bundle / self.info["file"]), num_threads=num_threads)
         self.interpreter.allocate_tensors()
         self._input = self.interpreter.get_input_details()[0]
@@ -100,6 +103,9 @@ class Classifier:
         if self.head == "regression":
             return list(zip(self.class_names, scores.tolist()))
         order = np.argsort(-scores)
+        if self.head == "softmax" and self.unknown_threshold is not None and scores[order[0]] < self.unknown_threshold:
+            # Below the calibrated threshold the model is not confident in any known class.
+            return [("unknown", float(scores[order[0]]))]
         if self.head == "sigmoid":
             order = [i for i in order if scores[i] >= 0.5] or order[:1]
         return [(self.class_names[i], float(scores[i])) for i in list(order)[:top]]

@@ -449,3 +449,137 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     assert main([str(tmp_path / "run"), "--quantize", "int3"]) == 2
     assert "unknown variant" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Mobile runtimes: TFLite metadata, MediaPipe Tasks, calibration threshold, int8 guardrail
+
+
+def test_every_classification_variant_runs_in_mediapipe_tasks(bundle, small_run):
+    """The real runtime: MediaPipe Tasks' ImageClassifier loads each variant from its file alone."""
+    pytest.importorskip("mediapipe")
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    from tlkeras.export.variants import VARIANTS
+
+    _, _, data = small_run
+    meta = bundle.metadata
+    labels = (bundle.bundle_dir / "labels.txt").read_text().split()
+    checked = []
+    for name, entry in meta["variants"].items():
+        assert entry["tflite_metadata"]["labels"].startswith("labels.txt")
+        if entry["input"]["dtype"] == "int8":  # MediaPipe takes uint8 or float32 input tensors only
+            assert entry["mediapipe"]["loaded"] is False and "mediapipe-tasks" not in entry["verified_on"]
+            continue
+        options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(bundle.variant_path(name))),
+                                                max_results=len(labels), score_threshold=0.0)
+        litert_out = litert.run_model(bundle.variant_path(name), data.test.x)
+        agree = 0
+        with vision.ImageClassifier.create_from_options(options) as classifier:
+            for image, expected in zip(data.test.x, litert_out):
+                top = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))).classifications[0].categories[0]
+                assert top.category_name == labels[top.index]  # names come from the packed labels.txt
+                agree += int(top.index == int(expected.argmax()))
+                assert abs(top.score - float(expected[top.index])) <= VARIANTS[name].tolerance
+        assert agree / len(data.test.x) >= 0.99, name
+        assert entry["verified_on"] == ["litert", "mediapipe-tasks"], name
+        checked.append(name)
+    assert set(checked) == set(meta["variants"]) - {"int8"}
+    assert "mediapipe-tasks" in (bundle.bundle_dir / "model_card.md").read_text()
+
+
+def test_calibrated_threshold_reaches_metadata_and_the_consumer(small_run, tmp_path):
+    """calibration.json's unknown_threshold: metadata.json, the TFLite metadata, classify.py says unknown."""
+    mp = pytest.importorskip("mediapipe")  # noqa: F841 - the TFLite threshold is read back with its reader
+    from tlkeras.core.data import load_image
+    from tlkeras.export.bundle import ExportOptions, export_run
+
+    run, _, data = small_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    images = sorted((run.parent.parent / "images").glob("*/*.png"))[::9][:8]
+    scores = litert.run_model(_float_tflite(run, tmp_path), np.stack([load_image(p, SIZE) for p in images])).max(axis=1)
+    threshold = float(np.median(scores))  # half the images fall below it
+    (copy / "calibration.json").write_text(json.dumps({"temperature": 1.3, "unknown_threshold": threshold, "target_recall": 0.95}))
+    result = export_run(copy, tmp_path / "b", ExportOptions(variants=("float32",), verify_mediapipe=False))
+    assert result.metadata["unknown_threshold"] == pytest.approx(threshold)
+    assert result.metadata["variants"]["float32"]["tflite_metadata"]["score_threshold"] == pytest.approx(threshold)
+    from mediapipe.tasks.python.metadata.metadata import MetadataDisplayer
+
+    shown = json.loads(MetadataDisplayer.with_model_file(str(result.variant_path("float32"))).get_metadata_json())
+    units = shown["subgraph_metadata"][0]["output_tensor_metadata"][0]["process_units"]
+    assert any(u.get("options", {}).get("global_score_threshold") == pytest.approx(threshold) for u in units)
+    done = subprocess.run([sys.executable, str(REPO / "export" / "classify.py"), str(result.bundle_dir), *map(str, images), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    answers = [json.loads(line)["predictions"][0][0] for line in done.stdout.splitlines()]
+    for answer, score in zip(answers, scores):
+        assert (answer == "unknown") == (score < threshold - 1e-6)
+    assert "unknown" in answers and any(a != "unknown" for a in answers)
+
+
+def _float_tflite(run, tmp_path) -> bytes:
+    from tlkeras.core.loading import load_run_model
+    from tlkeras.export.convert import convert_model
+
+    content, _ = convert_model(load_run_model(run), "float32")
+    return content
+
+
+def test_labels_disagreeing_with_the_model_fail_before_writing(small_run, tmp_path):
+    import dataclasses
+
+    from tlkeras.export.bundle import export_model
+
+    _, model, data = small_run
+    four = dataclasses.replace(data, class_names=[*data.class_names, "extra"])
+    with pytest.raises(TLKerasError, match="4 classes but the model outputs 3"):
+        export_model(model, four, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_metadata_asked_for_without_the_writer_is_bad_input(small_run, tmp_path, monkeypatch):
+    from tlkeras.export import tflite_metadata
+    from tlkeras.export.bundle import ExportOptions, export_model
+
+    _, model, data = small_run
+    monkeypatch.setattr(tflite_metadata, "available", lambda: False)
+    with pytest.raises(TLKerasError, match="needs the mediapipe package") as info:
+        export_model(model, data, tmp_path / "b", ExportOptions(variants=("float32",), metadata="on"))
+    assert info.value.exit_code == 2
+    assert not (tmp_path / "b").exists()
+    # auto without the writer: a bundle without TFLite metadata, said so in metadata.json
+    result = export_model(model, data, tmp_path / "c", ExportOptions(variants=("float32",), metadata="auto"))
+    assert result.metadata["variants"]["float32"]["tflite_metadata"] is None
+    assert result.metadata["variants"]["float32"]["verified_on"] == ["litert"]
+
+
+def test_int8_guardrail_keeps_the_worst_layers_float_until_the_gate_passes(small_run, tmp_path):
+    """Selective quantization on the real converter: 1 layer float fails this gate, 2 pass; a small budget stops it."""
+    from tlkeras.export.convert import debugger_rows, quantization_debugger, save_serving_model
+    from tlkeras.export.guardrail import guard_int8
+
+    _, model, data = small_run
+    saved = save_serving_model(model, tmp_path / "serving")
+    debugger = quantization_debugger(saved, data.train.x[:20], data.test.x[:8])
+    rows = debugger_rows(debugger)
+
+    def float_ops(content: bytes) -> int:
+        info = litert.inspect_model(content)
+        return sum(1 for op in info.operators if op.name not in ("QUANTIZE", "DEQUANTIZE")
+                   and info.tensors[op.outputs[0]].dtype == "FLOAT32")
+
+    def evaluate(content: bytes) -> dict:  # a gate that needs two float ops, counted in the real model
+        n = float_ops(content)
+        return {"drop_points": 0.0 if n >= 2 else 5.0, "agreement": 1.0 if n >= 2 else 0.9}
+
+    result = guard_int8(debugger, rows, evaluate, max_drop=1.0, min_agreement=0.97, max_bytes=10**9)
+    assert result.passed and [a["float_layers"] for a in result.attempts] == [1, 2]
+    assert result.float_nodes == [r["node"] for r in rows[:2]] and float_ops(result.content) >= 2
+    assert result.float_layers == list(dict.fromkeys(r["layer"] for r in rows[:2]))
+    out = litert.run_model(result.content, data.test.x)
+    assert np.mean(out.argmax(1) == data.test.y) > 0.8  # still a working classifier
+
+    stopped = guard_int8(debugger, rows, evaluate, max_drop=1.0, min_agreement=0.97, max_bytes=100)
+    assert not stopped.passed and stopped.content is None and "size budget" in stopped.reason

@@ -23,6 +23,7 @@ import datetime as _dt
 import gzip
 import hashlib
 import io
+import json
 import os
 import re
 import tempfile
@@ -36,16 +37,19 @@ from tlkeras.core import litert
 from tlkeras.core.data import DataBundle
 from tlkeras.core.versions import versions
 from tlkeras.errors import ExportCheckFailed, TLKerasError
+from tlkeras.export import tflite_metadata
 from tlkeras.export.bias import _bias_corrected
 from tlkeras.export.card import _model_card
 from tlkeras.export.convert import (
     _check_images,
     _output_name,
     convert_variant,
-    quantization_report,
+    debugger_rows,
+    quantization_debugger,
     representative_indices,
     save_serving_model,
 )
+from tlkeras.export.guardrail import gate, guard_int8, latency_cost
 from tlkeras.export.micro import micro_export
 from tlkeras.export.variants import DEFAULT_VARIANTS, VARIANTS, Variant, parse_variants
 
@@ -76,6 +80,16 @@ class ExportOptions:
         seed: seeds the representative-set draw.
         bias_correction: convert the quantized variants from a bias-corrected copy of the
             model (:func:`bias_correct`), which cancels the mean error of int8 rounding.
+        metadata: TFLite metadata (MediaPipe's writers) in every variant: ``on`` requires the
+            ``mediapipe`` package (bad input without it), ``auto`` writes it when installed,
+            ``off`` never.
+        verify_mediapipe: load every variant with metadata in MediaPipe Tasks' ImageClassifier
+            and compare its top-1 with LiteRT's (softmax and sigmoid heads).
+        int8_guardrail: when ``int8_float_io`` misses the gate (drop over ``max_drop`` or top-1
+            agreement under ``min_agreement``), keep its worst layers in float until it passes
+            (:mod:`tlkeras.export.guardrail`).
+        min_agreement: the guardrail's top-1 agreement gate.
+        guardrail_budget: the guarded file may be at most this share of the float32 model's bytes.
     """
 
     variants: tuple[str, ...] = DEFAULT_VARIANTS
@@ -91,6 +105,11 @@ class ExportOptions:
     overwrite: bool = False
     seed: int = 42
     bias_correction: bool = True
+    metadata: str = "auto"
+    verify_mediapipe: bool = True
+    int8_guardrail: bool = True
+    min_agreement: float = 0.97
+    guardrail_budget: float = 0.5
 
     def validate(self) -> "ExportOptions":
         self.variants = parse_variants(self.variants)
@@ -98,6 +117,12 @@ class ExportOptions:
             raise TLKerasError(f"representative_size must be >= 1 for {', '.join(v for v in self.variants if VARIANTS[v].needs_data)}, got {self.representative_size}")
         if self.max_drop < 0:
             raise TLKerasError(f"max_drop must be >= 0 points, got {self.max_drop}")
+        if self.metadata not in ("auto", "on", "off"):
+            raise TLKerasError(f"metadata must be auto, on or off, got {self.metadata!r}")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise TLKerasError(f"min_agreement must be in [0, 1], got {self.min_agreement}")
+        if not 0.0 < self.guardrail_budget <= 1.0:
+            raise TLKerasError(f"guardrail_budget must be in (0, 1] (a share of the float32 size), got {self.guardrail_budget}")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.c_name or ""):
             raise TLKerasError(f"c_name {self.c_name!r} is not a C identifier; use letters, digits and _")
         if self.debug_images < 1 or self.top_layers < 1:
@@ -199,6 +224,7 @@ def export_model(
     name: str | None = None,
     source_run: dict[str, Any] | None = None,
     representative: np.ndarray | None = None,
+    calibration: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Converts ``model`` to every requested variant, verifies each with LiteRT, writes a bundle.
@@ -213,6 +239,9 @@ def export_model(
         source_run: facts about the run the model came from, copied into metadata.json.
         representative: images to calibrate with instead of the stratified draw from
             ``data.train`` (N x S x S x 3, 0..255).
+        calibration: the run's ``calibration.json`` (``unknown_threshold``, ``temperature``,
+            ``target_recall``); its ``unknown_threshold`` becomes metadata.json's
+            ``unknown_threshold`` and the TFLite metadata's default score threshold.
         progress: called with one line per step (the CLI prints them).
 
     Returns:
@@ -239,6 +268,14 @@ def export_model(
     size = int(model.inputs[0].shape[1])
     head = data.head
     class_names = list(data.class_names)
+    outputs = int(model.outputs[0].shape[-1])
+    if outputs != len(class_names):
+        raise TLKerasError(f"the labels name {len(class_names)} classes but the model outputs {outputs} values; "
+                           f"export with the labels.txt the model was trained with")
+    threshold = _unknown_threshold(calibration)
+    write_meta = options.metadata == "on" or (options.metadata == "auto" and tflite_metadata.available())
+    if options.metadata == "on" and not tflite_metadata.available():
+        raise TLKerasError(tflite_metadata._MISSING)
     _check_writable(output_dir, options.overwrite)
 
     needs_data = any(VARIANTS[v].needs_data or _correction_mode(VARIANTS[v], options) != "none" for v in options.variants)
@@ -279,9 +316,10 @@ def export_model(
             mode = _correction_mode(variant, options)
             say(f"converting {vname}")
             content = convert_variant(saved[mode], variant, representative if variant.needs_data else None)
-            entry: dict[str, Any] = {"file": f"{vname}.tflite", "description": variant.description,
-                                     "bytes": len(content), "gzip_bytes": len(gzip.compress(content, 9)),
-                                     "sha256": hashlib.sha256(content).hexdigest()}
+            entry: dict[str, Any] = {"file": f"{vname}.tflite", "description": variant.description}
+            if write_meta:
+                content = _with_metadata(content, name, variant, class_names, head, threshold, source_run)
+            entry["tflite_metadata"] = _metadata_note(write_meta, threshold)
             if variant.needs_data:
                 entry["representative"] = rep_what
             entry["bias_correction"] = None if mode == "none" else mode
@@ -302,8 +340,51 @@ def export_model(
             entry["metrics"] = metrics
             entry["ops"] = litert.inspect_model(content).op_names
             entry["within_threshold"] = metrics["drop_points"] <= options.max_drop + 1e-9
-            if not entry["within_threshold"]:
+            guarded = vname == "int8_float_io" and options.int8_guardrail and head != "regression"
+            if guarded and not gate(metrics, options.max_drop, options.min_agreement):
+                say(f"  {vname}: misses the gate (drop {metrics['drop_points']:.2f} points, agreement {metrics.get('agreement')}); "
+                    f"int8 guardrail: keeping the worst layers in float")
+                dbg = quantization_debugger(saved[mode], representative, eval_x[: options.debug_images])
+                report_rows["int8"] = debugger_rows(dbg)
+                float_bytes = variants_meta.get("float32", {}).get("bytes") or 4 * int(model.count_params())
+
+                def evaluate(candidate: bytes) -> dict[str, Any]:
+                    return _compare(split.y, keras_out, litert.run_model(candidate, eval_x, num_threads=os.cpu_count()),
+                                    class_names, head, keras_metrics)
+
+                guard = guard_int8(dbg, report_rows["int8"], evaluate, max_drop=options.max_drop, min_agreement=options.min_agreement,
+                                   max_bytes=int(options.guardrail_budget * float_bytes))
+                entry["guardrail"] = {"passed": guard.passed, "attempts": guard.attempts, "reason": guard.reason or None,
+                                      "budget_bytes": int(options.guardrail_budget * float_bytes), "before": metrics,
+                                      "bytes_before": len(content)}
+                if guard.passed:
+                    plain = content
+                    content = guard.content
+                    if write_meta:
+                        content = _with_metadata(content, name, variant, class_names, head, threshold, source_run)
+                    out = litert.run_model(content, eval_x, num_threads=os.cpu_count())
+                    metrics = _compare(split.y, keras_out, out, class_names, head, keras_metrics)
+                    entry["metrics"] = metrics
+                    entry["ops"] = litert.inspect_model(content).op_names
+                    entry["guardrail"].update(float_layers=guard.float_layers, float_nodes=guard.float_nodes,
+                                              bytes_after=len(content), size_cost_bytes=len(content) - len(plain),
+                                              latency=latency_cost(plain, content))
+                    say(f"  {vname}: int8 guardrail kept {len(guard.float_layers)} layer(s) in float: {', '.join(guard.float_layers)}")
+                entry["within_threshold"] = gate(metrics, options.max_drop, options.min_agreement)
+                if not entry["within_threshold"]:
+                    failed[vname] = (f"dropped {metrics['drop_points']:.1f} points of {key} (agreement {metrics.get('agreement')}) "
+                                     f"and the int8 guardrail could not rescue it: {guard.reason}")
+            elif guarded:
+                entry["within_threshold"] = True
+            if not entry["within_threshold"] and vname not in failed:
                 failed[vname] = f"dropped {metrics['drop_points']:.1f} points of {key}"
+            entry.update(bytes=len(content), gzip_bytes=len(gzip.compress(content, 9)), sha256=hashlib.sha256(content).hexdigest())
+            entry["verified_on"] = ["litert"]
+            if write_meta and options.verify_mediapipe and head != "regression":
+                entry["mediapipe"] = tflite_metadata.verify_mediapipe(content, eval_x, out, class_names)
+                mp = entry["mediapipe"]
+                if mp["loaded"] and mp["names_match"] and mp["agreement"] >= tflite_metadata.MEDIAPIPE_MIN_AGREEMENT:
+                    entry["verified_on"].append("mediapipe-tasks")
             atomic_write_bytes(stage / entry["file"], content)
             variants_meta[vname] = entry
             agreement = metrics.get("agreement")
@@ -312,7 +393,7 @@ def export_model(
             if variant.ops == "int8" and (options.debug_quantization or not entry["within_threshold"]) and "int8" not in report_rows:
                 # One report serves every int8 variant: they share weights and activation ranges.
                 say("  per-layer quantization error report (TensorFlow quantization debugger)")
-                report_rows["int8"] = quantization_report(saved[mode], representative, eval_x[: options.debug_images])
+                report_rows["int8"] = debugger_rows(quantization_debugger(saved[mode], representative, eval_x[: options.debug_images]))
             if variant.ops == "int8" and "int8" in report_rows:
                 path = stage / "quantization_report.csv"
                 if not path.exists():
@@ -378,6 +459,8 @@ def export_model(
             "recommended": recommended,
             "micro": micro,
             "saved_model": "saved_model" if options.saved_model else None,
+            "unknown_threshold": threshold,
+            "calibration": calibration,
             "passed": not failed,
             "failed": failed,
         }
@@ -503,4 +586,40 @@ def export_run(
         "data": bundle.source,
         "seed": config.seed,
     }
-    return export_model(model, bundle, target, options, name=run_dir.resolve().name, source_run=source, progress=progress)
+    calibration = None
+    if (run_dir / "calibration.json").is_file():
+        try:
+            calibration = json.loads((run_dir / "calibration.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise TLKerasError(f"{run_dir / 'calibration.json'} is not readable JSON ({exc}); recalibrate the run or remove the file") from None
+    return export_model(model, bundle, target, options, name=run_dir.resolve().name, source_run=source, calibration=calibration,
+                        progress=progress)
+
+
+def _unknown_threshold(calibration: dict[str, Any] | None) -> float | None:
+    """The "unknown" score threshold of a run's calibration, checked (None without calibration)."""
+    if not calibration or calibration.get("unknown_threshold") is None:
+        return None
+    value = calibration["unknown_threshold"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise TLKerasError(f"calibration.json's unknown_threshold must be a score in [0, 1], got {value!r}; recalibrate the run")
+    return float(value)
+
+
+def _with_metadata(content: bytes, name: str, variant: Variant, class_names: list[str], head: str, threshold: float | None,
+                   source_run: dict[str, Any] | None) -> bytes:
+    source = source_run or {}
+    return tflite_metadata.add_metadata(
+        content, name=f"{name} ({variant.name})", class_names=class_names, head=head, score_threshold=threshold,
+        description=(f"{head} image classifier over {len(class_names)} classes exported by tlkeras; {variant.description}. "
+                     f"Input: RGB pixels 0..255, preprocessing inside the model."),
+        version=f"tlkeras {versions().get('tlkeras', '?')}, {_dt.date.today().isoformat()}",
+        author=f"tlkeras run {source.get('name') or name}" + (f" ({source['path']})" if source.get("path") else ""),
+    )
+
+
+def _metadata_note(written: bool, threshold: float | None) -> dict[str, Any] | None:
+    if not written:
+        return None
+    return {"writer": f"mediapipe {tflite_metadata.mediapipe_version()}", "labels": "labels.txt (packed in the .tflite)",
+            "normalization": {"mean": [0.0], "std": [1.0]}, "score_threshold": threshold}

@@ -26,6 +26,26 @@ def _model_card(meta: dict[str, Any]) -> str:
     classes = ", ".join(meta["task"]["class_names"])
     micro = meta.get("micro")
     micro_text = ""
+    runtime_lines = []
+    for name, v in meta["variants"].items():
+        mp = v.get("mediapipe") or {}
+        note = ""
+        if mp and not mp.get("loaded"):
+            note = f"; MediaPipe Tasks does not load it: {mp.get('error')}"
+        elif mp:
+            note = f"; MediaPipe Tasks top-1 agrees with LiteRT on {mp['agreement']:.3f} of images"
+        guard = v.get("guardrail")
+        if guard and guard.get("passed"):
+            lat = guard.get("latency") or {}
+            note += (f"; int8 guardrail kept {', '.join(guard['float_layers'])} in float "
+                     f"(+{guard['size_cost_bytes'] / 1024:.1f} KB, p50 latency x{lat.get('ratio', float('nan')):.2f})")
+        elif guard:
+            note += f"; int8 guardrail could not rescue it: {guard.get('reason')}"
+        runtime_lines.append(f"- `{name}`: verified on {', '.join(v.get('verified_on') or ['none'])}{note}.")
+    threshold = meta.get("unknown_threshold")
+    runtime_text = ("\n## Runtimes\n\n" + "\n".join(runtime_lines) + "\n"
+                    + (f"\nDefault score threshold (from the run's calibration): {threshold:.3f}; below it, answer \"unknown\".\n"
+                       if threshold is not None else ""))
     if micro:
         micro_text = (
             f"\n## Microcontrollers\n\n`{', '.join(micro['files'])}`: the int8 model as a C array. "
@@ -54,7 +74,7 @@ variant drops more than {ev['max_drop_points']} points of {key}.
 | variant | size | input | {key} | macro F1 | top-1 agreement | drop (points) | status |
 |---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
-{micro_text}
+{runtime_text}{micro_text}
 ## Intended use and limits
 
 Use on images like the training data (same classes, similar cameras and framing). The

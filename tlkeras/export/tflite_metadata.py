@@ -1,0 +1,195 @@
+"""TFLite metadata inside a ``.tflite`` file, written with MediaPipe's metadata writers.
+
+MediaPipe Tasks (``ImageClassifier`` on Android, iOS, web and Python) reads a model's TFLite
+metadata: a float-input model without ``NormalizationOptions`` does not load, and a model without
+a label file returns nameless categories. :func:`add_metadata` writes, per variant: name,
+description, version, author; the image input (RGB, and normalization mean 0 / std 1, because
+preprocessing is inside the model and float inputs take raw 0..255 values); the output (class
+scores, ``labels.txt`` as an associated file, the default score threshold); quantization
+parameters come from the model's own tensors, which MediaPipe reads directly.
+
+:func:`verify_mediapipe` then loads the variant in the real runtime and compares its top-1 with
+LiteRT's.
+
+Packaging note: ``mediapipe`` 1.2.3's ``metadata`` module imports a compiled helper
+(``mediapipe.tasks.cc.metadata.python._pywrap_metadata_version``) that its wheel does not ship, so
+``import mediapipe.tasks.python.metadata.metadata_writers`` fails with ModuleNotFoundError. That
+helper only computes the metadata's minimum parser version. tlkeras writes only fields of metadata
+schema 1.0.0 (checked in :func:`_minimum_parser_version`) and provides that one function when the
+wheel lacks it.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any, Sequence
+
+import numpy as np
+
+from tlkeras.errors import TLKerasError
+
+__all__ = ["available", "add_metadata", "verify_mediapipe", "MEDIAPIPE_MIN_AGREEMENT", "mediapipe_version"]
+
+# Variants MediaPipe Tasks' ImageClassifier must agree with LiteRT on (top-1 share).
+MEDIAPIPE_MIN_AGREEMENT = 0.99
+_MISSING = ("the TFLite metadata writer needs the mediapipe package (pip install mediapipe, or "
+            "pip install 'tlkeras[mobile]'); or export without it: --metadata off")
+
+
+def _minimum_parser_version(buffer: bytes) -> str:
+    """The metadata parser version able to read ``buffer``: 1.0.0 for what tlkeras writes.
+
+    Raises if the metadata uses a field added after schema 1.0.0 (subgraph process units, tensor
+    groups, custom metadata, versioned associated files), so the declared version cannot be wrong.
+    """
+    from mediapipe.tasks.metadata import metadata_schema_py_generated as schema
+
+    meta = schema.ModelMetadata.GetRootAsModelMetadata(bytes(buffer), 0)
+    newer = []
+    for i in range(meta.SubgraphMetadataLength()):
+        sub = meta.SubgraphMetadata(i)
+        if sub.InputProcessUnitsLength() or sub.OutputProcessUnitsLength():
+            newer.append("subgraph process units (1.1.0)")
+        if sub.InputTensorGroupsLength() or sub.OutputTensorGroupsLength():
+            newer.append("tensor groups (1.2.0)")
+        if sub.CustomMetadataLength():
+            newer.append("custom metadata (1.5.0)")
+        for t in range(sub.OutputTensorMetadataLength()):
+            tensor = sub.OutputTensorMetadata(t)
+            for f in range(tensor.AssociatedFilesLength()):
+                if tensor.AssociatedFiles(f).Version():
+                    newer.append("associated file version (1.4.1)")
+    if newer:
+        raise TLKerasError(f"internal error: the TFLite metadata uses {', '.join(sorted(set(newer)))}, newer than the declared parser version 1.0.0")
+    return "1.0.0"
+
+
+def _import_writers():
+    """MediaPipe's metadata writer modules, with the parser-version helper its wheel may lack."""
+    try:
+        import mediapipe  # noqa: F401
+    except ImportError:
+        raise TLKerasError(_MISSING) from None
+    name = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
+    try:
+        __import__(name)
+    except ImportError:
+        # Parent packages the wheel lacks are created empty, top down; then the one function.
+        parts = name.split(".")
+        for i in range(3, len(parts)):
+            parent = ".".join(parts[:i])
+            if parent not in sys.modules:
+                try:
+                    __import__(parent)
+                except ImportError:
+                    sys.modules[parent] = types.ModuleType(parent)
+                    setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], sys.modules[parent])
+        module = types.ModuleType(name)
+        module.GetMinimumMetadataParserVersion = _minimum_parser_version
+        sys.modules[name] = module
+        setattr(sys.modules[".".join(parts[:-1])], parts[-1], module)
+    from mediapipe.tasks.python.metadata.metadata_writers import metadata_info, metadata_writer
+
+    return metadata_writer, metadata_info
+
+
+def available() -> bool:
+    """Whether the metadata writers (the ``mediapipe`` package) can be imported."""
+    try:
+        _import_writers()
+    except (TLKerasError, ImportError):
+        return False
+    return True
+
+
+def mediapipe_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("mediapipe")
+    except Exception:  # noqa: BLE001 - not installed
+        return None
+
+
+def add_metadata(
+    content: bytes,
+    *,
+    name: str,
+    description: str,
+    version: str,
+    author: str,
+    class_names: Sequence[str],
+    head: str = "softmax",
+    score_threshold: float | None = None,
+) -> bytes:
+    """Returns ``content`` with TFLite metadata (and ``labels.txt`` packed inside the file).
+
+    Args:
+        content: the ``.tflite`` flatbuffer.
+        name, description, version, author: the model's general information.
+        class_names: the labels, in output order (written as the associated ``labels.txt``).
+        head: ``softmax`` and ``sigmoid`` heads get a classification output with labels;
+            ``regression`` heads a plain feature output (MediaPipe Tasks has no regression task).
+        score_threshold: the default score threshold apps (MediaPipe) apply; None writes none.
+
+    Raises:
+        TLKerasError: mediapipe is not installed, or the writer rejects the model (the message
+            names why).
+    """
+    writer_mod, info = _import_writers()
+    writer = writer_mod.MetadataWriter.create(bytearray(content))
+    # GeneralMd carries version and author, which add_general_info() does not take.
+    writer._general_md = info.GeneralMd(name=name, version=version, description=description, author=author)
+    try:
+        writer.add_image_input(norm_mean=[0.0], norm_std=[1.0], color_space_type=writer_mod.MetadataWriter.color_space_types.RGB,
+                               name="image", description="RGB image, raw pixel values 0..255 (preprocessing is inside the model)")
+        if head in ("softmax", "sigmoid"):
+            thresholding = writer_mod.ScoreThresholding(float(score_threshold)) if score_threshold is not None else None
+            meaning = "softmax probabilities" if head == "softmax" else "independent sigmoid probabilities (multi-label)"
+            writer.add_classification_output(writer_mod.Labels().add(list(class_names)), score_thresholding=thresholding,
+                                             name="probabilities", description=f"{meaning} over the classes in labels.txt")
+        else:
+            writer.add_feature_output(name="predictions", description=f"regression values: {', '.join(class_names)}")
+        out, _ = writer.populate()
+    except (ValueError, TypeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TLKerasError(f"writing TFLite metadata failed: {first}") from None
+    finally:
+        del writer  # its __del__ removes a temporary folder; at interpreter exit that fails noisily
+    return bytes(out)
+
+
+def verify_mediapipe(content: bytes, images: np.ndarray, litert_out: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """Runs a model with metadata in MediaPipe Tasks' ImageClassifier and compares with LiteRT.
+
+    Images are given at the model's input size, so MediaPipe does not resize them.
+
+    Returns:
+        ``{"loaded": bool, "error": str | None, "agreement": top-1 share equal to LiteRT's,
+        "names_match": every top category's name is labels.txt's name of its index,
+        "max_score_diff": largest |MediaPipe score - LiteRT score| of the top category}``.
+    """
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    try:
+        options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_buffer=bytes(content)),
+                                                max_results=len(class_names), score_threshold=0.0)
+        classifier = vision.ImageClassifier.create_from_options(options)
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return {"loaded": False, "error": first[:300], "agreement": None, "names_match": None, "max_score_diff": None}
+    agree, names_ok, diff = 0, True, 0.0
+    with classifier:
+        for image, expected in zip(images, litert_out):
+            frame = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(np.asarray(image, np.uint8)))
+            categories = classifier.classify(frame).classifications[0].categories
+            if not categories:
+                continue
+            top = categories[0]
+            agree += int(top.index == int(np.argmax(expected)))
+            names_ok &= top.category_name == class_names[top.index]
+            diff = max(diff, abs(float(top.score) - float(expected[top.index])))
+    return {"loaded": True, "error": None, "agreement": agree / max(1, len(images)), "names_match": bool(names_ok),
+            "max_score_diff": diff}
