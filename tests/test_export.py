@@ -583,3 +583,20 @@ def test_int8_guardrail_keeps_the_worst_layers_float_until_the_gate_passes(small
 
     stopped = guard_int8(debugger, rows, evaluate, max_drop=1.0, min_agreement=0.97, max_bytes=100)
     assert not stopped.passed and stopped.content is None and "size budget" in stopped.reason
+
+
+def test_onnx_copy_is_verified_with_onnxruntime(small_run, tmp_path):
+    pytest.importorskip("tf2onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from tlkeras.core.metrics import predict
+    from tlkeras.export.bundle import ExportOptions, export_model
+
+    _, model, data = small_run
+    result = export_model(model, data, tmp_path / "b", ExportOptions(variants=("float32",), onnx=True, verify_mediapipe=False))
+    entry = result.metadata["onnx"]
+    assert entry["passed"] and entry["verified_on"] == ["onnxruntime"] and entry["metrics"]["agreement"] >= 0.999
+    content = (result.bundle_dir / "model.onnx").read_bytes()
+    assert len(content) == entry["bytes"]
+    session = ort.InferenceSession(content, providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: data.test.x.astype(np.float32)})[0]  # dynamic batch
+    np.testing.assert_allclose(out, predict(model, data.test.x), atol=1e-4)

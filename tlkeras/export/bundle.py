@@ -37,7 +37,7 @@ from tlkeras.core import litert
 from tlkeras.core.data import DataBundle
 from tlkeras.core.versions import versions
 from tlkeras.errors import ExportCheckFailed, TLKerasError
-from tlkeras.export import tflite_metadata
+from tlkeras.export import onnx_export, tflite_metadata
 from tlkeras.export.bias import _bias_corrected
 from tlkeras.export.card import _model_card
 from tlkeras.export.convert import (
@@ -90,6 +90,7 @@ class ExportOptions:
             (:mod:`tlkeras.export.guardrail`).
         min_agreement: the guardrail's top-1 agreement gate.
         guardrail_budget: the guarded file may be at most this share of the float32 model's bytes.
+        onnx: also write ``model.onnx`` (tf2onnx), verified with onnxruntime.
     """
 
     variants: tuple[str, ...] = DEFAULT_VARIANTS
@@ -110,6 +111,7 @@ class ExportOptions:
     int8_guardrail: bool = True
     min_agreement: float = 0.97
     guardrail_budget: float = 0.5
+    onnx: bool = False
 
     def validate(self) -> "ExportOptions":
         self.variants = parse_variants(self.variants)
@@ -274,6 +276,8 @@ def export_model(
                            f"export with the labels.txt the model was trained with")
     threshold = _unknown_threshold(calibration)
     write_meta = options.metadata == "on" or (options.metadata == "auto" and tflite_metadata.available())
+    if options.onnx and not onnx_export.available():
+        raise TLKerasError(onnx_export._MISSING)
     if options.metadata == "on" and not tflite_metadata.available():
         raise TLKerasError(tflite_metadata._MISSING)
     _check_writable(output_dir, options.overwrite)
@@ -404,6 +408,14 @@ def export_model(
                     {"layer": r["layer"], "op": r["op"], "rmse_over_scale": r["rmse_over_scale"]}
                     for r in report_rows["int8"][: options.top_layers]
                 ]
+        onnx_meta = None
+        if options.onnx:
+            say("ONNX (tf2onnx), verified with onnxruntime")
+            content, onnx_meta = onnx_export.export_onnx(
+                model, eval_x, lambda out: _compare(split.y, keras_out, out, class_names, head, keras_metrics))
+            atomic_write_bytes(stage / "model.onnx", content)
+            if not onnx_meta["passed"]:
+                failed["onnx"] = f"top-1 agreement with Keras {onnx_meta['metrics']['agreement']:.4f} under {onnx_export.MIN_AGREEMENT}"
         micro = None
         if options.micro and "int8" in variants_meta and "error" not in variants_meta["int8"]:
             say("micro: C array of the int8 variant")
@@ -459,6 +471,7 @@ def export_model(
             "recommended": recommended,
             "micro": micro,
             "saved_model": "saved_model" if options.saved_model else None,
+            "onnx": onnx_meta,
             "unknown_threshold": threshold,
             "calibration": calibration,
             "passed": not failed,
