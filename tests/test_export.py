@@ -473,7 +473,7 @@ def test_every_classification_variant_runs_in_mediapipe_tasks(bundle, small_run)
             assert entry["mediapipe"]["loaded"] is False and "mediapipe-tasks" not in entry["verified_on"]
             continue
         options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(bundle.variant_path(name))),
-                                                max_results=len(labels), score_threshold=0.0)
+                                                max_results=len(labels), score_threshold=1e-9)  # 0.0 means unset
         litert_out = litert.run_model(bundle.variant_path(name), data.test.x)
         agree = 0
         with vision.ImageClassifier.create_from_options(options) as classifier:

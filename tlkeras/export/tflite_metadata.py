@@ -174,8 +174,10 @@ def verify_mediapipe(content: bytes, images: np.ndarray, litert_out: np.ndarray,
     from mediapipe.tasks.python import BaseOptions, vision
 
     try:
+        # A tiny positive threshold: mediapipe 1.2.3 passes 0.0 (and None) as "unset", and then
+        # returned no category at all for flowers5 images whose top score was under 0.5.
         options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_buffer=bytes(content)),
-                                                max_results=len(class_names), score_threshold=0.0)
+                                                max_results=len(class_names), score_threshold=1e-9)
         classifier = vision.ImageClassifier.create_from_options(options)
     except (RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
