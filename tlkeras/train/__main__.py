@@ -7,6 +7,7 @@ transfer from a backbone pretrained on generated images, beside a from-scratch b
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -104,6 +105,11 @@ def _main(argv: Sequence[str] | None) -> int:
 def _write_report(result) -> None:
     """``report.html`` of a finished run, with Grad-CAM overlays of its mistakes (softmax runs)."""
     if result.run_dir is None:
+        return
+    if os.environ.get("TF_CONFIG"):
+        # Predicting for the gallery is a collective op under MultiWorkerMirroredStrategy: the
+        # chief alone would wait for workers that have already exited.
+        print("report.html skipped in a multi-worker run; write it with python -m tlkeras.evaluate", file=sys.stderr)
         return
     import functools
 
