@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["core", "core_seeds", "export", "optimize", "tune", "unlabeled", "issue9"]
+ORDER = ["core", "core_seeds", "core_matrix", "export", "export_mobile", "optimize", "tune", "unlabeled", "issue9", "data", "audit", "unknown"]
 
 HEADER = """# Benchmarks
 
@@ -23,7 +23,8 @@ precision, XLA) is not measured yet.
 
 Fixtures: `../shared/data/flowers5` (5 classes; 500 train / 150 val / 150 test photos) and
 `../shared/weights/mobilenet_0.25_224_imagenet_no_top.h5` (Keras' MobileNet alpha=0.25 ImageNet
-weights). Each section names the script that reproduces it.
+weights), `../shared/weights/mobilenet_v2_1.0_224_imagenet_no_top.h5` (the default backbone) and
+`../shared/data/beans`. Each section names the script that reproduces it.
 
 """
 
