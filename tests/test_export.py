@@ -434,8 +434,10 @@ def test_cli_exports_a_mobilenet_run(tiny_run, tmp_path, capsys):
     # MobileNet's weights dominate the file: int8 weights make it much smaller
     assert meta["variants"]["int8"]["bytes"] < 0.4 * meta["variants"]["float32"]["bytes"]
     written = {p.name for p in out.iterdir()}
-    assert {"float32.tflite", "int8.tflite", "labels.txt", "metadata.json", "micro", "model_card.md"} <= written
-    assert written <= {"float32.tflite", "int8.tflite", "labels.txt", "metadata.json", "micro", "model_card.md", "quantization_report.csv"}
+    assert {"float32.tflite", "int8.tflite", "labels.txt", "metadata.json", "micro", "model_card.md", "report.html"} <= written
+    assert written <= {"float32.tflite", "int8.tflite", "labels.txt", "metadata.json", "micro", "model_card.md", "quantization_report.csv", "report.html"}
+    page = (out / "report.html").read_text()
+    assert "int8" in page and "float32" in page  # the bundle's page lists its variants
     assert ("quantization_report.csv" in written) == (not meta["passed"])
 
 

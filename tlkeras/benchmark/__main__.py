@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from tlkeras import cli
@@ -41,6 +42,10 @@ def _main(argv: Sequence[str] | None) -> int:
     if not args.no_write:
         paths = write_benchmark(result, args.output_dir or args.bundle)
         print("wrote " + ", ".join(str(p) for p in paths.values()))
+        from tlkeras.report.html import write_bundle_report
+
+        # The bundle's page, with this benchmark's latency columns and plot.
+        print(f"report: {write_bundle_report(args.bundle, benchmark=result, path=Path(args.output_dir or args.bundle) / 'report.html')}")
     return 0
 
 

@@ -71,6 +71,9 @@ def _main(argv: Sequence[str] | None) -> int:
         raise
     print(_table(result))
     print(f"bundle: {result.bundle_dir}")
+    from tlkeras.report.html import write_bundle_report
+
+    print(f"report: {write_bundle_report(result.bundle_dir)}")
     return 0
 
 
