@@ -20,20 +20,12 @@ from tlkeras.errors import TLKerasError
 # Clustering
 from tlkeras.optimize.finetune import _fine_tune, _recompile_fresh, _self_targets, _stage_settings
 from tlkeras.optimize.options import CENTROID_INITS, ClusteringOptions, FineTuneOptions, StageResult
-from tlkeras.optimize.scope import _check_hub, _clusterable_weight_names, _in_scope, _set_trainable, _unsupported_message
+from tlkeras.optimize.scope import _check_hub, _clusterable_weight_names, _set_trainable, compressible_layers
 
 
 def _cluster_targets(model, options: ClusteringOptions, head_only: bool) -> tuple[list[str], dict[str, str]]:
-    targets, skipped, unsupported = [], {}, []
-    for layer in model.layers:
-        if not _in_scope(layer, head_only) or not layer.weights:
-            continue
-        names = _clusterable_weight_names(layer)
-        if names is None:
-            unsupported.append(layer.name)
-            continue
-        if not names:
-            continue
+    targets, skipped = [], {}
+    for layer, names in compressible_layers(model, _clusterable_weight_names, options.skip_layers, "cluster", head_only):
         kernel = getattr(layer, names[0], None)
         per = int(np.prod(kernel.shape[:-1])) if (options.per_channel and kernel is not None and isinstance(layer, keras.layers.Conv2D)) else (
             int(np.prod(kernel.shape)) if kernel is not None else 0)
@@ -43,9 +35,6 @@ def _cluster_targets(model, options: ClusteringOptions, head_only: bool) -> tupl
             skipped[layer.name] = f"{per} weights, not more than {options.clusters} clusters"
         else:
             targets.append(layer.name)
-    unsupported = [n for n in unsupported if n not in options.skip_layers]
-    if unsupported:
-        raise TLKerasError(_unsupported_message(model, unsupported, "cluster", head_only))
     if not targets:
         raise TLKerasError(f"no layer has more than {options.clusters} weights to cluster; use fewer clusters")
     return targets, skipped

@@ -18,7 +18,7 @@ from tlkeras.errors import TLKerasError
 # Pruning
 from tlkeras.optimize.finetune import _fine_tune, _recompile_fresh, _self_targets, _stage_settings, _steps_per_epoch
 from tlkeras.optimize.options import FineTuneOptions, PruningOptions, StageResult
-from tlkeras.optimize.scope import _check_hub, _in_scope, _prunable_weight_names, _set_trainable, _unsupported_message
+from tlkeras.optimize.scope import _check_hub, _prunable_weight_names, _set_trainable, compressible_layers
 
 
 def _pruning_schedule(options: PruningOptions, steps: int):
@@ -56,16 +56,8 @@ def _m_by_n_ok(layer) -> bool:
 
 
 def _prune_targets(model, options: PruningOptions, head_only: bool) -> tuple[list[str], dict[str, str]]:
-    targets, skipped, unsupported = [], {}, []
-    for layer in model.layers:
-        if not _in_scope(layer, head_only) or not layer.weights:
-            continue
-        names = _prunable_weight_names(layer)
-        if names is None:
-            unsupported.append(layer.name)
-            continue
-        if not names:
-            continue  # BatchNorm, DepthwiseConv2D: supported, nothing tfmot prunes
+    targets, skipped = [], {}
+    for layer, names in compressible_layers(model, _prunable_weight_names, options.skip_layers, "prune", head_only):
         size = sum(int(np.prod(w.shape)) for w in layer.weights if w.name.split("/")[-1].split(":")[0] in names)
         if layer.name in options.skip_layers:
             skipped[layer.name] = "skip_layers"
@@ -75,9 +67,6 @@ def _prune_targets(model, options: PruningOptions, head_only: bool) -> tuple[lis
             skipped[layer.name] = "input depth not a multiple of 4 (2:4 pattern)"
         else:
             targets.append(layer.name)
-    unsupported = [n for n in unsupported if n not in options.skip_layers]
-    if unsupported:
-        raise TLKerasError(_unsupported_message(model, unsupported, "prune", head_only))
     return targets, skipped
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tlkeras._backend import keras
 from tlkeras._backend import tfmot as _tfmot
 
@@ -91,3 +93,27 @@ def _unsupported_message(model, names: list[str], verb: str, head_only: bool) ->
     shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
     hint = "pass them to --skip-layers" + ("" if head_only else " or compress the head only with --head-only")
     return f"tfmot cannot {verb} layer(s) {shown} ({', '.join(kinds)}); {hint}"
+
+
+def compressible_layers(model, weight_names, skip_layers, verb: str, head_only: bool) -> list[tuple[Any, list[str]]]:
+    """The layers a stage may ``verb`` (prune, cluster), each with the names of its weights tfmot handles.
+
+    Layers out of scope, without weights, or with nothing tfmot ``verb``s (BatchNorm,
+    DepthwiseConv2D for pruning) are left out.
+
+    Raises:
+        TLKerasError: a layer in scope that tfmot cannot ``verb`` and ``skip_layers`` does not name.
+    """
+    found, unsupported = [], []
+    for layer in model.layers:
+        if not _in_scope(layer, head_only) or not layer.weights:
+            continue
+        names = weight_names(layer)
+        if names is None:
+            if layer.name not in skip_layers:
+                unsupported.append(layer.name)
+        elif names:
+            found.append((layer, names))
+    if unsupported:
+        raise TLKerasError(_unsupported_message(model, unsupported, verb, head_only))
+    return found
