@@ -9,17 +9,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from tlkeras._backend import keras, tf
-from tlkeras.adapt.common import _count_steps, open_backbone, prepare_data, write_unlabeled_run
+from tlkeras.adapt.common import _count_steps, prepare_data, write_unlabeled_run
 from tlkeras.adapt.domain import _target_splits
 from tlkeras.config import RunConfig
 from tlkeras.core.augment import augmenter
 from tlkeras.core.data import DataBundle, encode_labels, make_dataset
 from tlkeras.core.metrics import predict
 from tlkeras.core.models import build_model, feature_extractor, freeze_backbone, head_model
+from tlkeras.core.stream import indexed_batches
 from tlkeras.errors import TLKerasError
 from tlkeras.train.optim import epoch_seed, make_optimizer
 from tlkeras.train.phase import PhaseHistory
-from tlkeras.train.recipe import FitResult, fine_tune, train_phase
+from tlkeras.train.recipe import FitResult, fine_tune, open_and_fine_tune, train_phase
 from tlkeras.train.run import TrainResult
 
 
@@ -126,18 +127,12 @@ def _weighted_fit(model, data: DataBundle, config: RunConfig, weights: np.ndarra
         history.add(result.history, 1)
     timings["phase1"] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    opened: list[str] = []
-    selection = None
-    if tc.phase2_epochs > 0 and tc.unfreeze != "none":
-        opened = open_backbone(model, config)
+    def fit2():
         steps = _count_steps(len(data.train), bs)
-        pixels = tf.data.Dataset.from_tensor_slices((data.train.x, targets, weights))
 
         def make_phase2_ds(epoch):
             seed = epoch_seed(config.seed, 2, epoch)
-            ds = pixels.shuffle(len(targets), seed=seed).batch(bs).map(
-                lambda x, y, w: (tf.cast(x, tf.float32), y, w), num_parallel_calls=tf.data.AUTOTUNE)
+            ds = indexed_batches(data.train.x, bs, extras=(targets, weights), shuffle=True, seed=seed)
             aug = augmenter(dc.augment, seed)
             if aug is not None:
                 ds = ds.map(lambda x, y, w: (tf.clip_by_value(aug(x, training=True), 0.0, 255.0), y, w),
@@ -145,10 +140,10 @@ def _weighted_fit(model, data: DataBundle, config: RunConfig, weights: np.ndarra
             return ds.prefetch(tf.data.AUTOTUNE)
 
         val_ds = make_dataset(data.val, head="softmax", num_outputs=n, batch_size=bs)
-        selection = fine_tune(model, make_phase2_ds, val_ds, config, history, steps=steps, compile=compiler(model, None),
-                              callbacks=callbacks)
-    timings["phase2"] = time.perf_counter() - start
-    timings["phase2_trainable_layers"] = len(opened)
+        return fine_tune(model, make_phase2_ds, val_ds, config, history, steps=steps, compile=compiler(model, None),
+                         callbacks=callbacks)
+
+    selection, _ = open_and_fine_tune(model, config, timings, fit2)
     return FitResult(history.values, timings, selection)
 
 

@@ -357,7 +357,7 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
     from tlkeras.train.recipe import (
         FitResult,
         fine_tune,
-        open_backbone,
+        open_and_fine_tune,
         phase1_augmentation,
         train_phase,
         uses_feature_cache,
@@ -427,21 +427,17 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
             result = run(trainer, make_ds1, val_ds, epochs=tc.phase1_epochs, lr=tc.phase1_lr, phase_steps=steps)
             history.add(result.history, 1)
     timings["phase1"] = time.perf_counter() - start
-    start = time.perf_counter()
-    opened: list[str] = []
-    selection = None
-    if tc.phase2_epochs > 0 and tc.unfreeze != "none":
-        opened = open_backbone(student, config)
+
+    def make_ds2(epoch):
+        return make_dataset(bundle.train, head="softmax", num_outputs=n, batch_size=bs, shuffle=True, augment=dc.augment,
+                            seed=epoch_seed(config.seed, 2, epoch))
+
+    def fit2():
         trainer = _Distiller(logits_model(student), teacher_logits, s_size, options, tc.label_smoothing)
+        return fine_tune(trainer, make_ds2, val_ds, config, history, steps=steps, compile=compiler(trainer), monitor=monitor,
+                         class_weight=weights, callbacks=callbacks)
 
-        def make_ds2(epoch):
-            return make_dataset(bundle.train, head="softmax", num_outputs=n, batch_size=bs, shuffle=True, augment=dc.augment,
-                                seed=epoch_seed(config.seed, 2, epoch))
-
-        selection = fine_tune(trainer, make_ds2, val_ds, config, history, steps=steps, compile=compiler(trainer), monitor=monitor,
-                              class_weight=weights, callbacks=callbacks)
-    timings["phase2"] = time.perf_counter() - start
-    timings["phase2_trainable_layers"] = len(opened)
+    selection, opened = open_and_fine_tune(student, config, timings, fit2)
     compile_model(student, config, n, final_learning_rate(config, bool(opened)), jit=False)
     return FitResult(history.values, timings, selection)
 

@@ -23,6 +23,8 @@ import numpy as np
 
 from tlkeras._backend import keras, tf
 from tlkeras.config import RunConfig, save_config
+from tlkeras.core.features import feature_store
+from tlkeras.core.stream import image_batches
 from tlkeras.errors import TLKerasError
 from tlkeras.heads.multitask_data import MultiTaskData, MultiTaskSplit, TaskSpec, check_tasks, labelled_mask
 from tlkeras.heads.multitask_model import WEIGHTINGS, build_multitask_model, compile_multitask, loss_weights, weighting_layer
@@ -82,7 +84,7 @@ def fit_multitask(model, data: MultiTaskData, config: RunConfig, *, callbacks: l
     from tlkeras.core.models import feature_extractor, feature_layer_name, freeze_backbone
     from tlkeras.train.optim import epoch_seed, steps_per_epoch
     from tlkeras.train.phase import PhaseHistory
-    from tlkeras.train.recipe import FitResult, fine_tune, open_backbone, phase1_augmentation, train_phase, uses_feature_cache
+    from tlkeras.train.recipe import FitResult, fine_tune, open_and_fine_tune, phase1_augmentation, train_phase, uses_feature_cache
 
     apply_recipe_defaults(config)
     tc, dc = config.train, config.data
@@ -113,7 +115,7 @@ def fit_multitask(model, data: MultiTaskData, config: RunConfig, *, callbacks: l
             # A frozen backbone without augmentation maps each image to the same features every
             # epoch: compute them once and train the heads on them (the layers are shared).
             extractor = feature_extractor(model)
-            feats = {name: extractor.predict(tf.data.Dataset.from_tensor_slices(s.x).batch(bs).map(lambda b: tf.cast(b, tf.float32)), verbose=0)
+            feats = {name: feature_store(extractor, s.x, bs, cache_memory=dc.cache_memory, cache_dir=dc.cache_dir, label=f"{name} features")
                      for name, s in (("train", data.train), ("val", data.val))}
             net = keras.Model(model.get_layer(feature_layer_name(model)).output, model.output, name=f"{model.name}_heads")
             ys, ws = _targets(data.train, tasks)
@@ -133,26 +135,20 @@ def fit_multitask(model, data: MultiTaskData, config: RunConfig, *, callbacks: l
                              steps=steps, compile=compiler(net), monitor="val_loss", callbacks=extra)
         history.add(result.history, 1)
     timings["phase1"] = time.perf_counter() - start
-    start = time.perf_counter()
-    opened: list[str] = []
-    selection = None
-    if tc.phase2_epochs > 0 and tc.unfreeze != "none":
-        opened = open_backbone(model, config)
 
-        def make_phase2_ds(epoch):
-            return _dataset(data.train, tasks, bs, shuffle=True, augment=dc.augment, seed=epoch_seed(config.seed, 2, epoch))
+    def make_phase2_ds(epoch):
+        return _dataset(data.train, tasks, bs, shuffle=True, augment=dc.augment, seed=epoch_seed(config.seed, 2, epoch))
 
-        selection = fine_tune(model, make_phase2_ds, val_ds, config, history, steps=steps, compile=compiler(model), callbacks=extra)
-    timings["phase2"] = time.perf_counter() - start
-    timings["phase2_trainable_layers"] = len(opened)
+    selection, _ = open_and_fine_tune(
+        model, config, timings,
+        lambda: fine_tune(model, make_phase2_ds, val_ds, config, history, steps=steps, compile=compiler(model), callbacks=extra))
     compile_multitask(model, tasks, tc.phase1_lr, optimizer=tc.optimizer, training=False)
     return FitResult(history.values, timings, selection)
 
 
 def predict_multitask(model, x: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
     """Runs a multi-task model on uint8 images; returns ``{task: float32 outputs}``."""
-    ds = tf.data.Dataset.from_tensor_slices(x).batch(batch_size).map(lambda b: tf.cast(b, tf.float32))
-    out = model.predict(ds, verbose=0)
+    out = model.predict(image_batches(x, batch_size), verbose=0)  # batches stream from memory or a disk store
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from tlkeras._backend import tf
 from tlkeras.config import RunConfig
 from tlkeras.core.data import DataBundle, class_weights, encode_labels, make_dataset
+from tlkeras.core.features import feature_store
 from tlkeras.core.models import feature_extractor, freeze_backbone, head_model, unfreeze_backbone
 from tlkeras.train.optim import (
     compile_model,
@@ -38,6 +39,7 @@ __all__ = [
     "train_phase",
     "fine_tune",
     "open_backbone",
+    "open_and_fine_tune",
     "selection_record",
     "uses_feature_cache",
     "uses_linear_probe",
@@ -87,16 +89,19 @@ def uses_linear_probe(model, config: RunConfig, head: str) -> bool:
     return config.train.phase1_solver == "auto" and head == "softmax" and plain and uses_feature_cache(config)
 
 
-def cached_features(model, x: np.ndarray, batch_size: int, augment: str, views: int, seed: int) -> np.ndarray:
-    """Pooled backbone features of ``x``; with augmentation, of ``views`` augmented copies."""
-    from tlkeras.core.augment import augment_batches
+def cached_features(
+    model, x: np.ndarray, batch_size: int, augment: str, views: int, seed: int, *, cache_memory="auto", cache_dir=None
+) -> np.ndarray:
+    """Pooled backbone features of ``x``; with augmentation, of ``views`` augmented copies.
 
-    extractor = feature_extractor(model)
-    ds = tf.data.Dataset.from_tensor_slices(x).batch(batch_size).map(lambda b: tf.cast(b, tf.float32))
-    outputs = [extractor.predict(ds, verbose=0)]
-    for view in range(1, views if augment != "off" else 1):
-        outputs.append(extractor.predict(augment_batches(ds, augment, seed, view), verbose=0))
-    return np.concatenate(outputs).astype(np.float32)
+    The images stream a batch at a time from memory or their disk store; the features go to
+    memory within ``cache_memory``, else to a memory-mapped file under ``cache_dir`` (see
+    :func:`tlkeras.core.features.feature_store`). Side effects: a progress line on a terminal;
+    may write (and at once unlink) a file under ``cache_dir``.
+    """
+    return feature_store(
+        feature_extractor(model), x, batch_size, augment=augment, views=views, seed=seed, cache_memory=cache_memory, cache_dir=cache_dir
+    )
 
 
 def fit_linear_probe(model, train_feats, train_y, val_feats, val_y, num_classes: int, class_weight) -> dict[str, list]:
@@ -229,6 +234,28 @@ def train_phase(
     )
 
 
+def open_and_fine_tune(model, config: RunConfig, timings: dict[str, float],
+                       fit: Callable[[], dict[str, Any] | None]) -> tuple[dict[str, Any] | None, list[str]]:
+    """Phase 2's frame, the same for every technique: opens the backbone and runs ``fit``.
+
+    ``fit`` (usually a :func:`fine_tune` call) runs only when phase 2 is on (``phase2_epochs > 0``
+    and ``unfreeze`` is not ``none``). Side effects: ``trainable`` flags of ``model``; records
+    ``phase2`` (seconds) and ``phase2_trainable_layers`` in ``timings``.
+
+    Returns:
+        ``fit``'s selection record (None when phase 2 did not run) and the opened layers.
+    """
+    start = time.perf_counter()
+    opened: list[str] = []
+    selection = None
+    if config.train.phase2_epochs > 0 and config.train.unfreeze != "none":
+        opened = open_backbone(model, config)
+        selection = fit()
+    timings["phase2"] = time.perf_counter() - start
+    timings["phase2_trainable_layers"] = len(opened)
+    return selection, opened
+
+
 def fine_tune(
     fit_model,
     make_train_ds: Callable[[int], Any],
@@ -322,16 +349,17 @@ def fit_two_phase(
         freeze_backbone(model)
         augment1 = phase1_augmentation(config)
         views = tc.feature_cache_views if augment1 != "off" else 1
+        store = {"cache_memory": dc.cache_memory, "cache_dir": dc.cache_dir}  # features follow the images' budget
         if uses_linear_probe(model, config, bundle.head):
-            train_feats = cached_features(model, bundle.train.x, bs, augment1, views, config.seed)
-            val_feats = cached_features(model, bundle.val.x, bs, "off", 1, config.seed)
+            train_feats = cached_features(model, bundle.train.x, bs, augment1, views, config.seed, **store)
+            val_feats = cached_features(model, bundle.val.x, bs, "off", 1, config.seed, **store)
             logs = fit_linear_probe(model, train_feats, np.tile(bundle.train.y, views), val_feats, bundle.val.y, n, weights)
             if tc.verbose:
                 print(f"phase 1 linear probe (C={logs['probe_C'][0]}) - val_loss {logs['val_loss'][0]:.4f} - val_accuracy {logs['val_accuracy'][0]:.4f}", flush=True)
         else:
             if uses_feature_cache(config):
-                train_feats = cached_features(model, bundle.train.x, bs, augment1, views, config.seed)
-                val_feats = cached_features(model, bundle.val.x, bs, "off", 1, config.seed)
+                train_feats = cached_features(model, bundle.train.x, bs, augment1, views, config.seed, **store)
+                val_feats = cached_features(model, bundle.val.x, bs, "off", 1, config.seed, **store)
                 targets = np.tile(encode_labels(bundle.train.y, bundle.head, n), (views, 1))
                 with strategy.scope():
                     fit_model = head_model(model)
@@ -360,29 +388,26 @@ def fit_two_phase(
         history.add(logs, 1)
     timings["phase1"] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    opened: list[str] = []
-    selection = finder = None
-    if tc.phase2_epochs > 0 and tc.unfreeze != "none":
-        opened = open_backbone(model, config)
+    finder = None
 
-        def make_phase2_ds(epoch):
-            return make_dataset(bundle.train, head=bundle.head, num_outputs=n, batch_size=bs, shuffle=True, augment=dc.augment, seed=epoch_seed(config.seed, 2, epoch))
+    def make_phase2_ds(epoch):
+        return make_dataset(bundle.train, head=bundle.head, num_outputs=n, batch_size=bs, shuffle=True, augment=dc.augment, seed=epoch_seed(config.seed, 2, epoch))
 
-        def compile2(lr):
-            with strategy.scope():
-                compile_model(model, config, n, lr)
+    def compile2(lr):
+        with strategy.scope():
+            compile_model(model, config, n, lr)
 
+    def fit2():
+        nonlocal finder
         resuming = ckpt(2) is not None and (ckpt(2) / "state.json").is_file()
         if tc.find_lr and not resuming:
             from tlkeras.train.lr_finder import find_learning_rate
 
             finder = find_learning_rate(model, make_phase2_ds(0), config, n, out_dir=lr_finder_dir, compile=compile2)
+        return fine_tune(model, make_phase2_ds, val_ds, config, history, steps=steps, compile=compile2, class_weight=weights,
+                         callbacks=extra + tb(2), checkpoint_dir=ckpt(2))
 
-        selection = fine_tune(model, make_phase2_ds, val_ds, config, history, steps=steps, compile=compile2, class_weight=weights,
-                              callbacks=extra + tb(2), checkpoint_dir=ckpt(2))
-    timings["phase2"] = time.perf_counter() - start
-    timings["phase2_trainable_layers"] = len(opened)
+    selection, opened = open_and_fine_tune(model, config, timings, fit2)
     # Leave the model compiled (for evaluate()) with a fresh optimizer, so model.keras does not
     # carry optimizer state it will never use.
     with strategy.scope():
