@@ -25,6 +25,7 @@ from tlkeras.core.data import IMAGE_EXTENSIONS, DataBundle, Split, load_data, lo
 from tlkeras.core.metrics import evaluate_model
 from tlkeras.core.models import check_model_config
 from tlkeras.core.plots import write_reports
+from tlkeras.core.stream import indexed_batches
 from tlkeras.errors import TLKerasError
 from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, staged_directory, write_json
 from tlkeras.train.optim import compile_model
@@ -262,13 +263,8 @@ def fit_main_phase(trainer, make_train_ds, val_ds, config: RunConfig, *, epochs:
 
 def unlabeled_dataset(x: np.ndarray, batch_size: int, seed: int, augment: str = "off"):
     """An endless, shuffled tf.data pipeline of float32 batches of ``x`` (optionally augmented)."""
-    ds = (
-        tf.data.Dataset.from_tensor_slices(x)
-        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        .repeat()
-        .batch(batch_size, drop_remainder=len(x) >= batch_size)
-        .map(lambda b: tf.cast(b, tf.float32), num_parallel_calls=tf.data.AUTOTUNE)
-    )
+    # Indices are shuffled and each batch read from ``x`` (memory or disk store): no tensor copy.
+    ds = indexed_batches(x, batch_size, shuffle=True, seed=seed, repeat=True, drop_remainder=len(x) >= batch_size)
     aug = augmenter(augment, seed + 17)
     if aug is not None:
         ds = ds.map(lambda b: tf.clip_by_value(aug(b, training=True), 0.0, 255.0), num_parallel_calls=tf.data.AUTOTUNE)

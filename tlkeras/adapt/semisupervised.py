@@ -51,6 +51,7 @@ from tlkeras.core.augment import (
 from tlkeras.core.data import DataBundle, Split, encode_labels, make_dataset
 from tlkeras.core.metrics import evaluate_model, predict
 from tlkeras.core.models import build_model
+from tlkeras.core.stream import indexed_batches
 from tlkeras.errors import TLKerasError
 from tlkeras.train.optim import epoch_seed, phase2_learning_rate
 from tlkeras.train.phase import PhaseHistory
@@ -354,13 +355,7 @@ class FixMatchModel(keras.Model):
 
 def _labelled_dataset(split: Split, num_outputs: int, batch_size: int, seed: int):
     targets = encode_labels(split.y, "softmax", num_outputs)
-    return (
-        tf.data.Dataset.from_tensor_slices((split.x, targets))
-        .shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-        .repeat()
-        .batch(batch_size)
-        .map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
-    )
+    return indexed_batches(split.x, batch_size, extras=(targets,), shuffle=True, seed=seed, repeat=True)
 
 
 def train_fixmatch(

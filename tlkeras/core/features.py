@@ -46,16 +46,13 @@ def feature_store(
 
     Side effects: writes to stderr on a terminal; may write a file under ``cache_dir``.
     """
-    from tlkeras._backend import tf
-    from tlkeras.core.augment import augmenter
+    from tlkeras.core.augment import augment_batches
 
     n = len(x)
     base = image_batches(x, batch_size)
-    aug = augmenter(augment, seed)
-    streams = [base]
-    if aug is not None:
-        for _ in range(views - 1):
-            streams.append(base.map(lambda b: tf.clip_by_value(aug(b, training=True), 0.0, 255.0)))
+    # Each extra view is its own stateless draw (seed, view), so a run's features do not depend
+    # on which store the images came from or on the order tf.data maps the batches in.
+    streams = [base] + [augment_batches(base, augment, seed, view) for view in range(1, views if augment != "off" else 1)]
     total = n * len(streams)
     budget, _ = memory_budget(cache_memory)
     writer: StoreWriter | None = None

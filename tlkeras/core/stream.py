@@ -16,7 +16,7 @@ import numpy as np
 from tlkeras.core.cache import is_disk_backed, read_rows
 from tlkeras.errors import TLKerasError
 
-__all__ = ["encode_labels", "make_dataset", "image_batches", "row_reader"]
+__all__ = ["encode_labels", "make_dataset", "image_batches", "indexed_batches", "row_reader"]
 
 _FDS: dict[tuple[str, int], int] = {}  # one read-only descriptor per store file and process
 
@@ -72,6 +72,44 @@ def image_batches(x: np.ndarray, batch_size: int):
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def indexed_batches(
+    x: np.ndarray,
+    batch_size: int,
+    *,
+    extras: tuple = (),
+    shuffle: bool = False,
+    seed: int = 42,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+):
+    """Batches of the float32 images of ``x`` (and the matching rows of each array in ``extras``).
+
+    Only indices are shuffled (from ``seed``, anew every epoch) and batched; each batch's image
+    rows are then read from ``x`` in memory or on disk, so the images are never copied into a
+    tensor whole. Gives ``images`` alone without extras, else ``(images, *extras)``. The order
+    equals ``from_tensor_slices((x, *extras)).shuffle(len(x), seed)`` with the same seed.
+    """
+    from tlkeras._backend import tf
+
+    n = len(x)
+    for extra in extras:
+        if len(extra) != n:
+            raise TLKerasError(f"{len(extra)} rows for {n} images")
+    tensors = [tf.constant(np.asarray(extra)) for extra in extras]
+    index = tf.data.Dataset.range(n)
+    if shuffle:
+        index = index.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        index = index.repeat()
+    load = _loader(x)
+
+    def batch(i):  # one map for images and extras: both follow the same shuffled indices
+        images = load(i)
+        return (images, *(tf.gather(t, i) for t in tensors)) if tensors else images
+
+    return index.batch(batch_size, drop_remainder=drop_remainder).map(batch, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def make_dataset(
     split,
     *,
@@ -97,17 +135,7 @@ def make_dataset(
         targets = encode_labels(split.y, head, num_outputs)
     elif len(targets) != len(split):
         raise TLKerasError(f"{len(targets)} targets for {len(split)} images")
-    n = len(split)
-    targets = tf.constant(np.asarray(targets))
-    index = tf.data.Dataset.range(n)
-    if shuffle:
-        index = index.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
-    load = _loader(split.x)
-
-    def batch(i):  # one map for images and targets: both follow the same shuffled indices
-        return load(i), tf.gather(targets, i)
-
-    ds = index.batch(batch_size).map(batch, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = indexed_batches(split.x, batch_size, extras=(targets,), shuffle=shuffle, seed=seed)
     from tlkeras.core.augment import augmenter
 
     aug = augmenter(augment, seed)

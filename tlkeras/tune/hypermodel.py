@@ -209,15 +209,15 @@ class _FeatureCache:
             yield
             return
 
-        def cached(model, x, batch_size, augment, views, seed):
+        def cached(model, x, batch_size, augment, views, seed, **store):
             if augment != "off" and views > 1:
-                return original(model, x, batch_size, augment, views, seed)
+                return original(model, x, batch_size, augment, views, seed, **store)
             key = (self._fingerprint(model), id(x), x.shape)
             if key in self.store:
                 self.hits += 1
             else:
                 self.misses += 1
-                self.store[key] = original(model, x, batch_size, augment, views, seed)
+                self.store[key] = original(model, x, batch_size, augment, views, seed, **store)
             return self.store[key]
 
         training.cached_features = cached
