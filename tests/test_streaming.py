@@ -17,6 +17,7 @@ from tlkeras.core.data import image_batches, load_image, make_dataset, worker_sh
 from tlkeras.core.decode import decode_files
 from tlkeras.core.features import feature_store
 from tlkeras.core.progress import Progress
+from tlkeras.core.stream import indexed_batches
 
 
 class _Terminal(io.StringIO):
@@ -217,6 +218,37 @@ def test_feature_store_in_memory_and_on_disk_match_predict(tmp_path):
     assert views.shape == (63, 4)
     np.testing.assert_allclose(views[:21], expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(views[21:42], expected)
+
+
+def test_indexed_batches_keep_extras_aligned_and_read_either_store_in_the_same_order(tmp_path):
+    from tlkeras._backend import tf
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (23, 8, 8, 3)).astype(np.uint8)
+    targets, weights = np.arange(23, dtype=np.float32), rng.random(23).astype(np.float32)
+    writer = cache_mod.StoreWriter(len(x), x.shape[1:], np.uint8, tmp_path / "store")
+    writer.write(x)
+    on_disk = writer.finish({})
+    assert isinstance(on_disk, np.memmap)
+
+    def epochs(images, n=2):
+        ds = indexed_batches(images, 5, extras=(targets, weights), shuffle=True, seed=7)
+        return [[tuple(t.numpy() for t in batch) for batch in ds] for _ in range(n)]
+
+    reference = tf.data.Dataset.from_tensor_slices((x, targets, weights)).shuffle(len(x), seed=7).batch(5)
+    want = [tuple(t.numpy() for t in batch) for batch in reference]
+    for images in (x, on_disk):
+        first, second = epochs(images)
+        for (xb, tb, wb), (rx, rt, rw) in zip(first, want):
+            np.testing.assert_array_equal(xb, rx.astype(np.float32))  # the same images in the same order
+            np.testing.assert_array_equal(tb, rt)
+            np.testing.assert_array_equal(wb, rw)
+            np.testing.assert_array_equal(xb[:, 0, 0, 0], x[tb.astype(int), 0, 0, 0])  # extras follow their image
+        assert [b[1].tolist() for b in first] != [b[1].tolist() for b in second]  # reshuffled every epoch
+    with pytest.raises(TLKerasError, match="4 rows for 23 images"):
+        indexed_batches(x, 5, extras=(targets[:4],))
+    endless = indexed_batches(x, 5, repeat=True, drop_remainder=True)
+    assert all(int(b.shape[0]) == 5 for b in endless.take(10))
 
 
 @pytest.mark.slow
