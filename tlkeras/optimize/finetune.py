@@ -15,9 +15,6 @@ import numpy as np
 from tlkeras._backend import keras
 from tlkeras.config import RunConfig
 from tlkeras.core.data import DataBundle, class_weights, make_dataset
-
-# ---------------------------------------------------------------------------------------------
-# Fine-tuning shared by the stages
 from tlkeras.optimize.options import FineTuneOptions
 from tlkeras.train.optim import compile_model, learning_rate_schedule, steps_per_epoch
 
