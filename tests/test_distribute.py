@@ -74,3 +74,9 @@ def test_two_workers_on_localhost_train_one_model(tmp_path):
     assert "run directory" in outputs[0][0] and "run directory" not in outputs[1][0]
     acc = [line for out, _ in outputs for line in out.splitlines() if line.startswith("val accuracy")]
     assert len(acc) == 2 and acc[0] == acc[1], "both workers hold the same synchronized model"
+    # Each worker decoded only its half of the training files, and the run counts them all.
+    run = json.loads((runs[0] / "run.json").read_text())
+    total = run["data"]["train"]
+    assert run["data"]["workers"] == 2
+    for index, (out, _) in enumerate(outputs):
+        assert f"worker {index} of 2 reads its shard: {total // 2:,} of {total:,} training files" in out

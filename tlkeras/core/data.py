@@ -372,6 +372,8 @@ def _bundle_from_parts(parts, config: DataConfig, size: int, head: str, class_na
     if shard is not None:
         paths, labels = parts["train"]
         parts = dict(parts, train=_pick(parts["train"], _shard_index(np.arange(len(paths)), shard)))
+        print(f"tlkeras: worker {shard[0]} of {shard[1]} reads its shard: {len(parts['train'][0]):,} of {len(paths):,} training files",
+              flush=True)
     splits, skipped, store = _decode_splits(parts, size, config, shard=shard, encoded=encoded)
     return DataBundle(
         splits["train"], splits["val"], splits.get("test"), list(class_names), head, size, skipped, source, store,

@@ -16,7 +16,7 @@ import numpy as np
 from tlkeras.core.cache import is_disk_backed, read_rows
 from tlkeras.errors import TLKerasError
 
-__all__ = ["encode_labels", "make_dataset", "image_batches", "indexed_batches", "row_reader"]
+__all__ = ["encode_labels", "make_dataset", "image_batches", "indexed_batches", "row_reader", "keep_worker_shard", "shard_count"]
 
 _FDS: dict[tuple[str, int], int] = {}  # one read-only descriptor per store file and process
 
@@ -141,8 +141,26 @@ def make_dataset(
     aug = augmenter(augment, seed)
     if aug is not None:
         ds = ds.map(lambda x, y: (tf.clip_by_value(aug(x, training=True), 0.0, 255.0), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if getattr(split, "shard", None) is not None:
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        ds = ds.with_options(options)
+    if shard_count(split) > 1:
+        ds = keep_worker_shard(ds)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def shard_count(split) -> int:
+    """How many workers share ``split`` (1 unless it holds one worker's shard)."""
+    shard = getattr(split, "shard", None)
+    return int(shard[1]) if shard is not None else 1
+
+
+def keep_worker_shard(ds):
+    """Turns tf.distribute's auto-sharding off for ``ds``: it already holds this worker's shard.
+
+    Under MultiWorkerMirroredStrategy each worker then reads all of its own dataset, in
+    per-replica batches of ``batch_size / replicas`` (tf.distribute rebatches the global batch),
+    so one epoch is about ``len(full split) / batch_size`` optimizer steps on every worker.
+    """
+    from tlkeras._backend import tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(options)

@@ -23,6 +23,7 @@ from tlkeras.config import RunConfig
 from tlkeras.core.data import DataBundle, class_weights, encode_labels, make_dataset
 from tlkeras.core.features import feature_store
 from tlkeras.core.models import feature_extractor, freeze_backbone, head_model, unfreeze_backbone
+from tlkeras.core.stream import keep_worker_shard, shard_count
 from tlkeras.train.optim import (
     compile_model,
     epoch_seed,
@@ -335,7 +336,10 @@ def fit_two_phase(
     timings: dict[str, float] = {}
     weights = class_weights(bundle, dc.class_weight)
     n, bs = bundle.num_outputs, dc.batch_size
-    steps = steps_per_epoch(len(bundle.train), bs)
+    # A worker's shard: each optimizer step takes batch_size images across all workers, so an
+    # epoch (and the schedule) counts the whole training split, not this worker's share.
+    workers = shard_count(bundle.train)
+    steps = steps_per_epoch(len(bundle.train) * workers, bs)
     val_ds = make_dataset(bundle.val, head=bundle.head, num_outputs=n, batch_size=bs)
 
     def ckpt(phase: int) -> Path | None:
@@ -350,7 +354,9 @@ def fit_two_phase(
         augment1 = phase1_augmentation(config)
         views = tc.feature_cache_views if augment1 != "off" else 1
         store = {"cache_memory": dc.cache_memory, "cache_dir": dc.cache_dir}  # features follow the images' budget
-        if uses_linear_probe(model, config, bundle.head):
+        # The closed-form probe fits on this process's features alone: with shards it would give
+        # each worker a different head, so sharded runs train the head with synced gradients.
+        if uses_linear_probe(model, config, bundle.head) and workers == 1:
             train_feats = cached_features(model, bundle.train.x, bs, augment1, views, config.seed, **store)
             val_feats = cached_features(model, bundle.val.x, bs, "off", 1, config.seed, **store)
             logs = fit_linear_probe(model, train_feats, np.tile(bundle.train.y, views), val_feats, bundle.val.y, n, weights)
@@ -364,7 +370,9 @@ def fit_two_phase(
                 with strategy.scope():
                     fit_model = head_model(model)
                 features = tf.data.Dataset.from_tensor_slices((train_feats, targets))
-                phase1_steps, jit = steps_per_epoch(len(train_feats), bs), False
+                if workers > 1:
+                    features = keep_worker_shard(features)
+                phase1_steps, jit = steps_per_epoch(len(train_feats) * workers, bs), False
 
                 def make_phase1_ds(epoch):
                     return features.shuffle(len(train_feats), seed=epoch_seed(config.seed, 1, epoch)).batch(bs).prefetch(tf.data.AUTOTUNE)

@@ -22,10 +22,11 @@ from tlkeras._backend import keras, tf
 from tlkeras.config import RunConfig, save_config
 from tlkeras.core.backbones import apply_recipe_defaults
 from tlkeras.core.calibration import calibrate_model
-from tlkeras.core.data import DataBundle, load_data
+from tlkeras.core.data import DataBundle, load_data, worker_shard
 from tlkeras.core.metrics import evaluate_model
 from tlkeras.core.models import build_model, check_model_config, trainable_backbone_layers
 from tlkeras.core.plots import write_reports
+from tlkeras.core.stream import shard_count
 from tlkeras.core.versions import versions
 from tlkeras.errors import TLKerasError
 from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, directory_lock, ensure_unlocked, write_json
@@ -156,12 +157,16 @@ def train_model(
     # must configure collective ops at program start.
     strategy = select_strategy(config.train.distribute)
     if data is None:
-        data = load_data(config.data, size, config.model.head, config.seed)
+        # Under MultiWorkerMirroredStrategy each worker decodes only its shard of the training
+        # files (val and test whole, so every worker reports the same metrics).
+        shard = worker_shard() if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) else None
+        data = load_data(config.data, size, config.model.head, config.seed, shard=shard)
     elif data.head != config.model.head:
         raise TLKerasError(f"the data is labelled for a {data.head} head but model.head is {config.model.head}")
     config.data.image_size = size
     per_class = data.num_outputs if data.head == "softmax" else None
-    recipe = apply_recipe_defaults(config, train_count=len(data.train), num_classes=per_class)
+    train_count = len(data.train) * shard_count(data.train)
+    recipe = apply_recipe_defaults(config, train_count=train_count, num_classes=per_class)
     if config.train.verbose:
         _say_recipe(recipe)
     t_data = time.perf_counter() - t0
@@ -194,7 +199,7 @@ def train_model(
             info = {
                 "versions": versions(),
                 "data": {
-                    "source": data.source, "train": len(data.train), "val": len(data.val),
+                    "source": data.source, "train": train_count, "val": len(data.val), "workers": shard_count(data.train),
                     "test": len(data.test) if data.test is not None else 0, "skipped": data.skipped,
                 },
                 "feature_cache": uses_feature_cache(config),
