@@ -14,7 +14,7 @@ from tlkeras import DataConfig, TLKerasError, load_data
 from tlkeras.core import cache as cache_mod
 from tlkeras.core.cache import memory_budget, parse_size
 from tlkeras.core.data import image_batches, load_image, make_dataset, worker_shard
-from tlkeras.core.decode import decode_files
+from tlkeras.core.decode import decode_files, decode_groups
 from tlkeras.core.features import feature_store
 from tlkeras.core.progress import Progress
 from tlkeras.core.stream import indexed_batches
@@ -122,6 +122,23 @@ def test_tensorflow_decoding_matches_pil_for_modes_and_exif_orientation(tmp_path
         # Different resamplers (TF vs PIL antialiasing) differ by a few levels, a wrong
         # orientation or channel handling by tens.
         assert np.abs(row - reference).mean() < 6, path
+
+
+def test_groups_decoded_in_one_pipeline_get_their_own_rows(tmp_path):
+    # Batches of 8 over groups of 11, 2 (one corrupt) and 6 images: whole batches of one group
+    # and batches that straddle groups both land in the right store, in order.
+    folder = make_image_folder(tmp_path / "images", classes=("a", "b"), per_class=9)
+    paths = sorted(str(p) for p in folder.rglob("*.png"))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    groups = [paths[:11], [paths[11], str(bad)], paths[12:]]
+    alone = [decode_files(g, 16)[0] for g in groups]
+    together = decode_groups([(g, None, None) for g in groups], 16, batch_size=8)
+    assert [r[1] for r in together] == [list(range(11)), [0], list(range(6))]
+    assert together[1][2] == [str(bad)]
+    for (x, _, _), want in zip(together, alone):
+        np.testing.assert_array_equal(x, want)
+    np.testing.assert_array_equal(together[0][0][3], decode_files([paths[3]], 16)[0][0])
 
 
 def test_encoded_bytes_stream_like_files(tmp_path):
