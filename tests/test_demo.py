@@ -38,6 +38,7 @@ def test_run_demo_writes_a_run_with_the_comparison(tmp_path, monkeypatch, capsys
     rows = json.loads((run / "comparison.json").read_text())
     assert set(rows) == {"transfer (two-phase)", "from scratch"}
     assert (run / "model.keras").is_file() and (run / "comparison.md").is_file()
+    assert f"report: {run / 'report.html'}" in out and "<html" in (run / "report.html").read_text()[:500].lower()
     transfer, scratch = demo.demo_configs(str(cached))
     assert scratch.model.weights == "none" and scratch.train.unfreeze == "all"
     assert scratch.train.phase2_epochs == transfer.train.phase1_epochs + transfer.train.phase2_epochs

@@ -88,23 +88,25 @@ def _main(argv: Sequence[str] | None) -> int:
         from tlkeras.train.run import train_model
 
         _print_summary(result := train_model(config, resume=True))
-        _write_report(result)
+        _write_report(result.run_dir, result)
         return 0
     if config.data.source is None:
         from tlkeras.train.demo import run_demo
 
-        run_demo(config, explicit=set(vars(args)))
+        demo = run_demo(config, explicit=set(vars(args)))
+        _write_report(demo["run_dir"])
         return 0
     from tlkeras.train.run import train_model
 
     _print_summary(result := train_model(config))
-    _write_report(result)
+    _write_report(result.run_dir, result)
     return 0
 
 
-def _write_report(result) -> None:
-    """``report.html`` of a finished run, with Grad-CAM overlays of its mistakes (softmax runs)."""
-    if result.run_dir is None:
+def _write_report(run_dir, result=None) -> None:
+    """``report.html`` of a finished run; with the run's ``result`` (a TrainResult that kept its
+    data), Grad-CAM overlays of its mistakes too (softmax runs)."""
+    if run_dir is None:
         return
     if os.environ.get("TF_CONFIG"):
         # Predicting for the gallery is a collective op under MultiWorkerMirroredStrategy: the
@@ -117,14 +119,14 @@ def _write_report(result) -> None:
     from tlkeras.report.html import examples_from, write_run_report
 
     examples = overlays = None
-    if result.config.model.head == "softmax" and result.data is not None:
+    if result is not None and result.config.model.head == "softmax" and result.data is not None:
         from tlkeras.explain.gradcam import gradcam_overlays
 
         name, split = result.data.eval_split
         examples = examples_from(result.model, split, name, result.config.data.batch_size)
         overlays = functools.partial(gradcam_overlays, result.model)
     try:
-        print(f"report: {write_run_report(result.run_dir, examples, overlays)}")
+        print(f"report: {write_run_report(run_dir, examples, overlays)}")
     except TLKerasError as exc:  # the run itself is complete; say why its page is missing
         print(f"report.html not written: {exc}", file=sys.stderr)
 
@@ -144,7 +146,8 @@ def _train_with_unlabeled(config, technique, unlabeled, target_test, *, resume: 
     from tlkeras.adapt.run import train_with_unlabeled
 
     method = _techniques()[technique][0]
-    print_summary(train_with_unlabeled(config, method, unlabeled, target_test=target_test))
+    print_summary(result := train_with_unlabeled(config, method, unlabeled, target_test=target_test))
+    _write_report(result.run_dir, result)
     return 0
 
 
