@@ -228,16 +228,13 @@ def decode_groups(
                         drop(int(i))
                         expected = int(i) + 1
                     who = owner[index]
-                    if who[0] == who[-1]:  # indices ascend, so one group owns the whole batch: no masking copy
-                        k = int(who[0])
-                        writers[k].write(images)
-                        kept[k].extend((index - starts[k]).tolist())
-                        progress.update(expected - progress.done)
-                        continue
+                    # Indices ascend, so most batches belong to one group: take them whole (a
+                    # view) instead of through a boolean mask (a copy).
+                    whole = who[0] == who[-1]
                     for k in np.unique(who):
-                        mine = who == k
+                        mine = slice(None) if whole else who == k
                         writers[k].write(images[mine])
-                        kept[k].extend(int(i) - int(starts[k]) for i in index[mine])
+                        kept[k].extend((index[mine] - starts[k]).tolist())
                     progress.update(expected - progress.done)
                 progress.update(n - progress.done)
         drop(n)

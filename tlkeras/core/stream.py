@@ -67,9 +67,7 @@ def image_batches(x: np.ndarray, batch_size: int):
         x = np.asarray(x)
         ds = tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
         return ds.map(lambda b: tf.cast(b, tf.float32), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-    load = _loader(x)
-    ds = tf.data.Dataset.range(len(x)).batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return indexed_batches(x, batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def indexed_batches(

@@ -165,7 +165,8 @@ def train_model(
         raise TLKerasError(f"the data is labelled for a {data.head} head but model.head is {config.model.head}")
     config.data.image_size = size
     per_class = data.num_outputs if data.head == "softmax" else None
-    train_count = len(data.train) * shard_count(data.train)
+    workers = shard_count(data.train)
+    train_count = len(data.train) * workers
     recipe = apply_recipe_defaults(config, train_count=train_count, num_classes=per_class)
     if config.train.verbose:
         _say_recipe(recipe)
@@ -199,7 +200,7 @@ def train_model(
             info = {
                 "versions": versions(),
                 "data": {
-                    "source": data.source, "train": train_count, "val": len(data.val), "workers": shard_count(data.train),
+                    "source": data.source, "train": train_count, "val": len(data.val), "workers": workers,
                     "test": len(data.test) if data.test is not None else 0, "skipped": data.skipped,
                 },
                 "feature_cache": uses_feature_cache(config),
