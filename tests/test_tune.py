@@ -260,6 +260,26 @@ def _wait_for(path: Path, text: str, procs, timeout: float) -> None:
     raise AssertionError(f"{path.name} never said {text!r}: {path.read_text() if path.exists() else ''}")
 
 
+def test_a_worker_waits_for_the_chief_port_and_says_so_once(monkeypatch, capsys):
+    from tlkeras.errors import TLKerasError
+    from tlkeras.tune.tuner import wait_for_chief
+
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(_free_port()))
+    with pytest.raises(TLKerasError, match="no chief oracle answered at 127.0.0.1"):
+        wait_for_chief(timeout=1.2, poll=0.2)
+    assert capsys.readouterr().out.count("waiting for the chief oracle") == 1
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(server.getsockname()[1]))
+        started = time.monotonic()
+        wait_for_chief(timeout=5, poll=0.2)
+        assert time.monotonic() - started < 1
+    assert "waiting" not in capsys.readouterr().out
+
+
 def test_chief_and_two_workers_share_one_search(images, tmp_path):
     port = _free_port()
     out = tmp_path / "runs"
@@ -275,7 +295,8 @@ def test_chief_and_two_workers_share_one_search(images, tmp_path):
     }
     procs, logs = [], {}
     try:
-        # Workers first: both wait on the chief, so each gets one of the two trials.
+        # Workers first: both poll the chief's port, so both ask within half a second of it coming
+        # up and each gets one of the two trials.
         for tuner_id in ("tuner1", "tuner2"):
             logs[tuner_id] = tmp_path / f"{tuner_id}.log"
             procs.append(subprocess.Popen(command, cwd=REPO, env={**env, "KERASTUNER_TUNER_ID": tuner_id}, stdout=open(logs[tuner_id], "w"), stderr=subprocess.STDOUT))
@@ -298,6 +319,7 @@ def test_chief_and_two_workers_share_one_search(images, tmp_path):
     # Every trial ran exactly once, on one of the two workers, and both workers took part.
     assert sorted(ran["tuner1"] + ran["tuner2"]) == sorted(r["trial"] for r in rows), ran
     assert ran["tuner1"] and ran["tuner2"], ran
+    assert all("waiting for the chief oracle" in text[w] for w in ("tuner1", "tuner2")), text
     assert (out / "dist" / "best.yaml").is_file()
 
 

@@ -71,7 +71,7 @@ from tlkeras.tune.results import (
     write_tables,
 )
 from tlkeras.tune.space import HYPERPARAMETERS, SearchSpace
-from tlkeras.tune.tuner import TransferTuner, distributed_role, make_oracle
+from tlkeras.tune.tuner import TransferTuner, distributed_role, make_oracle, wait_for_chief
 from tlkeras.tune.winner import export_winner
 
 __all__ = [
@@ -431,6 +431,8 @@ def run_search(
         where = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
         what = "serving the oracle on" if role == "chief" else "asking the chief oracle for trials at"
         print(f"tlkeras.tune: [{os.environ['KERASTUNER_TUNER_ID']}] {role} ready, {what} {where}", flush=True)
+        if role == "worker":
+            wait_for_chief()
     stopped_by = None
     try:
         tuner.search(verbose=options.verbose)

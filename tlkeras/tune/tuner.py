@@ -11,6 +11,7 @@ without training, and the oracle does not count it towards its consecutive-failu
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -35,6 +36,37 @@ def distributed_role() -> str:
         if not os.environ.get(var):
             raise TLKerasError(f"KERASTUNER_ORACLE_IP is set but {var} is not; set both (see docs/tuning.md)")
     return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+def wait_for_chief(timeout: float = 3600.0, poll: float = 0.5) -> None:
+    """Block until the chief oracle's port accepts connections.
+
+    KerasTuner's client relies on gRPC's ``wait_for_ready``, whose reconnect backoff grows to two
+    minutes: a worker started before the chief would join up to two minutes late, and a faster
+    worker could take every trial meanwhile. Polling the port first makes every waiting worker
+    ask for its first trial within ``poll`` seconds of the chief coming up.
+
+    Side effects: prints one line while waiting.
+
+    Raises:
+        TLKerasError: if nothing listens on ``KERASTUNER_ORACLE_IP:PORT`` within ``timeout`` seconds.
+    """
+    ip, port = os.environ["KERASTUNER_ORACLE_IP"], int(os.environ["KERASTUNER_ORACLE_PORT"])
+    end, said = time.monotonic() + timeout, False
+    while True:
+        try:
+            with socket.create_connection((ip, port), timeout=poll):
+                return
+        except OSError:
+            if time.monotonic() >= end:
+                raise TLKerasError(
+                    f"no chief oracle answered at {ip}:{port} within {timeout / 60:.0f} min; start the chief "
+                    "(KERASTUNER_TUNER_ID=chief) or check KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT"
+                ) from None
+            if not said:
+                print(f"tlkeras.tune: [{os.environ['KERASTUNER_TUNER_ID']}] waiting for the chief oracle at {ip}:{port}", flush=True)
+                said = True
+            time.sleep(poll)
 
 
 class _Infeasible(Exception):
