@@ -124,6 +124,31 @@ def test_tensorflow_decoding_matches_pil_for_modes_and_exif_orientation(tmp_path
         assert np.abs(row - reference).mean() < 6, path
 
 
+def test_large_jpegs_decode_at_a_reduced_scale_to_the_same_pixels(tmp_path):
+    # 1200x900 for a 96 px model: libjpeg decodes at 1/8 (150x113), then area averaging; the
+    # same photo stored losslessly (PNG) is decoded at full size. Both are area averages of it.
+    yy, xx = np.mgrid[0:900, 0:1200]
+    rng = np.random.default_rng(1)
+    photo = np.dstack([xx * 0.2, yy * 0.25, 128 + 80 * np.sin(xx / 90.0) * np.cos(yy / 70.0)])
+    photo = np.clip(photo + rng.normal(0, 12, photo.shape), 0, 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(photo).save(tmp_path / "big.jpg", quality=95, exif=exif)
+    Image.fromarray(photo).rotate(-90, expand=True).save(tmp_path / "big_upright.png")
+    Image.fromarray(photo[:700, :500]).save(tmp_path / "small.jpg", quality=95)  # 500 < 96 * 8: 1/4 scale
+    Image.fromarray(photo[:700, :500]).save(tmp_path / "small.png")
+    paths = [str(tmp_path / n) for n in ("big.jpg", "big_upright.png", "small.jpg", "small.png")]
+    x, kept, _ = decode_files(paths, 96)
+    assert kept == [0, 1, 2, 3]
+    for scaled, full in ((0, 1), (2, 3)):
+        difference = np.abs(x[scaled].astype(float) - x[full])
+        # JPEG at quality 95 plus the reduced-scale IDCT: about a level; a missed rotation or a
+        # wrong crop would give tens.
+        assert difference.mean() < 2.5 and np.percentile(difference, 99) < 12, (paths[scaled], difference.mean())
+    reference = load_image(paths[0], 96).astype(float)  # PIL, full decode, EXIF applied
+    assert np.abs(x[0] - reference).mean() < 4
+
+
 def test_groups_decoded_in_one_pipeline_get_their_own_rows(tmp_path):
     # Batches of 8 over groups of 11, 2 (one corrupt) and 6 images: whole batches of one group
     # and batches that straddle groups both land in the right store, in order.

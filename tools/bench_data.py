@@ -1,6 +1,7 @@
 """Benchmark of the data pipeline at growing N: peak memory, time to first batch, images/s.
 
-Generates N synthetic JPEGs (320x240, 10 classes) once per N, then runs each case in a fresh
+Generates N synthetic JPEGs (320x240 by default, ``--photo 4032x3024`` for phone-sized
+photos; 10 classes) once per N, then runs each case in a fresh
 subprocess, which reports its own peak resident memory (``ru_maxrss``):
 
 - ``tlkeras``: ``load_data`` with the automatic memory budget (in memory or a disk store), then
@@ -35,12 +36,16 @@ CLASSES = 10
 
 
 def _write_some(args):
-    root, start, stop, seed = args
+    root, start, stop, seed, width, height = args
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(seed + start)
-    yy, xx = np.mgrid[0:240, 0:320]
+    yy, xx = np.mgrid[0:height, 0:width]
+    # The same pattern at any size; photo-sized files get the smaller noise of a real photo
+    # (a 12 MP frame of sigma-20 noise would be a 10 MB JPEG, a phone writes 2-4 MB).
+    scale, noise = 320 / width, (20 if width <= 320 else 4)
+    xx, yy = xx * scale, yy * scale
     for i in range(start, stop):
         c = i % CLASSES
         folder = Path(root) / f"class_{c}"
@@ -48,12 +53,12 @@ def _write_some(args):
         if path.exists():
             continue
         base = np.stack([(xx * (c + 1)) % 256, (yy * (10 - c)) % 256, np.full_like(xx, 25 * c)], -1)
-        img = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+        img = np.clip(base + rng.normal(0, noise, base.shape), 0, 255).astype(np.uint8)
         Image.fromarray(img).save(path, quality=90)
 
 
-def make_images(root: Path, n: int, seed: int = 0) -> Path:
-    """N JPEGs of 320x240 in 10 class folders (kept between runs; made in 2 processes)."""
+def make_images(root: Path, n: int, seed: int = 0, photo: tuple[int, int] = (320, 240)) -> Path:
+    """N JPEGs of ``photo`` (width, height) in 10 class folders (kept between runs; made in 2 processes)."""
     from multiprocessing import Pool
 
     marker = root / f".complete-{n}"
@@ -61,8 +66,8 @@ def make_images(root: Path, n: int, seed: int = 0) -> Path:
         return root
     for c in range(CLASSES):
         (root / f"class_{c}").mkdir(parents=True, exist_ok=True)
-    step = 500
-    jobs = [(str(root), s, min(s + step, n), seed) for s in range(0, n, step)]
+    step = 500 if photo[0] <= 320 else 50
+    jobs = [(str(root), s, min(s + step, n), seed, *photo) for s in range(0, n, step)]
     with Pool(2) as pool:
         pool.map(_write_some, jobs)
     marker.write_text("ok")
@@ -148,7 +153,10 @@ def main(argv=None) -> int:
     parser.add_argument("--memory-max", type=int, default=20000, help="largest N for the tlkeras-memory case")
     parser.add_argument("--timeout", type=int, default=1800)
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--photo", default="320x240", help="generated image size WIDTHxHEIGHT, e.g. 4032x3024 (a phone's 12 MP)")
     args = parser.parse_args(argv)
+    photo = tuple(int(v) for v in args.photo.lower().split("x"))
+    suffix = "" if photo == (320, 240) else f"_{args.photo}"
 
     results = []
     header = ("| N | pipeline | store | peak RSS (GB) | first batch (s) | decoded img/s | epoch 1 img/s | epoch 2 img/s | wall (s) |\n"
@@ -156,7 +164,7 @@ def main(argv=None) -> int:
     print(header, flush=True)
     for n in args.n:
         t = time.perf_counter()
-        folder = make_images(args.workdir / f"images_{n}", n)
+        folder = make_images(args.workdir / f"images_{n}{suffix}", n, photo=photo)
         print(f"<!-- {n:,} images ready in {time.perf_counter() - t:.0f}s -->", flush=True)
         cache = args.workdir / f"cache_{n}"
         shutil.rmtree(cache, ignore_errors=True)

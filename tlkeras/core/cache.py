@@ -51,7 +51,7 @@ AUTO_CAP = 1 << 30
 AUTO_FRACTION = 0.25
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
           "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
-_VERSION = "tlkeras-image-store-1"  # bump when the decoder's output changes, so old caches are not reused
+_VERSION = "tlkeras-image-store-2"  # bump when the decoder's output changes, so old caches are not reused
 
 
 def format_bytes(count: float) -> str:
