@@ -306,3 +306,50 @@ def test_the_same_seed_gives_the_same_metrics_from_either_store(tmp_path):
         metrics.append(result.metrics["final"])
     assert metrics[0]["accuracy"] == metrics[1]["accuracy"]
     np.testing.assert_array_equal(metrics[0]["confusion_matrix"], metrics[1]["confusion_matrix"])
+
+
+def test_a_prepared_tfds_set_streams_from_its_records_into_either_store(tmp_path, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    rng = np.random.default_rng(0)
+    originals = [(rng.random((40, 48, 3)) * 60 + (150 if i % 2 else 20)).astype(np.uint8) for i in range(40)]
+
+    class TinyShapes(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            features = tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(None, None, 3)),
+                "label": tfds.features.ClassLabel(names=["dark", "light"]),
+            })
+            return tfds.core.DatasetInfo(builder=self, features=features, supervised_keys=("image", "label"))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            for i, img in enumerate(originals):
+                yield i, {"image": img, "label": i % 2}
+
+    # Prepared where TFDS_DATA_DIR would point (read once, when TFDS is imported); never downloaded.
+    TinyShapes(data_dir=str(tmp_path / "tfds")).download_and_prepare()
+    monkeypatch.setattr(tfds.core.constants, "DATA_DIR", str(tmp_path / "tfds"))
+    config = lambda memory: DataConfig(  # noqa: E731
+        source="tfds:tiny_shapes", val_fraction=0.25, test_fraction=0.25, cache_memory=memory, cache_dir=str(tmp_path / "cache")
+    )
+    # TFDS shuffles examples when it prepares a set: the reference is the records in file order.
+    records = list(tfds.as_numpy(tfds.load("tiny_shapes", split="train", as_supervised=True, download=False, shuffle_files=False)))
+    assert len(records) == 40
+    memory, disk = load_data(config("auto"), 32, seed=1), load_data(config("1KB"), 32, seed=1)
+    assert memory.cache.startswith("memory") and disk.cache.startswith("disk") and isinstance(disk.train.x, np.memmap)
+    assert memory.class_names == ["dark", "light"] and (len(memory.train), len(memory.val), len(memory.test)) == (20, 10, 10)
+    for split, other in ((memory.train, disk.train), (memory.val, disk.val), (memory.test, disk.test)):
+        np.testing.assert_array_equal(split.x, other.x)
+        # Each decoded row is its own record's image (the split picked by index, the records
+        # filtered in order), with its label.
+        for row, path, label in zip(split.x, split.paths, split.y):
+            image, record_label = records[int(path.rsplit("[", 1)[1].rstrip("]"))]
+            expected = np.asarray(Image.fromarray(image).resize((32, 32), Image.BILINEAR), float)
+            assert label == record_label and np.abs(row - expected).mean() < 6, path
+            assert (row.mean() > 100) == bool(label)  # light images are the "light" class
+    with pytest.raises(TLKerasError, match="'no_such_set' is not available offline"):
+        load_data(DataConfig(source="tfds:no_such_set"), 32, seed=1)

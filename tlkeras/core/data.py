@@ -485,7 +485,15 @@ def _load_tfds(name: str, config: DataConfig, size: int, head: str, seed: int, s
         keep = np.zeros(len(names), bool)
         keep[[position[n] for n in split_names]] = True
         mask = tf.constant(keep)
-        return ds.enumerate().filter(lambda i, item: mask[i]).map(lambda i, item: item[0])
+
+        # Named functions, not two lambdas on one line: AutoGraph cannot tell those apart and warns.
+        def chosen(i, item):
+            return mask[i]
+
+        def image(i, item):
+            return item[0]
+
+        return ds.enumerate().filter(chosen).map(image)
 
     bundle = _bundle_from_parts(parts, config, size, head, class_names, f"tfds:{name}", shard, encoded)
     warn_skipped(bundle.skipped)
