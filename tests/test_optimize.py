@@ -347,6 +347,32 @@ def test_bad_options_fail_in_one_line(tiny_run, tmp_path, capsys, flags, needles
     assert not (tmp_path / "out").exists()
 
 
+def test_every_option_field_has_a_flag_and_unset_flags_keep_the_dataclass_defaults():
+    import dataclasses
+
+    from tlkeras.optimize.__main__ import build_parser, stage_options
+    from tlkeras.optimize.options import ClusteringOptions, FineTuneOptions, PruningOptions, QATOptions
+
+    parser = build_parser()
+    dests = {a.dest for a in parser._actions}  # noqa: SLF001 - argparse has no public listing
+    for cls, prefix in ((PruningOptions, "prune."), (ClusteringOptions, "cluster."), (QATOptions, "qat."), (FineTuneOptions, "finetune.")):
+        missing = [f.name for f in dataclasses.fields(cls) if prefix + f.name not in dests and f.name not in ("skip_layers", "float_layers")]
+        assert not missing, (cls.__name__, missing)
+
+    pruning, clustering, qat, finetune = stage_options(parser.parse_args(["run", "--prune-structure", "2:4", "--skip-layers", "a, b"]))
+    assert clustering is None and qat is None
+    assert pruning == dataclasses.replace(PruningOptions(), structure="2:4", skip_layers=["a", "b"])  # 2:4 alone: 50%
+    assert finetune == FineTuneOptions()
+
+    flags = ["run", "--cluster", "8", "--cluster-per-channel", "--qat", "--float-layers", "head_dense", "--qat-epochs", "3",
+             "--lr", "0.01", "--head-only", "--self-distill", "0"]
+    pruning, clustering, qat, finetune = stage_options(parser.parse_args(flags))
+    assert pruning is None
+    assert clustering == ClusteringOptions(clusters=8, per_channel=True)
+    assert qat == QATOptions(float_layers=["head_dense"], epochs=3)
+    assert finetune == FineTuneOptions(learning_rate=0.01, head_only=True, self_distill=0.0)
+
+
 def test_existing_target_and_missing_run(tiny_run, tmp_path, capsys):
     from tlkeras.optimize.__main__ import main
 

@@ -110,7 +110,7 @@ def add_option_flags(
     names: dict[str, str] | None = None,
     skip: Sequence[str] = (),
     list_nargs: str = "+",
-) -> None:
+) -> argparse._ArgumentGroup:
     """Adds one flag per field of the options dataclass ``cls``; help comes from its docstring.
 
     A field ``foo_bar`` becomes ``--foo-bar`` (``names`` renames fields); bool fields get
@@ -119,7 +119,9 @@ def add_option_flags(
     flags land in the namespace, under ``dest_prefix + field``. A flag the parser already has
     (e.g. ``--batch-size`` of the run config) is renamed ``--<flag_prefix>-<field>``.
 
-    Side effects: adds an argument group (``title``) to ``parser``.
+    Returns the argument group (``title``), for flags of the same topic that are not fields.
+
+    Side effects: adds the group to ``parser``.
     """
     names = names or {}
     group = parser.add_argument_group(title or f"{cls.__name__} options")
@@ -134,8 +136,9 @@ def add_option_flags(
             flag = f"--{flag_prefix}-{f.name.replace('_', '-')}"
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        kwargs: dict[str, Any] = {"dest": dest_prefix + f.name, "default": argparse.SUPPRESS,
-                                  "help": f"{helps.get(f.name, '')} (default: {shown})"}
+        # None means "decided later" (the run's value, an automatic choice): the docstring says by what.
+        text = helps.get(f.name, "") if default is None else f"{helps.get(f.name, '')} (default: {shown})"
+        kwargs: dict[str, Any] = {"dest": dest_prefix + f.name, "default": argparse.SUPPRESS, "help": text}
         hint = hints[f.name]
         inner = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
         origin = typing.get_origin(hint)
@@ -150,6 +153,7 @@ def add_option_flags(
         else:
             kind = inner[0] if inner[0] in (int, float) else str
             group.add_argument(flag, type=kind, metavar=kind.__name__.upper(), **kwargs)
+    return group
 
 
 def with_fix(exc: TLKerasError, flags: dict[str, str]) -> TLKerasError:

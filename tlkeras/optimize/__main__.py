@@ -18,61 +18,47 @@ from typing import Sequence
 
 from tlkeras import cli
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "stage_options"]
 
 
-def _sparsity(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+# Flag of each option field (the option dataclasses are the single source of the names' help
+# and defaults); the stage's own flag (--prune, --cluster) carries its main value.
+PRUNE_FLAGS = {
+    "target_sparsity": "prune", "schedule": "prune_schedule", "initial_sparsity": "prune_initial",
+    "begin_fraction": "prune_begin", "end_fraction": "prune_end", "frequency": "prune_frequency",
+    "structure": "prune_structure", "min_weights": "prune_min_weights", "epochs": "prune_epochs",
+}
+CLUSTER_FLAGS = {"clusters": "cluster", "init": "cluster_init", "per_channel": "cluster_per_channel", "epochs": "cluster_epochs"}
+QAT_FLAGS = {"epochs": "qat_epochs"}
+FINETUNE_FLAGS = {"learning_rate": "lr"}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tlkeras.optimize.options import ClusteringOptions, FineTuneOptions, PruningOptions, QATOptions
+
     parser = cli.ArgumentParser(
         prog="python -m tlkeras.optimize",
         description=(
             "Compress a trained run with tensorflow-model-optimization (pruning, weight clustering, "
             "quantization-aware training, or their combinations PQAT/CQAT) and write a new run "
             "directory with the model and a report (optimization.md/.json). Each stage fine-tunes "
-            "with the run's phase-2 learning rate, epochs and data pipeline."
+            "with the run's phase-2 learning rate, epochs and data pipeline. At least one of --prune, "
+            "--cluster and --qat; stages run prune -> cluster -> QAT."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("run_dir", help="a run directory written by tlkeras.train")
-    what = parser.add_argument_group("what to do (at least one; stages run prune -> cluster -> QAT)")
-    what.add_argument("--prune", type=_sparsity, metavar="SPARSITY", help="magnitude pruning to this target sparsity in [0, 1), e.g. 0.5")
-    what.add_argument("--cluster", type=int, metavar="N", help="weight clustering to N shared values per layer (N >= 2)")
-    what.add_argument("--qat", action="store_true", help="quantization-aware training (after --prune: PQAT, after --cluster: CQAT)")
-    p = parser.add_argument_group("pruning")
-    p.add_argument("--prune-schedule", choices=("polynomial", "constant"), default="polynomial", help="how sparsity grows during fine-tuning")
-    p.add_argument("--prune-structure", choices=("unstructured", "2:4"), default="unstructured",
-                   help="2:4: two zeros in every four consecutive weights (always 50%%; --prune may be left out)")
-    p.add_argument("--prune-begin", type=float, default=0.0, metavar="FRACTION", help="share of the fine-tuning steps before pruning starts")
-    p.add_argument("--prune-end", type=float, default=0.6, metavar="FRACTION", help="share of the fine-tuning steps at which the target is reached")
-    p.add_argument("--prune-frequency", type=int, metavar="STEPS", help="steps between mask updates (default: about 8 updates)")
-    p.add_argument("--prune-epochs", type=int, metavar="N", help="fine-tuning epochs of the pruning stage (default: --epochs)")
-    p.add_argument("--prune-min-weights", type=int, default=0, metavar="N", help="leave kernels with fewer weights dense")
-    c = parser.add_argument_group("clustering")
-    c.add_argument("--cluster-init", choices=("kmeans++", "linear", "density", "random"), default="kmeans++", help="centroid initialization")
-    c.add_argument("--cluster-epochs", type=int, metavar="N", help="fine-tuning epochs of the clustering stage (default: --epochs)")
-    c.add_argument("--cluster-per-channel", action="store_true", help="cluster each output channel of Conv2D kernels separately")
-    q = parser.add_argument_group("quantization-aware training")
-    q.add_argument("--qat-epochs", type=int, metavar="N", help="fine-tuning epochs of the QAT stage (default: --epochs)")
+    cli.add_option_flags(parser, PruningOptions, title="pruning (--prune SPARSITY turns it on)", dest_prefix="prune.",
+                         names=PRUNE_FLAGS, skip=("skip_layers",))
+    cli.add_option_flags(parser, ClusteringOptions, title="clustering (--cluster N turns it on)", dest_prefix="cluster.",
+                         names=CLUSTER_FLAGS, skip=("skip_layers",))
+    q = cli.add_option_flags(parser, QATOptions, title="quantization-aware training (--qat turns it on)", dest_prefix="qat.",
+                             names=QAT_FLAGS, skip=("float_layers",))
+    q.add_argument("--qat", action="store_true", help="quantization-aware training (after --prune: PQAT, after --cluster: CQAT)")
     q.add_argument("--float-layers", metavar="NAMES", help="comma-separated layers to keep in float")
-    f = parser.add_argument_group("fine-tuning (defaults: the run's phase-2 settings)")
-    f.add_argument("--epochs", type=int, help="fine-tuning epochs per stage (default: the run's phase2_epochs)")
-    f.add_argument("--lr", type=float, help="learning rate (default: the run's phase1_lr * phase2_lr_factor)")
-    f.add_argument("--warmup-epochs", type=float, help="learning-rate warm-up (default: the run's)")
-    f.add_argument("--batch-size", type=int, help="default: the run's")
-    f.add_argument("--augment", choices=("off", "light", "strong"), help="default: the run's")
-    f.add_argument("--patience", type=int, help="early-stopping patience (default: the run's)")
-    f.add_argument("--self-distill", type=float, metavar="W", default=None,
-                   help="weight in [0, 1] of the uncompressed model's own predictions in the fine-tuning targets "
-                   "(default: the library's FineTuneOptions default)")
-    f.add_argument("--head-only", action="store_true", help="compress and train only the head (required for a TF-Hub backbone)")
+    cli.add_option_flags(parser, FineTuneOptions, title="fine-tuning of every stage (unset: the run's phase-2 settings)",
+                         dest_prefix="finetune.", names=FINETUNE_FLAGS)
+    f = parser.add_argument_group("layers")
     f.add_argument("--skip-layers", metavar="NAMES", help="comma-separated layers never to prune or cluster")
-    f.add_argument("--verbose", type=int, choices=(0, 1, 2), help="Keras progress display (default: the run's)")
     o = parser.add_argument_group("output")
     o.add_argument("--data", help="the run's data at another path (default: the run's own data source)")
     o.add_argument("--output-dir", help="parent of the new run directory (default: next to the source run)")
@@ -81,38 +67,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _names(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+def _stages(args: argparse.Namespace) -> tuple[bool, bool, bool]:
+    """Which stages the flags turn on: (prune, cluster, qat)."""
+    given = vars(args)
+    # 2:4 sparsity is always 50%: --prune-structure 2:4 alone turns pruning on.
+    prune = "prune.target_sparsity" in given or given.get("prune.structure") == "2:4"
+    return prune, "cluster.clusters" in given, bool(args.qat)
+
+
+def stage_options(args: argparse.Namespace) -> tuple:
+    """(PruningOptions | None, ClusteringOptions | None, QATOptions | None, FineTuneOptions), validated.
+
+    Fields without a flag on the command line keep the dataclass defaults.
+    """
+    from tlkeras.optimize.options import ClusteringOptions, FineTuneOptions, PruningOptions, QATOptions
+
+    prune, cluster, qat = _stages(args)
+    skip = _names(args.skip_layers)
+    return (
+        cli.options_from_args(args, PruningOptions, dest_prefix="prune.", names=PRUNE_FLAGS, skip_layers=skip) if prune else None,
+        cli.options_from_args(args, ClusteringOptions, dest_prefix="cluster.", names=CLUSTER_FLAGS, skip_layers=skip) if cluster else None,
+        cli.options_from_args(args, QATOptions, dest_prefix="qat.", names=QAT_FLAGS, float_layers=_names(args.float_layers)) if qat else None,
+        cli.options_from_args(args, FineTuneOptions, dest_prefix="finetune.", names=FINETUNE_FLAGS),
+    )
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from tlkeras.errors import TLKerasError
 
-    if args.prune is None and args.prune_structure == "2:4":
-        args.prune = 0.5
-    if args.prune is None and args.cluster is None and not args.qat:
+    if not any(_stages(args)):
         raise TLKerasError("nothing to do: choose at least one of --prune SPARSITY, --cluster N, --qat")
     from tlkeras.runs import check_run_name
 
     check_run_name(args.name)  # one folder under --output-dir, never a path that climbs out
-    from tlkeras.optimize.options import ClusteringOptions, FineTuneOptions, PruningOptions, QATOptions
     from tlkeras.optimize.pipeline import optimize_run
 
-    skip = [n for n in (args.skip_layers or "").split(",") if n.strip()]
-    pruning = clustering = qat = None
-    if args.prune is not None:
-        pruning = PruningOptions(
-            target_sparsity=args.prune, schedule=args.prune_schedule, begin_fraction=args.prune_begin, end_fraction=args.prune_end,
-            frequency=args.prune_frequency, structure=args.prune_structure, min_weights=args.prune_min_weights, skip_layers=skip,
-            epochs=args.prune_epochs,
-        ).validate()
-    if args.cluster is not None:
-        clustering = ClusteringOptions(clusters=args.cluster, init=args.cluster_init, per_channel=args.cluster_per_channel, skip_layers=skip,
-                                       epochs=args.cluster_epochs).validate()
-    if args.qat:
-        qat = QATOptions(float_layers=[n for n in (args.float_layers or "").split(",") if n.strip()], epochs=args.qat_epochs).validate()
-    finetune = FineTuneOptions(
-        epochs=args.epochs, learning_rate=args.lr, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size, augment=args.augment,
-        patience=args.patience, verbose=args.verbose, head_only=args.head_only,
-        **({"self_distill": args.self_distill} if args.self_distill is not None else {}),
-    ).validate()
+    pruning, clustering, qat, finetune = stage_options(args)
     result = optimize_run(
         args.run_dir, pruning=pruning, clustering=clustering, qat=qat, finetune=finetune, output_dir=args.output_dir, name=args.name,
         data_source=args.data, tflite=not args.no_tflite,
