@@ -139,6 +139,21 @@ def test_zero_sparsity_changes_nothing(mini_run, mini):
     np.testing.assert_allclose(predict(result.model, data.test.x), before, atol=1e-6)
 
 
+def test_stage_fine_tuning_keeps_its_best_val_loss_epoch(mini_run, mini):
+    # Every stage fine-tunes through the shared phase runner: at a learning rate that wrecks the
+    # model after the first epochs, the weights kept are those of the best val-loss epoch, not the last.
+    from tlkeras.core.loading import load_model
+    from tlkeras.optimize.finetune import _fine_tune, _stage_settings
+
+    config, data = mini
+    model = load_model(mini_run)
+    ft = _stage_settings(_one_epoch(learning_rate=3.0, patience=0), config, 4, data)
+    history = _fine_tune(model, data, config, ft, stage="qat", extra_callbacks=[], log_dir=None)
+    assert len(history["val_loss"]) == 4 and min(history["val_loss"]) < history["val_loss"][-1], history["val_loss"]
+    kept = model.evaluate(np.asarray(data.val.x, np.float32), np.eye(3)[data.val.y], verbose=0)[0]
+    assert kept == pytest.approx(min(history["val_loss"]), rel=1e-4)
+
+
 def test_self_distillation_targets_mix_labels_with_the_models_own_predictions(mini_run, mini):
     from tlkeras.core.metrics import predict
     from tlkeras.errors import TLKerasError

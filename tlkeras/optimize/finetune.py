@@ -1,8 +1,9 @@
 """The fine-tuning loop every compression stage runs (phase-2 settings of the source run).
 
-Thin on purpose: compiling, the schedule and the optimizer come from the shared training engine
-(:mod:`tlkeras.train.optim`, :mod:`tlkeras.train.phase`); what differs here is self-distillation targets, tfmot callbacks and
-early stopping that waits for the pruning schedule.
+Thin on purpose: every stage fine-tunes through the shared training engine (compiling, schedule,
+optimizer, per-epoch seeds, early stopping and restore-best: :func:`tlkeras.train.recipe.train_phase`);
+what differs here is self-distillation targets, tfmot callbacks and selection that waits for the
+pruning schedule.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from tlkeras._backend import keras
 from tlkeras.config import RunConfig
 from tlkeras.core.data import DataBundle, class_weights, make_dataset
 from tlkeras.optimize.options import FineTuneOptions
-from tlkeras.train.optim import compile_model, learning_rate_schedule, steps_per_epoch
+from tlkeras.train.optim import compile_model, epoch_seed, steps_per_epoch
+from tlkeras.train.phase import tensorboard
+from tlkeras.train.recipe import train_phase
 
 
 def _stage_settings(finetune: FineTuneOptions, config: RunConfig, epochs: int | None, data: DataBundle | None = None) -> dict[str, Any]:
@@ -53,32 +56,39 @@ def _self_targets(model, data: DataBundle, ft: dict) -> np.ndarray | None:
     return (1.0 - w) * encode_labels(data.train.y, "softmax", data.num_outputs) + w * soft
 
 
+# Each stage's own epoch seeds (training's phases use 1 and 2); progress shows them as phase 2.
+_STAGE_SEED = {"prune": 11, "cluster": 12, "qat": 13}
+
+
 def _fine_tune(model, data: DataBundle, config: RunConfig, ft: dict, *, stage: str, extra_callbacks: list, log_dir: Path | None,
                monitor_from_epoch: int = 0, targets: np.ndarray | None = None) -> dict[str, list]:
-    """Compiles ``model`` with the phase-2 learning rate and fits it; returns the history.
+    """Fine-tunes ``model`` through the shared phase runner (:func:`tlkeras.train.recipe.train_phase`).
 
-    Early stopping watches val loss and restores the best weights, as in training; for pruning it
-    only starts watching once the target sparsity is reached (``monitor_from_epoch``), so it never
-    restores a less sparse model. Side effects: changes the model's weights and optimizer.
+    The phase-2 learning rate and schedule, per-epoch seeds, early stopping and restore-best on
+    val loss are training's; for pruning, only epochs at the target sparsity compete
+    (``monitor_from_epoch``), so it never restores a less sparse model. Returns the history.
+
+    Side effects: changes the model's weights and optimizer.
     """
-
     n, bs = data.num_outputs, ft["batch_size"]
     per_epoch = _steps_per_epoch(data, bs)
-    warmup = int(round(ft["warmup_epochs"] * per_epoch))
-    _compile(model, config, n, learning_rate_schedule(ft["learning_rate"], ft["schedule"], per_epoch * ft["epochs"], warmup))
-    train_ds = make_dataset(data.train, head=data.head, num_outputs=n, batch_size=bs, shuffle=True, augment=ft["augment"], seed=config.seed,
-                            targets=targets)
-    val_ds = make_dataset(data.val, head=data.head, num_outputs=n, batch_size=bs)
+    stream = _STAGE_SEED.get(stage, 10)
+
+    def make_train_ds(epoch: int):
+        return make_dataset(data.train, head=data.head, num_outputs=n, batch_size=bs, shuffle=True, augment=ft["augment"],
+                            seed=epoch_seed(config.seed, stream, epoch), targets=targets)
+
     callbacks = list(extra_callbacks)
-    patience = ft["patience"] if ft["patience"] > 0 else 10**9
-    if monitor_from_epoch < ft["epochs"]:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True,
-                                                       start_from_epoch=monitor_from_epoch))
     if log_dir is not None and not any(isinstance(c, keras.callbacks.TensorBoard) for c in callbacks):
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir / stage), profile_batch=0, write_graph=False))
-    history = model.fit(train_ds, validation_data=val_ds, epochs=ft["epochs"], class_weight=class_weights(data, config.data.class_weight),
-                        callbacks=callbacks, verbose=ft["verbose"])
-    return {k: [float(v) for v in vals] for k, vals in history.history.items() if k != "lr"}
+        callbacks += tensorboard(log_dir / stage)
+    result = train_phase(
+        model, make_train_ds, make_dataset(data.val, head=data.head, num_outputs=n, batch_size=bs), config,
+        phase=2, epochs=ft["epochs"], learning_rate=ft["learning_rate"], steps=per_epoch,
+        warmup_steps=int(round(ft["warmup_epochs"] * per_epoch)), compile=lambda lr: _compile(model, config, n, lr),
+        monitor="val_loss", class_weight=class_weights(data, config.data.class_weight), callbacks=callbacks,
+        patience=ft["patience"], select_from_epoch=monitor_from_epoch, verbose=ft["verbose"],
+    )
+    return {k: list(v) for k, v in result.history.items() if k != "lr"}
 
 
 def _recompile_fresh(model, config: RunConfig, num_outputs: int, ft: dict) -> None:

@@ -197,6 +197,7 @@ def train_phase(
     patience: int | None = None,
     restore_best: bool = True,
     select_from_epoch: int = 0,
+    verbose: int | None = None,
 ) -> PhaseResult:
     """Compiles ``fit_model`` for one phase and runs it with the shared phase runner.
 
@@ -216,6 +217,7 @@ def train_phase(
         patience: early-stopping patience (default ``train.early_stopping_patience``; 0: none).
         restore_best: end with the best weights (default) or the last epoch's.
         select_from_epoch: the first epoch that may be selected (earlier ones only train).
+        verbose: progress display (default ``train.verbose``).
 
     Other arguments are those of :func:`tlkeras.train.phase.run_phase`.
     """
@@ -230,7 +232,7 @@ def train_phase(
         fit_model, make_train_ds, val_ds, phase=phase, epochs=epochs,
         patience=tc.early_stopping_patience if patience is None else patience, restore_best=restore_best,
         select_from_epoch=select_from_epoch,
-        verbose=tc.verbose, class_weight=class_weight, callbacks=callbacks, checkpoint_dir=checkpoint_dir,
+        verbose=tc.verbose if verbose is None else verbose, class_weight=class_weight, callbacks=callbacks, checkpoint_dir=checkpoint_dir,
         monitor=monitor, candidate=start, steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
     )
 
