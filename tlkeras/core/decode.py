@@ -121,9 +121,9 @@ def decode_image_fn(size: int, *, from_bytes: bool = False):
         )
 
     def decode_jpeg_scaled(data):
-        # libjpeg can decode at 1/2, 1/4 or 1/8 scale in the inverse DCT, several times faster
-        # than decoding every pixel and averaging them away (a 12 MP phone photo for a 224 px
-        # model). The largest scale that still leaves both sides >= size keeps the final resize
+        # libjpeg can decode at 1/2, 1/4 or 1/8 scale in the inverse DCT instead of decoding
+        # every pixel and averaging them away: about twice as fast for a 12 MP phone photo and a
+        # 224 px model (BENCHMARKS.md; the entropy decoding of every coefficient remains). The largest scale that still leaves both sides >= size keeps the final resize
         # a shrink, so the result stays an area average of the photo.
         shape = tf.io.extract_jpeg_shape(data)
         short = tf.minimum(shape[0], shape[1])

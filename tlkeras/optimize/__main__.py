@@ -67,10 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _names(text: str | None) -> list[str]:
-    return [n.strip() for n in (text or "").split(",") if n.strip()]
-
-
 def _stages(args: argparse.Namespace) -> tuple[bool, bool, bool]:
     """Which stages the flags turn on: (prune, cluster, qat)."""
     given = vars(args)
@@ -87,11 +83,12 @@ def stage_options(args: argparse.Namespace) -> tuple:
     from tlkeras.optimize.options import ClusteringOptions, FineTuneOptions, PruningOptions, QATOptions
 
     prune, cluster, qat = _stages(args)
-    skip = _names(args.skip_layers)
+    # Comma-separated names as typed: the options' validate() splits and strips them.
+    skip = args.skip_layers or []
     return (
         cli.options_from_args(args, PruningOptions, dest_prefix="prune.", names=PRUNE_FLAGS, skip_layers=skip) if prune else None,
         cli.options_from_args(args, ClusteringOptions, dest_prefix="cluster.", names=CLUSTER_FLAGS, skip_layers=skip) if cluster else None,
-        cli.options_from_args(args, QATOptions, dest_prefix="qat.", names=QAT_FLAGS, float_layers=_names(args.float_layers)) if qat else None,
+        cli.options_from_args(args, QATOptions, dest_prefix="qat.", names=QAT_FLAGS, float_layers=args.float_layers or []) if qat else None,
         cli.options_from_args(args, FineTuneOptions, dest_prefix="finetune.", names=FINETUNE_FLAGS),
     )
 
