@@ -33,6 +33,9 @@ __all__ = [
 
 AUGMENT_PRESETS = ("off", "light", "strong")
 HEADS = ("softmax", "sigmoid", "regression")
+MODALITIES = ("auto", "image", "text")
+MAX_SEQUENCE_LENGTH = 4096  # tokens; BERT-family encoders stop at 512
+MAX_VOCABULARY = 1_000_000
 
 # Limits that keep a typo (or a hostile config) from asking for terabytes of memory.
 MAX_IMAGE_SIZE = 2048  # pixels per side; pretrained backbones use 224-600
@@ -90,6 +93,12 @@ class DataConfig:
         cache_memory: memory for the decoded images, e.g. ``2GB``, ``512MB`` or ``0`` (``auto``:
             a quarter of the available RAM, at most 1 GiB); larger sets go to a disk cache.
         cache_dir: folder of the disk cache (None: ``$TLKERAS_CACHE`` or ``~/.cache/tlkeras``).
+        modality: ``image``, ``text`` or ``auto`` (decided from the source: a CSV with a ``path``
+            column or a folder of images is image data, a CSV with a text column or a folder of
+            ``.txt`` files is text; a source that could be either is refused, naming this flag).
+        text_column: the CSV column that holds the texts (text data).
+        sequence_length: tokens per text the model reads, start/special tokens included; longer
+            texts are truncated and the run counts them (None: the text encoder's default, 128).
     """
 
     source: str | None = None
@@ -104,9 +113,17 @@ class DataConfig:
     split_seed: int | None = None
     cache_memory: str = "auto"
     cache_dir: str | None = None
+    modality: str = "auto"
+    text_column: str = "text"
+    sequence_length: int | None = None
 
     def validate(self) -> None:
         _choice(self.augment, AUGMENT_PRESETS, "augment")
+        _choice(self.modality, MODALITIES, "modality")
+        if self.sequence_length is not None and not 2 <= self.sequence_length <= MAX_SEQUENCE_LENGTH:
+            raise ConfigError(f"sequence_length must be in [2, {MAX_SEQUENCE_LENGTH}] tokens, got {self.sequence_length}; BERT-family encoders take up to 512, e.g. --sequence-length 128")
+        if not str(self.text_column).strip():
+            raise ConfigError("text_column must name a CSV column, e.g. --text-column text")
         _choice(self.on_corrupt, ("skip", "error"), "on_corrupt")
         _choice(self.class_weight, ("auto", "balanced", "none"), "class_weight")
         if self.batch_size is not None and self.batch_size < 1:
@@ -145,6 +162,18 @@ class ModelConfig:
         head: ``softmax`` (single-label), ``sigmoid`` (multi-label) or ``regression``.
         dropout: dropout rate before the output layer (None: the family's recipe default).
         hidden_units: sizes of optional hidden Dense layers in the head.
+        word_vectors: text, ``word_embedding`` encoder: a pretrained word-vectors file in the
+            GloVe / word2vec / fastText text format whose vectors initialize the embedding
+            (frozen in phase 1, fine-tuned in phase 2); None: a random initialization.
+        preprocess: text, BERT-family encoders: the TF-Hub preprocessing model (handle or local
+            SavedModel directory) that pairs with the encoder (None: the registered pairing).
+        vocab_size: text, ``word_embedding``: at most this many words, the most frequent of the
+            training texts (plus 3 special tokens).
+        embedding_dim: text, ``word_embedding``: the embedding width (None: the vectors' width,
+            or 64 without vectors).
+        ngram_buckets: text, ``word_embedding``: hashed word-bigram buckets averaged with the
+            words (fastText-style; computed inside the model from the word ids, so a phone's
+            MediaPipe TextClassifier runs it as is); 0 turns bigrams off.
     """
 
     backbone: str = "mobilenet_v2"
@@ -153,9 +182,24 @@ class ModelConfig:
     head: str = "softmax"
     dropout: float | None = None
     hidden_units: list[int] = field(default_factory=list)
+    word_vectors: str | None = None
+    preprocess: str | None = None
+    vocab_size: int = 20000
+    embedding_dim: int | None = None
+    ngram_buckets: int = 20000
 
     def validate(self) -> None:
         _choice(self.head, HEADS, "head")
+        if not 1 <= int(self.vocab_size) <= MAX_VOCABULARY:
+            raise ConfigError(f"vocab_size must be in [1, {MAX_VOCABULARY}], got {self.vocab_size}; e.g. --vocab-size 20000")
+        if self.embedding_dim is not None and not 1 <= int(self.embedding_dim) <= 4096:
+            raise ConfigError(f"embedding_dim must be in [1, 4096], got {self.embedding_dim}; e.g. --embedding-dim 64")
+        if not 0 <= int(self.ngram_buckets) <= MAX_VOCABULARY:
+            raise ConfigError(f"ngram_buckets must be in [0, {MAX_VOCABULARY}] (0: off), got {self.ngram_buckets}")
+        for key in ("word_vectors", "preprocess"):
+            value = getattr(self, key)
+            if value is not None and (not str(value).strip() or "\0" in str(value)):
+                raise ConfigError(f"{key} {value!r} is not a usable path or handle")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if any(int(u) < 1 for u in self.hidden_units):

@@ -89,6 +89,11 @@ class BackboneSpec:
         imagenet_sizes: input sizes with published ImageNet weights (others load the default).
         aliases: other accepted names.
         recipe: the family's fine-tuning defaults (:class:`Recipe`).
+        modality: ``image`` or ``text``. For text encoders ``default_size`` is the default
+            sequence length in tokens and ``min_size`` the shortest one accepted.
+        handle: text encoders from TF-Hub: the encoder's handle (URL); empty for the word model.
+        preprocess: the TF-Hub preprocessing model that pairs with ``handle`` (BERT family);
+            empty for encoders that take raw strings.
     """
 
     name: str
@@ -104,8 +109,15 @@ class BackboneSpec:
     aliases: tuple[str, ...] = ()
     extra_kwargs: dict[str, Any] = field(default_factory=dict)
     recipe: Recipe = field(default_factory=Recipe)
+    modality: str = "image"
+    handle: str = ""
+    preprocess: str = ""
 
     def describe(self) -> str:
+        if self.modality == "text":
+            what = self.handle or "an average of word embeddings (vocabulary from the training texts, optional --word-vectors), fully offline"
+            pair = f" + preprocessing {self.preprocess}" if self.preprocess else ""
+            return f"{self.name} (text): {what}{pair}; default sequence length {self.default_size}"
         return (
             f"{self.name}: keras.applications.{self.constructor}, default {self.default_size}px "
             f"(min {self.min_size}), preprocessing: {PREPROCESSING[self.preprocessing]}"
@@ -127,6 +139,9 @@ class BackboneSpec:
         )
 
 
+# Handles that are downloads, not local folders (``hub:`` image and text models).
+HUB_URL_PREFIXES = ("https://", "http://", "tfhub.dev", "www.kaggle.com", "kaggle.com")
+
 _REGISTRY: dict[str, BackboneSpec] = {}
 _ALIASES: dict[str, str] = {}
 
@@ -139,9 +154,11 @@ def register_backbone(spec: BackboneSpec) -> BackboneSpec:
     return spec
 
 
-def list_backbones() -> list[str]:
-    """Returns the registered backbone names, sorted. ``hub:<handle>`` is accepted too."""
-    return sorted(_REGISTRY)
+def list_backbones(modality: str | None = "image") -> list[str]:
+    """Returns the registered backbone names of ``modality`` (``image``, ``text``; None: all), sorted.
+
+    ``hub:<handle>`` is accepted too."""
+    return sorted(name for name, spec in _REGISTRY.items() if modality is None or spec.modality == modality)
 
 
 def get_backbone(name: str) -> BackboneSpec:
@@ -157,7 +174,7 @@ def get_backbone(name: str) -> BackboneSpec:
     candidates = sorted(set(_REGISTRY) | set(_ALIASES))
     close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.5)
     close = sorted({_ALIASES.get(c, c) for c in close})
-    hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(list_backbones())}"
+    hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(list_backbones(None))}"
     raise TLKerasError(f"unknown backbone {name!r}; {hint} (or hub:<handle-or-dir>)")
 
 
@@ -224,6 +241,35 @@ for _spec in [
 for _n in ("b0", "b1", "b2", "b3"):
     _ALIASES[f"efficientnet{_n}"] = f"efficientnet_{_n}"
 
+# Text encoders (built by tlkeras.core.text.encoders). Phase 1 is the linear probe on the frozen
+# encoder's pooled output either way; what phase 2 opens and how fast differs per family.
+# The word model: phase 2 trains the embedding itself, from scratch for words without a vector,
+# so it needs a rate close to the head's (measured on data/sentences: benchmarks/text.md).
+_WORD_RECIPE = Recipe(phase2_lr_factor=0.5, unfreeze="all", batch_size=32, dropout=0.3, warmup_epochs=0.0,
+                      basis="measured: data/sentences, 3 seeds (benchmarks/text.md)")
+# BERT fine-tuning as in "Classify text with BERT" and Model Maker: the whole encoder at ~3e-5
+# (0.01 x the head's 3e-3) with warm-up; BatchNorm does not occur in BERT.
+_BERT_RECIPE = Recipe(phase2_lr_factor=0.01, unfreeze="all", batch_size=32, dropout=0.1, warmup_epochs=1.0,
+                      basis="the TensorFlow tutorial 'Classify text with BERT' (whole encoder, ~3e-5 with warm-up)")
+_SENTENCE_RECIPE = Recipe(phase2_lr_factor=0.03, unfreeze="all", batch_size=32, dropout=0.2, warmup_epochs=1.0,
+                          basis="the TensorFlow tutorial 'Text classification with TF Hub' (trainable nnlm at a low rate)")
+_UNCASED = "https://tfhub.dev/tensorflow/bert_en_uncased_preprocess/3"
+for _spec in [
+    BackboneSpec("word_embedding", "", 128, 2, "builtin", modality="text", aliases=("average_word_embedding", "awe", "word_vectors"),
+                 recipe=_WORD_RECIPE),
+    BackboneSpec("small_bert", "", 128, 8, "builtin", modality="text", recipe=_BERT_RECIPE, aliases=("bert_small",),
+                 handle="https://tfhub.dev/tensorflow/small_bert/bert_en_uncased_L-4_H-512_A-8/2", preprocess=_UNCASED),
+    BackboneSpec("mobilebert", "", 128, 8, "builtin", modality="text", recipe=_BERT_RECIPE, aliases=("mobile_bert",),
+                 handle="https://tfhub.dev/tensorflow/mobilebert_en_uncased_L-24_H-128_B-512_A-4_F-4_OPT/1", preprocess=_UNCASED),
+    BackboneSpec("bert_base", "", 128, 8, "builtin", modality="text", recipe=_BERT_RECIPE, aliases=("bert",),
+                 handle="https://tfhub.dev/tensorflow/bert_en_uncased_L-12_H-768_A-12/4", preprocess=_UNCASED),
+    BackboneSpec("nnlm_en_dim50", "", 128, 1, "builtin", modality="text", recipe=_SENTENCE_RECIPE, aliases=("nnlm",),
+                 handle="https://tfhub.dev/google/nnlm-en-dim50/2"),
+    BackboneSpec("universal_sentence_encoder", "", 128, 1, "builtin", modality="text", recipe=_SENTENCE_RECIPE, aliases=("use",),
+                 handle="https://tfhub.dev/google/universal-sentence-encoder/4"),
+]:
+    register_backbone(_spec)
+
 
 _HUB_RECIPE = Recipe(basis="TF-Hub modules: the MobileNet recipe (most hub feature vectors are MobileNets)")
 _RECIPE_FIELDS = {
@@ -233,10 +279,11 @@ _RECIPE_FIELDS = {
 }
 
 
-def recipe_for(backbone: str) -> Recipe:
-    """The fine-tuning defaults of ``backbone``'s family (TF-Hub modules get the MobileNet recipe)."""
+def recipe_for(backbone: str, modality: str = "image") -> Recipe:
+    """The fine-tuning defaults of ``backbone``'s family (TF-Hub image modules get the MobileNet
+    recipe; TF-Hub text encoders the BERT one)."""
     if str(backbone).startswith("hub:"):
-        return _HUB_RECIPE
+        return _BERT_RECIPE if modality == "text" else _HUB_RECIPE
     return get_backbone(backbone).recipe
 
 
@@ -256,7 +303,7 @@ def apply_recipe_defaults(config, *, train_count: int | None = None, num_classes
 
     Side effect: sets the unset fields of ``config`` (a RunConfig) in place; idempotent.
     """
-    recipe = recipe_for(config.model.backbone)
+    recipe = recipe_for(config.model.backbone, getattr(config.data, "modality", "image"))
     filled: dict[str, Any] = {}
     for name, (section, attr) in _RECIPE_FIELDS.items():
         part = getattr(config, section)
@@ -442,7 +489,7 @@ def build_hub_backbone(handle: str, image_tensor):
         TLKerasError: if the handle is a URL and there is no network, or the directory is not a
             SavedModel.
     """
-    is_url = "://" in handle or handle.startswith(("tfhub.dev", "www.kaggle.com", "kaggle.com"))
+    is_url = "://" in handle or handle.startswith(HUB_URL_PREFIXES)
     if not is_url:
         path = Path(handle).expanduser()
         if not path.exists():

@@ -20,13 +20,18 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from tlkeras.config import DataConfig
+from tlkeras.core.bundle import IMAGE_EXTENSIONS, DataBundle, Split, csv_labels, csv_split_index
+from tlkeras.core.bundle import check_classes as _check_classes
+from tlkeras.core.bundle import check_nonempty as _check_nonempty
+from tlkeras.core.bundle import pick as _pick
+from tlkeras.core.bundle import stratified_split as _stratified_split
+from tlkeras.core.bundle import take as _take
 from tlkeras.core.cache import (
     check_disk_space,
     default_cache_dir,
@@ -34,7 +39,7 @@ from tlkeras.core.cache import (
     memory_budget,
     store_key,
 )
-from tlkeras.core.paths import check_class_names, read_csv_rows, resolve_inside
+from tlkeras.core.paths import read_csv_rows, resolve_inside
 from tlkeras.core.stream import encode_labels, image_batches, make_dataset  # noqa: F401  (public here)
 from tlkeras.errors import TLKerasError
 
@@ -51,60 +56,7 @@ __all__ = [
     "worker_shard",
 ]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 _SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test",)}
-
-
-@dataclass
-class Split:
-    """One split: images ``x`` (uint8, N x S x S x 3), labels ``y`` and where they came from.
-
-    ``y`` is int class indices (softmax), a multi-hot float matrix (sigmoid) or float targets
-    (regression). ``x`` is in memory or a read-only ``np.memmap`` (see :mod:`tlkeras.core.cache`);
-    ``shard`` is ``(index, count)`` when this process holds only its worker's share of the split.
-    """
-
-    x: np.ndarray
-    y: np.ndarray
-    paths: list[str] = field(default_factory=list)
-    shard: tuple[int, int] | None = None
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-
-@dataclass
-class DataBundle:
-    """Images and labels of a task, split three ways.
-
-    Attributes:
-        train, val, test: the splits (``test`` may be None when the source has none).
-        class_names: class names (softmax/sigmoid) or target names (regression).
-        head: ``softmax``, ``sigmoid`` or ``regression``.
-        image_size: the square size every image was resized to.
-        skipped: paths of unreadable images that were skipped.
-        source: a description of where the data came from.
-        cache: where the decoded images live and why (``memory: ...`` or ``disk: ...``).
-    """
-
-    train: Split
-    val: Split
-    test: Split | None
-    class_names: list[str]
-    head: str = "softmax"
-    image_size: int = 224
-    skipped: list[str] = field(default_factory=list)
-    source: str = ""
-    cache: str = "memory"
-
-    @property
-    def num_outputs(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def eval_split(self) -> tuple[str, Split]:
-        """The split final metrics are reported on: test if there is one, else val."""
-        return ("test", self.test) if self.test is not None and len(self.test) else ("val", self.val)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,34 +212,6 @@ def _find_split_dirs(root: Path) -> dict[str, Path]:
     return found
 
 
-def _stratified_split(labels: np.ndarray, config: DataConfig, seed: int, stratify: bool):
-    """Returns index arrays (train, val, test), stratified by class and seeded."""
-    from sklearn.model_selection import train_test_split
-
-    index = np.arange(len(labels))
-    strat = labels if stratify else None
-    held = config.val_fraction + config.test_fraction
-    if held == 0:
-        return index, index[:0], index[:0]
-    try:
-        train_idx, rest = train_test_split(index, test_size=held, random_state=seed, stratify=strat)
-        if config.test_fraction == 0:
-            return train_idx, rest, index[:0]
-        if config.val_fraction == 0:
-            return train_idx, index[:0], rest
-        val_idx, test_idx = train_test_split(
-            rest, test_size=config.test_fraction / held, random_state=seed,
-            stratify=None if strat is None else labels[rest],
-        )
-    except ValueError:
-        counts = np.bincount(labels) if stratify else [len(labels)]
-        raise TLKerasError(
-            f"too few images to split into train/val/test (smallest class has {int(np.min(counts))}); "
-            f"add images, lower --val-fraction/--test-fraction, or provide train/ val/ test/ folders"
-        ) from None
-    return np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
-
-
 def _load_folder(root: Path, config: DataConfig, size: int, head: str, seed: int, shard=None) -> DataBundle:
     if head != "softmax":
         raise TLKerasError(
@@ -334,39 +258,6 @@ def _load_folder(root: Path, config: DataConfig, size: int, head: str, seed: int
     return bundle
 
 
-def _check_classes(class_names: list[str], where) -> None:
-    check_class_names(class_names, where)  # they become lines of labels.txt
-    if len(class_names) < 2:
-        raise TLKerasError(
-            f"{where} has only one class ({class_names[0]!r}); a classifier needs at least two "
-            f"class folders"
-        )
-
-
-def _check_nonempty(bundle: DataBundle) -> None:
-    if len(bundle.train) == 0:
-        raise TLKerasError(f"no readable training images in {bundle.source}")
-    if len(bundle.val) == 0:
-        raise TLKerasError(
-            f"no validation images in {bundle.source}; add a val/ folder or set --val-fraction > 0"
-        )
-    if bundle.head == "softmax":
-        missing = sorted(set(range(bundle.num_outputs)) - set(bundle.train.y.tolist()))
-        if missing:
-            names = [bundle.class_names[i] for i in missing]
-            raise TLKerasError(f"class(es) {names} have no readable training images; add images")
-
-
-def _take(split: Split, index: np.ndarray) -> Split:
-    return Split(split.x[index], split.y[index], [split.paths[i] for i in index] if split.paths else [])
-
-
-def _pick(part: tuple[list[str], np.ndarray], index: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """The rows ``index`` of a (paths, labels) file list."""
-    paths, labels = part
-    return [paths[i] for i in index], labels[index]
-
-
 def _bundle_from_parts(parts, config: DataConfig, size: int, head: str, class_names, source: str, shard, encoded=None) -> DataBundle:
     """Decodes split file lists (train sharded to this worker) into a DataBundle."""
     if shard is not None:
@@ -388,52 +279,11 @@ def _load_csv(path: Path, config: DataConfig, size: int, head: str, seed: int, s
     rows = read_csv_rows(path, ("path", "label"))  # UTF-8, size and column checks
     base = path.parent
     paths = [str(resolve_inside(base, r["path"] or "", source=path)) for r in rows]
-    raw = [(r["label"] or "").strip() for r in rows]
-    if any(not label for label in raw) and head != "sigmoid":
-        line = raw.index("") + 2
-        raise TLKerasError(f"CSV {path} line {line} has an empty label; fill it in or drop the row")
-    if head == "regression":
-        try:
-            values = [[float(v) for v in label.split(config.label_separator)] for label in raw]
-        except ValueError:
-            raise TLKerasError(f"CSV {path}: a regression head needs numeric labels") from None
-        width = {len(v) for v in values}
-        if len(width) != 1:
-            raise TLKerasError(f"CSV {path}: every row needs the same number of regression targets")
-        labels = np.array(values, np.float32)
-        class_names = [f"target_{i}" for i in range(labels.shape[1])] if labels.shape[1] > 1 else ["target"]
-        strat = None
-    elif head == "sigmoid":
-        tags = [[t.strip() for t in label.split(config.label_separator) if t.strip()] for label in raw]
-        class_names = sorted({t for ts in tags for t in ts})
-        if not class_names:
-            raise TLKerasError(f"CSV {path} has no labels")
-        check_class_names(class_names, path)
-        lookup = {c: i for i, c in enumerate(class_names)}
-        labels = np.zeros((len(tags), len(class_names)), np.float32)
-        for i, ts in enumerate(tags):
-            labels[i, [lookup[t] for t in ts]] = 1.0
-        strat = None
-    else:
-        class_names = sorted(set(raw))
-        _check_classes(class_names, path)
-        lookup = {c: i for i, c in enumerate(class_names)}
-        labels = np.array([lookup[c] for c in raw], np.int64)
-        strat = labels
+    labels, class_names, strat = csv_labels(rows, path, config, head)
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing and config.on_corrupt == "error":
         raise TLKerasError(f"CSV {path} lists {len(missing)} missing file(s), first: {missing[0]}")
-    splits = [(r.get("split") or "").strip().lower() for r in rows]
-    if any(splits):
-        unknown = sorted(set(splits) - {"train", "val", "test"})
-        if unknown:
-            raise TLKerasError(f"CSV {path}: unknown split value(s) {unknown}; use train, val or test")
-        pick = lambda name: np.array([i for i, s in enumerate(splits) if s == name], np.int64)  # noqa: E731
-        tr, va, te = pick("train"), pick("val"), pick("test")
-    else:
-        tr, va, te = _stratified_split(
-            strat if strat is not None else np.zeros(len(paths), np.int64), config, seed, strat is not None
-        )
+    tr, va, te = csv_split_index(rows, path, strat, config, seed)
     parts = {"train": _pick((paths, labels), tr), "val": _pick((paths, labels), va)}
     if len(te):
         parts["test"] = _pick((paths, labels), te)
@@ -581,6 +431,9 @@ def load_data(
 ) -> DataBundle:
     """Loads ``config.source`` at ``image_size`` pixels, decoded once into memory or a disk store.
 
+    Text sources (see ``DataConfig.modality``) go to :func:`tlkeras.core.text.data.load_text_data`
+    and ignore ``image_size``.
+
     Args:
         config: the source and its options; ``cache_memory`` is the memory budget of the decoded
             images (``auto``: a quarter of the available RAM, at most 1 GiB), beyond which they go
@@ -603,6 +456,12 @@ def load_data(
     source = config.source
     if source is None:
         raise TLKerasError("no data source given; pass --data <folder|file.csv|tfds:name>")
+    from tlkeras.core.text.data import detect_modality, load_text_data
+
+    if detect_modality(config) == "text":
+        if shard is not None:
+            raise TLKerasError("multi-worker training reads image shards only; train text on one worker (texts fit in memory)")
+        return load_text_data(config, head, seed)
     if str(source).startswith("tfds:"):
         return _load_tfds(str(source)[5:], config, image_size, head, seed, shard)
     path = Path(source).expanduser()

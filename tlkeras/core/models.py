@@ -17,6 +17,7 @@ from tlkeras.errors import TLKerasError
 
 __all__ = [
     "build_model",
+    "build_text_classifier",
     "check_model_config",
     "resolve_image_size",
     "backbone_layers",
@@ -79,9 +80,10 @@ def head_dropout(config: ModelConfig) -> float:
     """``config.dropout``, or the backbone family's recipe default when it is unset (None)."""
     if config.dropout is not None:
         return float(config.dropout)
-    from tlkeras.core.backbones import recipe_for
+    from tlkeras.core.backbones import get_backbone, recipe_for
 
-    return float(recipe_for(config.backbone).dropout)
+    text = not config.backbone.startswith(HUB_PREFIX) and get_backbone(config.backbone).modality == "text"
+    return float(recipe_for(config.backbone, "text" if text else "image").dropout)
 
 
 def _output_layers(config: ModelConfig, num_outputs: int):
@@ -153,6 +155,19 @@ def build_model(config: ModelConfig, num_outputs: int, image_size: int | None = 
     model = keras.Model(inputs, y, name=name)
     freeze_backbone(model)
     return model
+
+
+def build_text_classifier(config: ModelConfig, num_outputs: int, train_texts, sequence_length: int | None, *, seed: int = 42) -> keras.Model:
+    """Builds a text encoder (tokenizer inside) and the same new head as :func:`build_model`.
+
+    See :func:`tlkeras.core.text.encoders.build_text_model`: raw strings in, the encoder frozen.
+    """
+    from tlkeras.core.text.encoders import build_text_model
+
+    config.validate()
+    if num_outputs < 1:
+        raise TLKerasError("the head needs at least one output")
+    return build_text_model(config, num_outputs, train_texts, sequence_length, seed=seed, head_layers=_output_layers)
 
 
 # ---------------------------------------------------------------------------------------------

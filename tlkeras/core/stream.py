@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from tlkeras.core.bundle import is_text
 from tlkeras.core.cache import is_disk_backed, read_rows
 from tlkeras.errors import TLKerasError
 
@@ -44,6 +45,9 @@ def _loader(x: np.ndarray):
     """A TensorFlow function: a batch of indices -> the float32 images of ``x`` at them."""
     from tlkeras._backend import tf
 
+    if is_text(x):  # texts: a string tensor gathered by index (the model tokenizes them)
+        texts = tf.constant([str(t) for t in x], dtype=tf.string)
+        return lambda index: tf.gather(texts, index)
     rows = row_reader(x)
     shape = tuple(int(s) for s in x.shape[1:])
 
@@ -56,13 +60,16 @@ def _loader(x: np.ndarray):
 
 
 def image_batches(x: np.ndarray, batch_size: int):
-    """A tf.data pipeline of float32 batches of the uint8 images ``x``, in order, prefetched.
+    """A tf.data pipeline of float32 batches of the uint8 images ``x``, in order, prefetched
+    (of string batches when ``x`` holds texts).
 
     Use it instead of ``from_tensor_slices(x)`` wherever ``x`` may be a disk store (prediction,
     feature extraction): memory holds a few batches, not a float copy of ``x``.
     """
     from tlkeras._backend import tf
 
+    if is_text(x):
+        return tf.data.Dataset.from_tensor_slices(tf.constant([str(t) for t in x], dtype=tf.string)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
     if not is_disk_backed(x):
         x = np.asarray(x)
         ds = tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
@@ -136,7 +143,7 @@ def make_dataset(
     ds = indexed_batches(split.x, batch_size, extras=(targets,), shuffle=shuffle, seed=seed)
     from tlkeras.core.augment import augmenter
 
-    aug = augmenter(augment, seed)
+    aug = None if is_text(split.x) else augmenter(augment, seed)  # augmentation presets are image transforms
     if aug is not None:
         ds = ds.map(lambda x, y: (tf.clip_by_value(aug(x, training=True), 0.0, 255.0), y), num_parallel_calls=tf.data.AUTOTUNE)
     if shard_count(split) > 1:

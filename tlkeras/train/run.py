@@ -24,9 +24,10 @@ from tlkeras.core.backbones import apply_recipe_defaults
 from tlkeras.core.calibration import calibrate_model
 from tlkeras.core.data import DataBundle, load_data, worker_shard
 from tlkeras.core.metrics import evaluate_model
-from tlkeras.core.models import build_model, check_model_config, trainable_backbone_layers
+from tlkeras.core.models import build_model, build_text_classifier, check_model_config, trainable_backbone_layers
 from tlkeras.core.plots import write_reports
 from tlkeras.core.stream import shard_count
+from tlkeras.core.text.data import detect_modality
 from tlkeras.core.versions import versions
 from tlkeras.errors import TLKerasError
 from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, directory_lock, ensure_unlocked, write_json
@@ -152,7 +153,8 @@ def train_model(
     keras.utils.set_random_seed(config.seed)
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    size = check_model_config(config.model, config.data.image_size if data is None else data.image_size)
+    text = data.modality == "text" if data is not None else (config.data.source is not None and detect_modality(config.data) == "text")
+    size = check_text_config(config) if text else check_model_config(config.model, config.data.image_size if data is None else data.image_size)
     # Before any TensorFlow op runs (load_data decodes with tf.data): MultiWorkerMirroredStrategy
     # must configure collective ops at program start.
     strategy = select_strategy(config.train.distribute)
@@ -163,7 +165,10 @@ def train_model(
         data = load_data(config.data, size, config.model.head, config.seed, shard=shard)
     elif data.head != config.model.head:
         raise TLKerasError(f"the data is labelled for a {data.head} head but model.head is {config.model.head}")
-    config.data.image_size = size
+    if text:
+        config.data.modality, config.data.augment, config.data.sequence_length = "text", "off", size
+    else:
+        config.data.image_size = size
     per_class = data.num_outputs if data.head == "softmax" else None
     workers = shard_count(data.train)
     train_count = len(data.train) * workers
@@ -175,7 +180,12 @@ def train_model(
     with precision_policy(config.train.mixed_precision):
         if model is None:
             with strategy.scope():
-                model = build_model(config.model, data.num_outputs, size)
+                if text:
+                    model = build_text_classifier(config.model, data.num_outputs, list(data.train.x), size, seed=config.seed)
+                else:
+                    model = build_model(config.model, data.num_outputs, size)
+        if text:
+            data.text_stats.update(text_summary(model, data, config))
         with stage.open(config) as run_dir, _worker_scratch(write and not chief, stage, resume) as scratch:
             log_dir = run_dir / "logs" if run_dir else None
             # Checkpoint writes run collective ops under MultiWorkerMirroredStrategy, so every
@@ -203,6 +213,7 @@ def train_model(
                     "source": data.source, "train": train_count, "val": len(data.val), "workers": workers,
                     "test": len(data.test) if data.test is not None else 0, "skipped": data.skipped,
                 },
+                "modality": data.modality,
                 "feature_cache": uses_feature_cache(config),
                 "trainable_backbone_layers": trainable_backbone_layers(model),
                 "resumed": resume,
@@ -210,6 +221,8 @@ def train_model(
                 "selection": fitted.selection,
                 "timings": timings,
             }
+            if text:
+                info["text"] = data.text_stats
             if fitted.lr_finder is not None:
                 info["lr_finder"] = fitted.lr_finder
             metrics["timings"] = timings
@@ -234,6 +247,41 @@ def train_model(
                 scratch.mkdir(parents=True, exist_ok=True)
                 model.save(scratch / "model.keras")
     return TrainResult(model, history, metrics, timings, stage.final if write and chief else None, config, info, data)
+
+
+def check_text_config(config: RunConfig) -> int:
+    """Cheap checks of a text run before any data is read; returns the sequence length.
+
+    Raises:
+        TLKerasError: an image backbone for text, a missing word-vectors file or hub directory.
+    """
+    from tlkeras.core.text.encoders import resolve_text_encoder
+
+    config.model.validate()
+    encoder = resolve_text_encoder(config.model)
+    vectors = config.model.word_vectors
+    if vectors and not Path(vectors).expanduser().is_file():
+        raise TLKerasError(f"word vectors file {vectors} does not exist; pass a GloVe / word2vec / fastText text file, or leave --word-vectors out")
+    return int(config.data.sequence_length or encoder.default_length)
+
+
+def text_summary(model, data: DataBundle, config: RunConfig) -> dict[str, Any]:
+    """What a text run reports about its inputs: truncated texts per split, word-vector coverage.
+
+    Side effect: prints one line when texts are truncated (when ``train.verbose``).
+    """
+    from tlkeras.core.text.encoders import count_truncated, word_vector_coverage
+
+    length = config.data.sequence_length
+    truncated = {name: count_truncated(model, list(split.x)) for name, split in (("train", data.train), ("val", data.val), ("test", data.test)) if split is not None}
+    summary: dict[str, Any] = {"sequence_length": length, "truncated": truncated}
+    coverage = word_vector_coverage(model, config.model)
+    if coverage:
+        summary["vocabulary"] = coverage
+    if any(truncated.values()) and config.train.verbose:
+        counts = ", ".join(f"{k} {v}" for k, v in truncated.items() if v)
+        print(f"texts longer than the sequence length ({length} tokens) are truncated: {counts}; raise --sequence-length to keep more", flush=True)
+    return summary
 
 
 def _calibrate(model, data: DataBundle, config: RunConfig) -> dict[str, Any] | None:
