@@ -267,7 +267,8 @@ def export_model(
     name = name or output_dir.name
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise TLKerasError(f"the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; export needs one of each")
-    size = int(model.inputs[0].shape[1])
+    text = model.inputs[0].dtype == "string"
+    size = None if text else int(model.inputs[0].shape[1])
     head = data.head
     class_names = list(data.class_names)
     outputs = int(model.outputs[0].shape[-1])
@@ -542,10 +543,11 @@ def load_run_for_export(run_dir: str | os.PathLike, data_source: str | None = No
     model = load_run_model(run_dir)
     config = load_config(run_dir / "config.yaml")
     labels = read_labels(run_dir)
-    size = int(model.inputs[0].shape[1])
+    text = model.inputs[0].dtype == "string"
+    size = None if text else int(model.inputs[0].shape[1])
     if data_source is not None:
         config.data.source = data_source
-    if config.data.source is None:
+    if config.data.source is None and not text:
         bundle = _demo_bundle(config, size, run_dir)
     else:
         bundle = load_data(config.data, size, config.model.head, config.seed)
@@ -605,6 +607,11 @@ def export_run(
             calibration = json.loads((run_dir / "calibration.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise TLKerasError(f"{run_dir / 'calibration.json'} is not readable JSON ({exc}); recalibrate the run or remove the file") from None
+    if bundle.modality == "text":
+        from tlkeras.export.text import export_text_model
+
+        return export_text_model(model, bundle, target, options, name=run_dir.resolve().name, source_run=source, calibration=calibration,
+                                 progress=progress)
     return export_model(model, bundle, target, options, name=run_dir.resolve().name, source_run=source, calibration=calibration,
                         progress=progress)
 

@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
 
+from tlkeras.core.bundle import is_text
 from tlkeras.core.data import Split
 from tlkeras.errors import TLKerasError
 from tlkeras.report import figures
@@ -58,7 +59,8 @@ class Examples:
     """The evaluated split's images with the model's outputs, for thumbnails and the gallery.
 
     Attributes:
-        images: N x S x S x 3 uint8 images the model saw.
+        images: N x S x S x 3 uint8 images the model saw, or N texts (a 1-D object array of
+            ``str``: the gallery then quotes the misclassified texts).
         y_true: N integer labels.
         probs: N x K softmax outputs.
         paths: where each image came from (optional; shown under gallery images).
@@ -80,6 +82,10 @@ class Examples:
     @property
     def predicted(self) -> np.ndarray:
         return self.probs.argmax(axis=1)
+
+    @property
+    def is_text(self) -> bool:
+        return is_text(np.asarray(self.images))
 
 
 def examples_from(model, split: Split, split_name: str = "test", batch_size: int = 64) -> Examples:
@@ -191,7 +197,7 @@ def _confusion(matrix, names: Sequence[str], split: str) -> dict:
 
 
 def _resolve_overlays(examples: Examples, indices: list[int], overlays: Overlays) -> tuple[dict[int, np.ndarray], str | None]:
-    if overlays is None or not indices:
+    if overlays is None or not indices or examples.is_text:
         return {}, None
     if callable(overlays):
         try:
@@ -210,18 +216,26 @@ def _gallery(examples: Examples, names: Sequence[str], overlays: Overlays, top: 
         p = int(examples.predicted[i])
         overlay = made.get(i)
         items.append({
-            "image": _b64(figures.image_png(examples.images[i])),
+            "text": _quote(examples.images[i]) if examples.is_text else None,
+            "image": None if examples.is_text else _b64(figures.image_png(examples.images[i])),
             "overlay": _b64(figures.image_png(overlay)) if overlay is not None else None,
             "true": names[int(examples.y_true[i])], "predicted": names[p], "score": f"{examples.probs[i, p]:.2f}",
             "name": Path(examples.paths[i]).name if i < len(examples.paths) and examples.paths[i] else "",
         })
     wrong = int((examples.predicted != examples.y_true).sum())
-    note = f"{wrong} of {len(examples.y_true)} images misclassified; the {len(items)} most confident mistakes are shown"
+    kind = "texts" if examples.is_text else "images"
+    note = f"{wrong} of {len(examples.y_true)} {kind} misclassified; the {len(items)} most confident mistakes are shown"
     if made:
         note += ", each beside its Grad-CAM overlay for the predicted class"
     if problem:
         note += f" ({problem})"
-    return {"split": examples.split, "entries": items, "note": note + "."}
+    return {"split": examples.split, "entries": items, "note": note + ".", "kind": kind}
+
+
+def _quote(text, limit: int = 400) -> str:
+    """A misclassified text for the gallery: whitespace collapsed, cut at ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _pairs(examples: Examples | None, matrix, names: Sequence[str], top: int = 5, thumbs: int = 6) -> list[dict]:
@@ -231,8 +245,11 @@ def _pairs(examples: Examples | None, matrix, names: Sequence[str], top: int = 5
         if examples is not None:
             idx = np.flatnonzero((examples.y_true == t) & (examples.predicted == p))
             idx = idx[np.argsort(-examples.probs[idx, p], kind="stable")][:thumbs]
+            if examples.is_text:
+                out.append({"true": names[t], "predicted": names[p], "count": count, "thumbs": [], "texts": [_quote(examples.images[i], 160) for i in idx[:3]]})
+                continue
             images = [_b64(figures.image_png(examples.images[i], 96)) for i in idx]
-        out.append({"true": names[t], "predicted": names[p], "count": count, "thumbs": images})
+        out.append({"true": names[t], "predicted": names[p], "count": count, "thumbs": images, "texts": []})
     return out
 
 

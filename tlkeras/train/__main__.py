@@ -73,9 +73,13 @@ def _main(argv: Sequence[str] | None) -> int:
     from tlkeras.core.backbones import get_backbone, list_backbones
 
     if args.list_backbones:
-        for name in list_backbones():
+        for name in list_backbones("image"):
             print(get_backbone(name).describe())
         print("hub:<handle-or-dir>: a TF-Hub feature-vector model (URL or local SavedModel directory)")
+        print("\ntext encoders (for text data: a CSV with a text column or folders of .txt files):")
+        for name in list_backbones("text"):
+            print(get_backbone(name).describe())
+        print("hub:<handle-or-dir> on text: a BERT-family encoder with --preprocess <its preprocessing model>, or a sentence encoder taking strings")
         return 0
     config = cli.config_from_args(args)  # takes the run-config flags, ignores the others
     if args.audit and not args.resume and config.data.source is not None:
@@ -124,7 +128,8 @@ def _write_report(run_dir, result=None) -> None:
 
         name, split = result.data.eval_split
         examples = examples_from(result.model, split, name, result.config.data.batch_size)
-        overlays = functools.partial(gradcam_overlays, result.model)
+        # Grad-CAM explains image models; a text run's gallery quotes its misclassified texts.
+        overlays = None if result.data.modality == "text" else functools.partial(gradcam_overlays, result.model)
     try:
         print(f"report: {write_run_report(run_dir, examples, overlays)}")
     except TLKerasError as exc:  # the run itself is complete; say why its page is missing

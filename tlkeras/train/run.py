@@ -146,6 +146,8 @@ def train_model(
     """
     t0 = time.perf_counter()
     chief = is_chief()
+    if not resume:
+        _text_default_encoder(config, data)
     stage = _Stage(config, write=write and chief, resume=resume)
     if resume:
         config = stage.stored_config()
@@ -247,6 +249,21 @@ def train_model(
                 scratch.mkdir(parents=True, exist_ok=True)
                 model.save(scratch / "model.keras")
     return TrainResult(model, history, metrics, timings, stage.final if write and chief else None, config, info, data)
+
+
+def _text_default_encoder(config: RunConfig, data: DataBundle | None) -> None:
+    """Text data with the image default backbone: the text default encoder instead, said in one line.
+
+    The dataclass default names an image backbone; a user who asked for an image backbone by
+    name on text gets an error from :func:`check_text_config` instead.
+    """
+    from tlkeras.config import ModelConfig
+
+    text = data.modality == "text" if data is not None else (config.data.source is not None and detect_modality(config.data) == "text")
+    if text and config.model.backbone == ModelConfig.backbone and str(config.model.weights) == ModelConfig.weights:
+        config.model.backbone = "word_embedding"
+        if config.train.verbose:
+            print("text data: the word_embedding encoder (the text default; --backbone picks another, e.g. small_bert or hub:<dir>)", flush=True)
 
 
 def check_text_config(config: RunConfig) -> int:

@@ -25,13 +25,13 @@ import numpy as np
 from tlkeras._backend import keras, tf
 from tlkeras.config import ModelConfig
 from tlkeras.core.backbones import HUB_URL_PREFIXES, get_backbone
-from tlkeras.core.text.tokenize import RegexTokenizer, build_vocabulary, token_counts
+from tlkeras.core.text.tokenize import DELIMITER, RegexTokenizer, build_vocabulary, text_ids, token_counts, vocabulary_index
 from tlkeras.core.text.vectors import embedding_matrix, read_word_vectors
 from tlkeras.errors import TLKerasError
 
 __all__ = [
     "TextEncoder", "resolve_text_encoder", "build_text_model", "text_kind", "tokenizer_layer", "ids_model",
-    "count_truncated", "WordBigrams", "MaskedAverage", "BertPreprocess", "TextHubEncoder", "DEFAULT_SEQUENCE_LENGTH",
+    "count_truncated", "WordBigrams", "WeightedAverage", "idf_weights", "BertPreprocess", "TextHubEncoder", "DEFAULT_SEQUENCE_LENGTH",
 ]
 
 DEFAULT_SEQUENCE_LENGTH = 128
@@ -176,20 +176,70 @@ class WordBigrams(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tlkeras")
-class MaskedAverage(keras.layers.Layer):
-    """The sum over pairs ``(embeddings, ids)`` of the embeddings' mean over positions with id > 0.
+class WeightedAverage(keras.layers.Layer):
+    """Pairs ``(embeddings, ids)`` -> one vector: the average of all their embeddings, each weighted
+    by its token's fixed weight (the training texts' inverse document frequency).
 
-    Padding never enters the average (MediaPipe's default model averages it in, one reason it
-    stays at chance on short texts); an empty text gives zeros.
+    ``sum_k sum_t w_k[id] e / sum_k sum_t w_k[id]``: padding, ``<START>`` and ``<UNKNOWN>`` weigh 0,
+    rare words more than frequent ones, as in TF-IDF with L1 normalization. Measured on
+    data/sentences with a logistic regression on these bag-of-words features: 0.845 test with the
+    idf weights against 0.809 for the plain average (benchmarks/text.md). The weights are
+    non-trainable; an empty text gives zeros.
+
+    Args:
+        sizes: the number of ids of each pair's vocabulary.
+        initial: the weights of each vocabulary (a freshly built model; a loaded one restores them).
     """
 
+    def __init__(self, sizes: Sequence[int], initial: Sequence[np.ndarray] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.sizes = [int(n) for n in sizes]
+        self._initial = initial
+        self.token_weights = [
+            self.add_weight(name=f"token_weights_{k}", shape=(n,), trainable=False,
+                            initializer=keras.initializers.Constant(initial[k]) if initial is not None else "ones")
+            for k, n in enumerate(self.sizes)
+        ]
+
     def call(self, inputs):
-        total = 0.0
-        for embeddings, ids in zip(inputs[0::2], inputs[1::2]):
-            mask = tf.cast(ids > 0, embeddings.dtype)[:, :, None]
-            count = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
-            total = total + tf.reduce_sum(embeddings * mask, axis=1) / count
-        return total
+        total, weight = 0.0, 0.0
+        for k, (embeddings, ids) in enumerate(zip(inputs[0::2], inputs[1::2])):
+            w = tf.gather(self.token_weights[k], ids)[:, :, None]
+            total = total + tf.reduce_sum(embeddings * w, axis=1)
+            weight = weight + tf.reduce_sum(w, axis=1)
+        return total / tf.maximum(weight, 1e-6)
+
+    def get_config(self):
+        return {**super().get_config(), "sizes": self.sizes}
+
+
+def bigram_ids(ids: np.ndarray, buckets: int) -> np.ndarray:
+    """:class:`WordBigrams` in NumPy (for the idf counts)."""
+    first, second = ids[..., :-1].astype(np.int64), ids[..., 1:].astype(np.int64)
+    return ((first * _BIGRAM_MULTIPLIER + second) % buckets + 1) * ((first > 0) & (second > 0))
+
+
+def idf_weights(vocabulary: Sequence[str], texts: Sequence[str], length: int, buckets: int, delimiter: str) -> list[np.ndarray]:
+    """Smoothed idf (``ln((1 + n) / (1 + df)) + 1``, scikit-learn's) of each word id and bigram
+    bucket over ``texts``; 0 for padding, ``<START>`` and ``<UNKNOWN>``."""
+    index = vocabulary_index(vocabulary)
+    ids = np.array([text_ids(t, index, length, delimiter) for t in texts], np.int64).reshape(len(texts), length)
+    n = len(texts)
+
+    def idf(rows: np.ndarray, size: int) -> np.ndarray:
+        df = np.zeros(size, np.float64)
+        for row in rows:
+            df[np.unique(row)] += 1
+        return (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)
+
+    words = idf(ids, len(vocabulary))
+    words[:3] = 0.0
+    out = [words]
+    if buckets:
+        pairs = idf(bigram_ids(ids, buckets), buckets + 1)
+        pairs[0] = 0.0
+        out.append(pairs)
+    return out
 
 
 def _hub_error(handle: str, what: str, exc: Exception) -> TLKerasError:
@@ -345,13 +395,16 @@ def _word_encoder(config: ModelConfig, text, train_texts: Sequence[str], length:
     matrix, _ = embedding_matrix(vocabulary, vectors, dim, seed)
     ids = RegexTokenizer(vocabulary, length, name="preprocess_tokenizer")(text)
     words = keras.layers.Embedding(len(vocabulary), dim, embeddings_initializer=keras.initializers.Constant(matrix), name="word_embedding")(ids)
-    parts = [words, ids]
-    if config.ngram_buckets:
-        bigram_ids = WordBigrams(int(config.ngram_buckets), name="word_bigrams")(ids)
-        # Zero at the start, so phase 1's probe sees the pretrained word average unchanged.
-        bigrams = keras.layers.Embedding(int(config.ngram_buckets) + 1, dim, embeddings_initializer="zeros", name="bigram_embedding")(bigram_ids)
-        parts += [bigrams, bigram_ids]
-    return MaskedAverage(name="head_pool")(parts)
+    parts, sizes = [words, ids], [len(vocabulary)]
+    buckets = int(config.ngram_buckets)
+    if buckets:
+        pair_ids = WordBigrams(buckets, name="word_bigrams")(ids)
+        # Zero at the start, so phase 1's probe sees the pretrained word vectors' average.
+        bigrams = keras.layers.Embedding(buckets + 1, dim, embeddings_initializer="zeros", name="bigram_embedding")(pair_ids)
+        parts += [bigrams, pair_ids]
+        sizes.append(buckets + 1)
+    weights = idf_weights(vocabulary, list(train_texts), length, buckets, DELIMITER)
+    return WeightedAverage(sizes, weights, name="head_pool")(parts)
 
 
 def word_vector_coverage(model, config: ModelConfig) -> dict | None:

@@ -1,0 +1,237 @@
+"""Text bundles: TFLite variants that MediaPipe Tasks' ``TextClassifier`` loads as they are.
+
+A text model takes raw strings in Keras; on a phone, MediaPipe tokenizes from the model's TFLite
+metadata and feeds int32 ids. So the exported graph is the model after its tokenizer
+(:func:`tlkeras.core.text.encoders.ids_model`) at batch 1 and the run's fixed sequence length:
+
+- word model: one input ``input_ids`` [1, L] with RegexTokenizer metadata (the vocabulary inside
+  the file), MediaPipe's average-word-embedding kind;
+- BERT family: ``input_word_ids``, ``input_mask``, ``input_type_ids`` [1, L] with BertTokenizer
+  metadata (the preprocessing model's wordpiece vocabulary inside the file).
+
+Each variant (float32, float16, dynamic-range int8) is verified three ways on the evaluation split:
+LiteRT on the ids the Keras tokenizer makes against Keras (accuracy drop, top-1 agreement);
+MediaPipe's ``TextClassifier`` on the raw texts against Keras (top-1 agreement, >= 99% required:
+this proves MediaPipe tokenizes as the model was trained); and the p50 latency per text on LiteRT
+with one thread. Sentence encoders that take raw strings need TensorFlow string ops that LiteRT's
+builtin ops lack, so they are refused with one line.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from tlkeras._backend import tf
+from tlkeras.core.bundle import DataBundle
+from tlkeras.core.litert import load_interpreter, time_invokes
+from tlkeras.core.metrics import predict
+from tlkeras.core.text.encoders import ids_model, text_kind, tokenizer_layer
+from tlkeras.core.versions import versions
+from tlkeras.errors import TLKerasError
+from tlkeras.export import text_metadata
+from tlkeras.export.convert import convert_variant
+from tlkeras.export.variants import VARIANTS
+
+__all__ = ["TEXT_VARIANTS", "export_text_model", "text_inputs", "run_text_model"]
+
+# Full-integer variants need integer activations for an embedding lookup and a representative set
+# of token ids; the float and dynamic-range variants already give the 4x smaller file for text.
+TEXT_VARIANTS = ("float32", "float16", "dynamic_range")
+BERT_INPUTS = ("input_word_ids", "input_mask", "input_type_ids")
+MEDIAPIPE_MIN_AGREEMENT = 0.99
+
+
+def text_inputs(model, texts) -> list[np.ndarray]:
+    """The int32 arrays the exported graph takes for ``texts``, made by the model's own tokenizer."""
+    layer = tokenizer_layer(model)
+    out = []
+    for start in range(0, len(texts), 256):
+        batch = layer(tf.constant([str(t) for t in texts[start:start + 256]]))
+        out.append([np.asarray(b, np.int32) for b in (batch if isinstance(batch, (list, tuple)) else [batch])])
+    return [np.concatenate(parts) for parts in zip(*out)]
+
+
+def run_text_model(content: bytes, inputs: list[np.ndarray], num_threads: int | None = None) -> np.ndarray:
+    """Runs a text variant on LiteRT one text at a time (batch 1, as apps do); returns N x K."""
+    interpreter = load_interpreter(content, num_threads)
+    details = interpreter.get_input_details()
+    order = _input_order(details, len(inputs))
+    out = interpreter.get_output_details()[0]
+    rows = []
+    for i in range(len(inputs[0])):
+        for detail, k in zip(details, order):
+            interpreter.set_tensor(detail["index"], inputs[k][i:i + 1])
+        interpreter.invoke()
+        rows.append(np.array(interpreter.get_tensor(out["index"])[0], np.float32))
+    return np.stack(rows) if rows else np.zeros((0, int(out["shape"][-1])), np.float32)
+
+
+def _input_order(details, count: int) -> list[int]:
+    """Which of our inputs (ids, mask, type ids) feeds each interpreter input, by tensor name."""
+    if count == 1:
+        return [0]
+    order = []
+    for detail in details:
+        name = detail["name"]
+        match = [k for k, key in enumerate(BERT_INPUTS) if key in name]
+        if len(match) != 1:
+            raise TLKerasError(f"internal error: cannot tell which BERT input the TFLite tensor {name} is")
+        order.append(match[0])
+    return order
+
+
+def _latency(content: bytes, inputs: list[np.ndarray], iterations: int = 200) -> dict[str, float]:
+    interpreter = load_interpreter(content, 1)
+    for detail, k in zip(interpreter.get_input_details(), _input_order(interpreter.get_input_details(), len(inputs))):
+        interpreter.set_tensor(detail["index"], inputs[k][:1])
+    time_invokes(interpreter, 20)
+    times = time_invokes(interpreter, iterations)
+    return {"p50_ms": float(np.percentile(times, 50)), "p90_ms": float(np.percentile(times, 90)), "threads": 1, "iterations": iterations}
+
+
+def _serving_model(model, kind: str, length: int, directory: Path) -> Path:
+    """Saves the ids-in part of ``model`` as a batch-1 SavedModel with named int32 inputs."""
+    graph = ids_model(model)
+    if kind == "word":
+        @tf.function(input_signature=[tf.TensorSpec([1, length], tf.int32, name="input_ids")])
+        def serve(input_ids):
+            return {"probabilities": graph(input_ids, training=False)}
+    else:
+        @tf.function(input_signature=[tf.TensorSpec([1, length], tf.int32, name=n) for n in BERT_INPUTS])
+        def serve(input_word_ids, input_mask, input_type_ids):
+            return {"probabilities": graph([input_word_ids, input_mask, input_type_ids], training=False)}
+    tf.saved_model.save(graph, str(directory), signatures={"serving_default": serve})
+    return directory
+
+
+def _with_metadata(content: bytes, model, kind: str, variant: str, name: str, class_names, threshold, source: dict) -> bytes:
+    common = dict(
+        class_names=list(class_names), name=f"{name} ({variant})", score_threshold=threshold,
+        description=(f"text classifier over {len(class_names)} classes exported by tlkeras ({VARIANTS[variant].description}); "
+                     f"the tokenizer runs from this metadata (MediaPipe TextClassifier)"),
+        version=f"tlkeras {versions().get('tlkeras', '?')}, {_dt.date.today().isoformat()}",
+        author=f"tlkeras run {source.get('name') or name}",
+    )
+    layer = tokenizer_layer(model)
+    if kind == "word":
+        return text_metadata.add_regex_metadata(content, vocab=list(layer.vocabulary), delimiter=layer.delimiter, **common)
+    vocab, lower = layer.vocabulary()
+    names = text_metadata.tflite_input_names(content)
+    pick = {key: next(n for n in names if key in n) for key in BERT_INPUTS}
+    return text_metadata.add_bert_metadata(content, vocab=vocab, lower_case=lower, ids_name=pick["input_word_ids"],
+                                           mask_name=pick["input_mask"], segment_name=pick["input_type_ids"], **common)
+
+
+def export_text_model(model, bundle: DataBundle, output_dir: Path, options, *, name: str, source_run: dict[str, Any] | None = None,
+                      calibration: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None):
+    """Exports a text run's model as a verified bundle of TFLite variants with MediaPipe metadata.
+
+    Args:
+        model: a text model from :func:`tlkeras.core.models.build_text_classifier` (raw strings in).
+        bundle: the data; the evaluation split (test, else val) verifies every variant.
+        options: :class:`tlkeras.export.bundle.ExportOptions`; only the text variants of
+            ``variants`` are made (the image default means all three), ``max_drop``,
+            ``metadata``, ``verify_mediapipe`` and ``overwrite`` apply.
+
+    Returns:
+        An :class:`tlkeras.export.bundle.ExportResult`.
+
+    Raises:
+        TLKerasError: a sentence encoder (string ops LiteRT lacks), a full-integer variant asked
+            for, a model that does not convert with builtin ops, mediapipe missing with
+            ``metadata=on``. ExportCheckError (exit 3) after writing, when a variant drops more
+            than ``max_drop`` or MediaPipe disagrees, unless ``allow_drop``.
+
+    Side effects: writes ``output_dir`` atomically (staged in a hidden sibling, then renamed).
+    """
+    from tlkeras.export.bundle import ExportCheckError, ExportResult, _compare, _primary, _unknown_threshold
+    from tlkeras.runs import atomic_write_bytes, atomic_write_text, staged_directory, write_json
+
+    say = progress or (lambda line: None)
+    kind = text_kind(model)
+    if kind == "sentence":
+        raise TLKerasError(
+            "this run's sentence encoder takes raw strings through TensorFlow string ops that LiteRT's builtin ops (and MediaPipe's "
+            "TextClassifier) cannot run; use its SavedModel on a server, or train --backbone word_embedding or a BERT-family encoder for phones"
+        )
+    if kind not in ("word", "bert"):
+        raise TLKerasError("internal error: export_text_model got an image model")
+    asked = tuple(options.variants)
+    variants = TEXT_VARIANTS if set(asked) == set(VARIANTS) else asked
+    unsupported = [v for v in variants if v not in TEXT_VARIANTS]
+    if unsupported:
+        raise TLKerasError(f"text bundles have the variants {', '.join(TEXT_VARIANTS)}; {', '.join(unsupported)} is image-only: pass --quantize {','.join(TEXT_VARIANTS)}")
+    use_metadata = options.metadata == "on" or (options.metadata == "auto" and text_metadata.available())
+    if options.metadata == "on" and not text_metadata.available():
+        raise TLKerasError("--metadata on needs the mediapipe package (pip install mediapipe) for its metadata writers")
+    layer = tokenizer_layer(model)
+    length = int(layer.sequence_length)
+    split_name, split = bundle.eval_split
+    texts = [str(t) for t in split.x]
+    keras_out = predict(model, split.x, 64)
+    from tlkeras.core.metrics import compute_metrics
+
+    keras_metrics = compute_metrics(split.y, keras_out, bundle.class_names, bundle.head)
+    key = _primary(bundle.head)
+    inputs = text_inputs(model, texts)
+    threshold = _unknown_threshold(calibration)
+    meta: dict[str, Any] = {
+        "format_version": 1, "modality": "text", "name": name, "source_run": source_run or {},
+        "task": {"head": bundle.head, "class_names": list(bundle.class_names), "unknown_threshold": threshold},
+        "input": {
+            "kind": "average_word_embedding" if kind == "word" else "bert", "sequence_length": length, "dtype": "int32", "batch": 1,
+            "tensors": ["input_ids"] if kind == "word" else list(BERT_INPUTS),
+            "tokenizer": ({"type": "regex", "delimiter": layer.delimiter, "vocabulary": "vocab.txt", "lower_case": "ascii",
+                           "start_token": "<START>", "pad_id": 0, "unknown_id": 2} if kind == "word" else {"type": "bert_wordpiece", "vocabulary": "vocab.txt"}),
+        },
+        "evaluation": {"split": split_name, "count": len(texts), "primary_metric": key, "keras": {k: keras_metrics[k] for k in (key, "count") if k in keras_metrics}},
+        "variants": {}, "verified_on": {},
+    }
+    failed: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="tlkeras-export-") as work, staged_directory(output_dir, overwrite=options.overwrite) as stage:
+        say(f"saving the ids-in graph ({kind}, sequence length {length})")
+        saved = _serving_model(model, kind, length, Path(work) / "serving")
+        for variant in variants:
+            say(f"{variant}: converting")
+            content = convert_variant(saved, variant)
+            if use_metadata:
+                content = _with_metadata(content, model, kind, variant, name, bundle.class_names, threshold, source_run or {})
+            out = run_text_model(content, inputs)
+            metrics = _compare(split.y, keras_out, out, bundle.class_names, bundle.head, keras_metrics)
+            entry: dict[str, Any] = {"file": f"model_{variant}.tflite", "bytes": len(content), "description": VARIANTS[variant].description,
+                                     "metrics": metrics, "latency": _latency(content, inputs), "verified_on": ["litert"]}
+            entry["within_threshold"] = metrics["drop_points"] <= options.max_drop
+            if not entry["within_threshold"]:
+                failed[variant] = f"drops {metrics['drop_points']:.2f} points (max {options.max_drop})"
+            if use_metadata and options.verify_mediapipe and bundle.head == "softmax":
+                check = text_metadata.verify_mediapipe_text(content, texts, keras_out, list(bundle.class_names))
+                entry["mediapipe"] = check
+                if check.get("loaded") and (check.get("agreement") or 0.0) >= MEDIAPIPE_MIN_AGREEMENT:
+                    entry["verified_on"].append("mediapipe-text")
+                else:
+                    failed[variant] = f"MediaPipe TextClassifier: {check.get('error') or 'top-1 agreement %.3f' % (check.get('agreement') or 0.0)}"
+                    entry["within_threshold"] = False
+            say(f"{variant}: {len(content) / 1024:.0f} KB, {key} {metrics.get(key, float('nan')):.3f}, agreement {metrics['agreement']:.3f}"
+                + (f", MediaPipe agreement {entry['mediapipe'].get('agreement')}" if "mediapipe" in entry else ""))
+            atomic_write_bytes(stage / entry["file"], content)
+            meta["variants"][variant] = entry
+            meta["verified_on"][variant] = entry["verified_on"]
+        if "float32" in meta["variants"]:
+            base = meta["variants"]["float32"]["bytes"]
+            for entry in meta["variants"].values():
+                entry["size_vs_float32"] = entry["bytes"] / base
+        vocab = list(layer.vocabulary) if kind == "word" else layer.vocabulary()[0]
+        atomic_write_text(stage / "vocab.txt", "\n".join(vocab) + "\n")
+        atomic_write_text(stage / "labels.txt", "\n".join(bundle.class_names) + "\n")
+        meta["recommended"] = "dynamic_range" if "dynamic_range" in meta["variants"] and "dynamic_range" not in failed else next(iter(meta["variants"]))
+        write_json(stage / "metadata.json", meta)
+    result = ExportResult(Path(output_dir), meta, failed)
+    if failed and not options.allow_drop:
+        first = next(iter(failed.items()))
+        raise ExportCheckError(f"variant {first[0]} {first[1]}; the bundle is in {output_dir}; pass --allow-drop to accept it", result)
+    return result
