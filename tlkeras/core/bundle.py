@@ -106,8 +106,8 @@ def stratified_split(labels: np.ndarray, config: DataConfig, seed: int, stratify
     except ValueError:
         counts = np.bincount(labels) if stratify else [len(labels)]
         raise TLKerasError(
-            f"too few images to split into train/val/test (smallest class has {int(np.min(counts))}); "
-            f"add images, lower --val-fraction/--test-fraction, or provide train/ val/ test/ folders"
+            f"too few examples to split into train/val/test (smallest class has {int(np.min(counts))}); "
+            f"add examples, lower --val-fraction/--test-fraction, or provide train/ val/ test/ folders"
         ) from None
     return np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
 
@@ -122,17 +122,18 @@ def check_classes(class_names: list[str], where) -> None:
 
 
 def check_nonempty(bundle: DataBundle) -> None:
+    what = "texts" if bundle.modality == "text" else "images"
     if len(bundle.train) == 0:
-        raise TLKerasError(f"no readable training images in {bundle.source}")
+        raise TLKerasError(f"no readable training {what} in {bundle.source}")
     if len(bundle.val) == 0:
         raise TLKerasError(
-            f"no validation images in {bundle.source}; add a val/ folder or set --val-fraction > 0"
+            f"no validation {what} in {bundle.source}; add a val/ folder or set --val-fraction > 0"
         )
     if bundle.head == "softmax":
         missing = sorted(set(range(bundle.num_outputs)) - set(bundle.train.y.tolist()))
         if missing:
             names = [bundle.class_names[i] for i in missing]
-            raise TLKerasError(f"class(es) {names} have no readable training images; add images")
+            raise TLKerasError(f"class(es) {names} have no readable training {what}; add {what}")
 
 
 def take(split: Split, index: np.ndarray) -> Split:

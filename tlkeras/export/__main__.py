@@ -50,7 +50,8 @@ def _table(result) -> str:
             f"{'—' if agreement is None else f'{agreement:.3f}'} | {m.get('drop_points', float('nan')):.2f} | {status} |"
         )
     keras_value = meta["evaluation"]["keras"].get(key)
-    lines.append(f"Keras {key} on {meta['evaluation']['split']} ({meta['evaluation']['count']} images): {keras_value:.3f}")
+    kind = "texts" if meta.get("modality") == "text" else "images"
+    lines.append(f"Keras {key} on {meta['evaluation']['split']} ({meta['evaluation']['count']} {kind}): {keras_value:.3f}")
     if meta.get("micro"):
         micro = meta["micro"]
         lines.append(f"micro: {'builtin int8 only' if micro['ok'] else 'NOT micro-ready: ' + micro['problems'][0]}; "

@@ -33,7 +33,7 @@ from tlkeras.core.metrics import predict
 from tlkeras.core.text.encoders import ids_model, text_kind, tokenizer_layer
 from tlkeras.core.versions import versions
 from tlkeras.errors import TLKerasError
-from tlkeras.export import text_metadata
+from tlkeras.export import text_metadata, tflite_metadata
 from tlkeras.export.convert import convert_variant
 from tlkeras.export.variants import VARIANTS
 
@@ -119,7 +119,9 @@ def _with_metadata(content: bytes, model, kind: str, variant: str, name: str, cl
     )
     layer = tokenizer_layer(model)
     if kind == "word":
-        return text_metadata.add_regex_metadata(content, vocab=list(layer.vocabulary), delimiter=layer.delimiter, **common)
+        # case_variants: the vocabulary file maps each word's Capitalized and UPPER-CASE forms to its
+        # id, exactly the table RegexTokenizer looks tokens up in (MediaPipe does not lower-case).
+        return text_metadata.add_regex_metadata(content, vocab=list(layer.vocabulary), delimiter=layer.delimiter, case_variants=True, **common)
     vocab, lower = layer.vocabulary()
     names = text_metadata.tflite_input_names(content)
     pick = {key: next(n for n in names if key in n) for key in BERT_INPUTS}
@@ -166,8 +168,8 @@ def export_text_model(model, bundle: DataBundle, output_dir: Path, options, *, n
     unsupported = [v for v in variants if v not in TEXT_VARIANTS]
     if unsupported:
         raise TLKerasError(f"text bundles have the variants {', '.join(TEXT_VARIANTS)}; {', '.join(unsupported)} is image-only: pass --quantize {','.join(TEXT_VARIANTS)}")
-    use_metadata = options.metadata == "on" or (options.metadata == "auto" and text_metadata.available())
-    if options.metadata == "on" and not text_metadata.available():
+    use_metadata = options.metadata == "on" or (options.metadata == "auto" and tflite_metadata.available())
+    if options.metadata == "on" and not tflite_metadata.available():
         raise TLKerasError("--metadata on needs the mediapipe package (pip install mediapipe) for its metadata writers")
     layer = tokenizer_layer(model)
     length = int(layer.sequence_length)
@@ -181,7 +183,8 @@ def export_text_model(model, bundle: DataBundle, output_dir: Path, options, *, n
     inputs = text_inputs(model, texts)
     threshold = _unknown_threshold(calibration)
     meta: dict[str, Any] = {
-        "format_version": 1, "modality": "text", "name": name, "source_run": source_run or {},
+        "format": "tlkeras-bundle", "format_version": 1, "modality": "text", "name": name, "source_run": source_run or {},
+        "versions": versions(), "unknown_threshold": threshold,
         "task": {"head": bundle.head, "class_names": list(bundle.class_names), "unknown_threshold": threshold},
         "input": {
             "kind": "average_word_embedding" if kind == "word" else "bert", "sequence_length": length, "dtype": "int32", "batch": 1,
@@ -228,6 +231,7 @@ def export_text_model(model, bundle: DataBundle, output_dir: Path, options, *, n
         vocab = list(layer.vocabulary) if kind == "word" else layer.vocabulary()[0]
         atomic_write_text(stage / "vocab.txt", "\n".join(vocab) + "\n")
         atomic_write_text(stage / "labels.txt", "\n".join(bundle.class_names) + "\n")
+        meta["passed"] = not failed
         meta["recommended"] = "dynamic_range" if "dynamic_range" in meta["variants"] and "dynamic_range" not in failed else next(iter(meta["variants"]))
         write_json(stage / "metadata.json", meta)
     result = ExportResult(Path(output_dir), meta, failed)

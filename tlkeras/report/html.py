@@ -467,7 +467,8 @@ def bundle_report_html(bundle_dir: str | os.PathLike, *, benchmark: dict | None 
     cards.append({"label": "variants", "value": str(len(variants["rows"]))})
     context = {
         "title": title or f"Bundle {meta.get('name') or bundle_dir.resolve().name}",
-        "subtitle": f"{len(task.get('class_names', []))} classes · evaluated on {ev.get('split')} ({ev.get('count')} images) · "
+        "subtitle": f"{len(task.get('class_names', []))} classes · evaluated on {ev.get('split')} ({ev.get('count')} "
+                    f"{'texts' if meta.get('modality') == 'text' else 'images'}) · "
                     f"{'passed' if meta.get('passed') else 'some variants failed'}",
         "cards": cards,
         "notes": [f"Classes: {', '.join(task.get('class_names', []))}."],

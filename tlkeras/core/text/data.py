@@ -45,13 +45,14 @@ def clean_text(text: str) -> str:
     return unicodedata.normalize("NFC", str(text).replace("\r\n", "\n").replace("\r", "\n")).strip()
 
 
-def _has_files(folder: Path, extensions: tuple[str, ...], limit: int = 2000) -> bool:
+def _count_files(folder: Path, extensions: tuple[str, ...], limit: int = 2000) -> int:
+    """Files with ``extensions`` under ``folder`` (the first ``limit`` folders walked)."""
+    count = 0
     for i, (_, _, files) in enumerate(os.walk(folder)):
-        if any(f.lower().endswith(extensions) for f in files):
-            return True
+        count += sum(f.lower().endswith(extensions) for f in files)
         if i > limit:
             break
-    return False
+    return count
 
 
 def detect_modality(config: DataConfig) -> str:
@@ -77,10 +78,11 @@ def detect_modality(config: DataConfig) -> str:
             raise TLKerasError(f"CSV {path} has both a 'path' and a '{config.text_column}' column; pass --modality image or --modality text")
         return "text" if has_text else "image"
     if path.is_dir():
-        texts, images = _has_files(path, TEXT_EXTENSIONS), _has_files(path, IMAGE_EXTENSIONS)
-        if texts and images:
-            raise TLKerasError(f"{path} holds both images and .txt files; pass --modality image or --modality text")
-        return "text" if texts else "image"
+        texts, images = _count_files(path, TEXT_EXTENSIONS), _count_files(path, IMAGE_EXTENSIONS)
+        # A stray README.txt beside images is common: images win unless texts outnumber them.
+        if texts and images and texts >= images:
+            raise TLKerasError(f"{path} holds both images ({images}) and .txt files ({texts}); pass --modality image or --modality text")
+        return "text" if texts and not images else "image"
     return "image"
 
 
@@ -99,15 +101,15 @@ def _read_text_file(path: Path) -> str:
         raise DataError(f"{path} is not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from None
 
 
-def _keep_texts(texts: list[str | None], labels: np.ndarray, names: list[str], config: DataConfig, what: str):
-    """Drops empty texts (and files that could not be read: None); returns texts, labels, names, skipped."""
+def _keep_texts(texts: list, labels: np.ndarray, names: list[str], config: DataConfig, what: str):
+    """Drops empty texts (and files that could not be read: their DataError); returns texts, labels, names, skipped."""
     keep, skipped = [], []
     for i, text in enumerate(texts):
-        if text is None or not text:
-            reason = "unreadable" if text is None else "empty or whitespace only"
+        if isinstance(text, DataError) or not text:
             if config.on_corrupt == "error":
-                raise TLKerasError(f"{what}: {names[i]} is {reason}; fix or remove it (or --on-corrupt skip)")
-            skipped.append(f"{names[i]} ({reason})")
+                problem = str(text) if isinstance(text, DataError) else f"{names[i]} is empty or whitespace only; fix or remove it"
+                raise TLKerasError(f"{what}: {problem} (or --on-corrupt skip to leave it out)")
+            skipped.append(f"{names[i]} ({'unreadable' if isinstance(text, DataError) else 'empty'})")
         else:
             keep.append(i)
     index = np.array(keep, np.int64)
@@ -132,17 +134,18 @@ def _load_csv(path: Path, config: DataConfig, head: str, seed: int) -> DataBundl
     if any(r.get(column) is None for r in rows):
         line = next(i for i, r in enumerate(rows) if r.get(column) is None) + 2
         raise TLKerasError(f"CSV {path} line {line} has fewer fields than the header; fix the quoting of that row")
-    labels, class_names, strat = csv_labels(rows, path, config, head)
     texts = [clean_text(r[column]) for r in rows]
     names = [f"{path.name} line {i + 2}" for i in range(len(rows))]
+    # Empty texts go before the classes and the split are made: they are not examples.
+    texts, _, names, skipped = _keep_texts(texts, np.zeros(0), names, config, f"CSV {path}")
+    kept = set(names)
+    rows = [r for i, r in enumerate(rows) if f"{path.name} line {i + 2}" in kept]
+    if not rows:
+        raise TLKerasError(f"CSV {path} has no non-empty text in column {column!r}; fill it in or pass --text-column")
+    labels, class_names, strat = csv_labels(rows, path, config, head)
     tr, va, te = csv_split_index(rows, path, strat, config, seed)
-    parts, skipped = {}, []
-    for name, index in (("train", tr), ("val", va), ("test", te)):
-        if name == "test" and not len(index):
-            continue
-        kept = _keep_texts([texts[i] for i in index], labels[index], [names[i] for i in index], config, f"CSV {path}")
-        parts[name] = kept[:3]
-        skipped += kept[3]
+    parts = {name: ([texts[i] for i in index], labels[index], [names[i] for i in index])
+             for name, index in (("train", tr), ("val", va), ("test", te)) if name != "test" or len(index)}
     return _bundle(parts, class_names, head, str(path), skipped)
 
 
@@ -151,14 +154,14 @@ def _class_files(root: Path) -> dict[str, list[Path]]:
     return {c: sorted(p for p in (root / c).rglob("*") if p.is_file() and p.suffix.lower() in TEXT_EXTENSIONS) for c in classes}
 
 
-def _read_files(layout: dict[str, list[Path]], class_names: list[str]) -> tuple[list[str | None], np.ndarray, list[str]]:
+def _read_files(layout: dict[str, list[Path]], class_names: list[str]) -> tuple[list, np.ndarray, list[str]]:
     texts, labels, names = [], [], []
     for index, name in enumerate(class_names):
         for path in layout.get(name, []):
             try:
                 texts.append(clean_text(_read_text_file(path)))
-            except DataError:
-                texts.append(None)
+            except DataError as exc:
+                texts.append(exc)
             labels.append(index)
             names.append(str(path))
     return texts, np.array(labels, np.int64), names

@@ -163,7 +163,8 @@ class WordBigrams(keras.layers.Layer):
     """
 
     def __init__(self, buckets: int, **kwargs):
-        super().__init__(trainable=False, **kwargs)
+        kwargs["trainable"] = False
+        super().__init__(**kwargs)
         self.buckets = int(buckets)
 
     def call(self, ids):
