@@ -373,3 +373,28 @@ def test_text_bad_inputs_are_one_line_exit_2(text_world, capsys):
         assert code == 2, (case, err)
         assert len(err) == 1 and err[0].startswith("tlkeras.train: error: ") and needle in err[0], (case, err)
         assert not (text_world["d"] / "bad_out").exists(), case
+
+
+def test_the_word_probe_written_into_the_model_is_the_fitted_classifier(text_world):
+    """Phase 1 of the word model fits a logistic regression on vectors + bag of words; the model's own
+    graph (embedding columns, weighted average, head) must then give exactly its probabilities."""
+    from sklearn.metrics import log_loss
+
+    from tlkeras.config import DataConfig, ModelConfig
+    from tlkeras.core.data import load_data
+    from tlkeras.core.features import feature_store
+    from tlkeras.core.models import build_text_classifier, feature_extractor
+    from tlkeras.core.text.probe import bag_of_words, fit_word_probe
+
+    bundle = load_data(DataConfig(source=str(text_world["csv"])), 0)
+    config = ModelConfig(backbone="word_embedding", word_vectors=str(text_world["vectors"]), ngram_buckets=128, dropout=0.0)
+    model = build_text_classifier(config, 2, list(bundle.train.x), 16)
+    before = model.get_layer("word_embedding").get_weights()[0].copy()
+    feats = [feature_store(feature_extractor(model), split.x, 32) for split in (bundle.train, bundle.val)]
+    assert bag_of_words(model, ["good good", ""]).sum(axis=1).round(6).tolist() == [[1.0], [0.0]]
+    logs = fit_word_probe(model, bundle.train.x, bundle.train.y, bundle.val.x, bundle.val.y, feats[0], feats[1], 2, None)
+    probs = model.predict(bundle.val.x.astype(object), verbose=0)
+    assert abs(log_loss(bundle.val.y, probs, labels=[0, 1]) - logs["val_loss"][0]) < 1e-4
+    after = model.get_layer("word_embedding").get_weights()[0]
+    assert np.array_equal(after[:, :8], before[:, :8])  # the pretrained vectors are untouched
+    assert not np.allclose(after[:, 8:], 0)  # the bag-of-words columns hold the probe's coefficients

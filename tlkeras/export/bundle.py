@@ -27,7 +27,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,7 +36,7 @@ import numpy as np
 from tlkeras.core import litert
 from tlkeras.core.data import DataBundle
 from tlkeras.core.versions import versions
-from tlkeras.errors import ExportCheckFailed, TLKerasError
+from tlkeras.errors import TLKerasError
 from tlkeras.export import onnx_export, tflite_metadata
 from tlkeras.export.bias import _bias_corrected
 from tlkeras.export.card import _model_card
@@ -51,6 +51,8 @@ from tlkeras.export.convert import (
 )
 from tlkeras.export.guardrail import gate, guard_int8, latency_cost
 from tlkeras.export.micro import micro_export
+from tlkeras.export.result import ExportCheckError, ExportResult, compare_outputs, primary_metric, unknown_threshold
+from tlkeras.export.text import export_text_model
 from tlkeras.export.variants import DEFAULT_VARIANTS, VARIANTS, Variant, parse_variants
 
 BUNDLE_FORMAT_VERSION = 1
@@ -132,69 +134,8 @@ class ExportOptions:
         return self
 
 
-@dataclass
-class ExportResult:
-    """What :func:`export_model` wrote and measured.
-
-    Attributes:
-        bundle_dir: the bundle directory.
-        metadata: the content of metadata.json.
-        failed: variants whose drop exceeded ``max_drop`` or that LiteRT could not run, with why.
-        reports: quantization-report CSV paths by variant.
-    """
-
-    bundle_dir: Path
-    metadata: dict[str, Any]
-    failed: dict[str, str] = field(default_factory=dict)
-    reports: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failed
-
-    def variant_path(self, name: str) -> Path:
-        return self.bundle_dir / self.metadata["variants"][name]["file"]
-
-
-class ExportCheckError(ExportCheckFailed):
-    """A variant lost more than ``max_drop`` points (or did not run); the bundle was written.
-
-    ``result`` holds the :class:`ExportResult`; the CLI exits with code 3.
-    """
-
-    def __init__(self, message: str, result: ExportResult):
-        super().__init__(message, exit_code=3)
-        self.result = result
-
-
 # ---------------------------------------------------------------------------------------------
 # Evaluation
-
-
-def _primary(head: str) -> str:
-    return {"softmax": "accuracy", "sigmoid": "subset_accuracy"}.get(head, "mae")
-
-
-def _compare(y: np.ndarray, keras_out: np.ndarray, out: np.ndarray, class_names: list[str], head: str, keras_metrics: dict) -> dict[str, Any]:
-    from tlkeras.core.metrics import compute_metrics
-
-    metrics = compute_metrics(y, out, class_names, head)
-    key = _primary(head)
-    result: dict[str, Any] = {k: metrics[k] for k in ("accuracy", "subset_accuracy", "f1_macro", "f1_micro", "mae", "rmse", "count") if k in metrics}
-    if head == "softmax":
-        result["agreement"] = float(np.mean(out.argmax(1) == keras_out.argmax(1)))
-        result["drop_points"] = 100.0 * (keras_metrics[key] - metrics[key])
-    elif head == "sigmoid":
-        result["agreement"] = float(np.mean(np.all((out >= 0.5) == (keras_out >= 0.5), axis=1)))
-        result["drop_points"] = 100.0 * (keras_metrics[key] - metrics[key])
-    else:
-        base = max(keras_metrics[key], 1e-12)
-        result["agreement"] = None
-        result["drop_points"] = 100.0 * (metrics[key] - keras_metrics[key]) / base
-    result["max_abs_diff"] = float(np.max(np.abs(out - keras_out))) if len(out) else 0.0
-    if "confusion_matrix" in metrics:
-        result["confusion_matrix"] = metrics["confusion_matrix"]
-    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +216,7 @@ def export_model(
     if outputs != len(class_names):
         raise TLKerasError(f"the labels name {len(class_names)} classes but the model outputs {outputs} values; "
                            f"export with the labels.txt the model was trained with")
-    threshold = _unknown_threshold(calibration)
+    threshold = unknown_threshold(calibration)
     write_meta = options.metadata == "on" or (options.metadata == "auto" and tflite_metadata.available())
     if options.onnx and not onnx_export.available():
         raise TLKerasError(onnx_export._MISSING)
@@ -300,7 +241,7 @@ def export_model(
     say(f"Keras reference on {split_name} ({len(split)} images)")
     keras_out = predict(model, eval_x)
     keras_metrics = compute_metrics(split.y, keras_out, class_names, head)
-    key = _primary(head)
+    key = primary_metric(head)
 
     failed: dict[str, str] = {}
     reports: dict[str, Path] = {}
@@ -341,7 +282,7 @@ def export_model(
             entry["input"] = _io_meta(details["inputs"][0])
             entry["output"] = _io_meta(details["outputs"][0])
             out = litert.run_model(interpreter, eval_x)
-            metrics = _compare(split.y, keras_out, out, class_names, head, keras_metrics)
+            metrics = compare_outputs(split.y, keras_out, out, class_names, head, keras_metrics)
             entry["metrics"] = metrics
             entry["ops"] = litert.inspect_model(content).op_names
             entry["within_threshold"] = metrics["drop_points"] <= options.max_drop + 1e-9
@@ -354,7 +295,7 @@ def export_model(
                 float_bytes = variants_meta.get("float32", {}).get("bytes") or 4 * int(model.count_params())
 
                 def evaluate(candidate: bytes) -> dict[str, Any]:
-                    return _compare(split.y, keras_out, litert.run_model(candidate, eval_x, num_threads=os.cpu_count()),
+                    return compare_outputs(split.y, keras_out, litert.run_model(candidate, eval_x, num_threads=os.cpu_count()),
                                     class_names, head, keras_metrics)
 
                 guard = guard_int8(dbg, report_rows["int8"], evaluate, max_drop=options.max_drop, min_agreement=options.min_agreement,
@@ -368,7 +309,7 @@ def export_model(
                     if write_meta:
                         content = _with_metadata(content, name, variant, class_names, head, threshold, source_run)
                     out = litert.run_model(content, eval_x, num_threads=os.cpu_count())
-                    metrics = _compare(split.y, keras_out, out, class_names, head, keras_metrics)
+                    metrics = compare_outputs(split.y, keras_out, out, class_names, head, keras_metrics)
                     entry["metrics"] = metrics
                     entry["ops"] = litert.inspect_model(content).op_names
                     entry["guardrail"].update(float_layers=guard.float_layers, float_nodes=guard.float_nodes,
@@ -413,7 +354,7 @@ def export_model(
         if options.onnx:
             say("ONNX (tf2onnx), verified with onnxruntime")
             content, onnx_meta = onnx_export.export_onnx(
-                model, eval_x, lambda out: _compare(split.y, keras_out, out, class_names, head, keras_metrics))
+                model, eval_x, lambda out: compare_outputs(split.y, keras_out, out, class_names, head, keras_metrics))
             atomic_write_bytes(stage / "model.onnx", content)
             if not onnx_meta["passed"]:
                 failed["onnx"] = f"top-1 agreement with Keras {onnx_meta['metrics']['agreement']:.4f} under {onnx_export.MIN_AGREEMENT}"
@@ -608,22 +549,10 @@ def export_run(
         except (OSError, ValueError) as exc:
             raise TLKerasError(f"{run_dir / 'calibration.json'} is not readable JSON ({exc}); recalibrate the run or remove the file") from None
     if bundle.modality == "text":
-        from tlkeras.export.text import export_text_model
-
         return export_text_model(model, bundle, target, options, name=run_dir.resolve().name, source_run=source, calibration=calibration,
                                  progress=progress)
     return export_model(model, bundle, target, options, name=run_dir.resolve().name, source_run=source, calibration=calibration,
                         progress=progress)
-
-
-def _unknown_threshold(calibration: dict[str, Any] | None) -> float | None:
-    """The "unknown" score threshold of a run's calibration, checked (None without calibration)."""
-    if not calibration or calibration.get("unknown_threshold") is None:
-        return None
-    value = calibration["unknown_threshold"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise TLKerasError(f"calibration.json's unknown_threshold must be a score in [0, 1], got {value!r}; recalibrate the run")
-    return float(value)
 
 
 def _with_metadata(content: bytes, name: str, variant: Variant, class_names: list[str], head: str, threshold: float | None,

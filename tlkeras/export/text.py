@@ -35,6 +35,7 @@ from tlkeras.core.versions import versions
 from tlkeras.errors import TLKerasError
 from tlkeras.export import text_metadata, tflite_metadata
 from tlkeras.export.convert import convert_variant
+from tlkeras.export.result import ExportCheckError, ExportResult, compare_outputs, primary_metric, unknown_threshold
 from tlkeras.export.variants import VARIANTS
 
 __all__ = ["TEXT_VARIANTS", "export_text_model", "text_inputs", "run_text_model"]
@@ -151,7 +152,6 @@ def export_text_model(model, bundle: DataBundle, output_dir: Path, options, *, n
 
     Side effects: writes ``output_dir`` atomically (staged in a hidden sibling, then renamed).
     """
-    from tlkeras.export.bundle import ExportCheckError, ExportResult, _compare, _primary, _unknown_threshold
     from tlkeras.runs import atomic_write_bytes, atomic_write_text, staged_directory, write_json
 
     say = progress or (lambda line: None)
@@ -179,9 +179,9 @@ def export_text_model(model, bundle: DataBundle, output_dir: Path, options, *, n
     from tlkeras.core.metrics import compute_metrics
 
     keras_metrics = compute_metrics(split.y, keras_out, bundle.class_names, bundle.head)
-    key = _primary(bundle.head)
+    key = primary_metric(bundle.head)
     inputs = text_inputs(model, texts)
-    threshold = _unknown_threshold(calibration)
+    threshold = unknown_threshold(calibration)
     meta: dict[str, Any] = {
         "format": "tlkeras-bundle", "format_version": 1, "modality": "text", "name": name, "source_run": source_run or {},
         "versions": versions(), "unknown_threshold": threshold,
@@ -205,7 +205,7 @@ def export_text_model(model, bundle: DataBundle, output_dir: Path, options, *, n
             if use_metadata:
                 content = _with_metadata(content, model, kind, variant, name, bundle.class_names, threshold, source_run or {})
             out = run_text_model(content, inputs)
-            metrics = _compare(split.y, keras_out, out, bundle.class_names, bundle.head, keras_metrics)
+            metrics = compare_outputs(split.y, keras_out, out, bundle.class_names, bundle.head, keras_metrics)
             entry: dict[str, Any] = {"file": f"model_{variant}.tflite", "bytes": len(content), "description": VARIANTS[variant].description,
                                      "metrics": metrics, "latency": _latency(content, inputs), "verified_on": ["litert"]}
             entry["within_threshold"] = metrics["drop_points"] <= options.max_drop

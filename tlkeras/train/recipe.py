@@ -24,6 +24,7 @@ from tlkeras.core.data import DataBundle, class_weights, encode_labels, make_dat
 from tlkeras.core.features import feature_store
 from tlkeras.core.models import feature_extractor, freeze_backbone, head_model, unfreeze_backbone
 from tlkeras.core.stream import keep_worker_shard, shard_count
+from tlkeras.core.text.probe import fit_word_probe, is_word_model
 from tlkeras.train.optim import (
     compile_model,
     epoch_seed,
@@ -361,7 +362,10 @@ def fit_two_phase(
         if uses_linear_probe(model, config, bundle.head) and workers == 1:
             train_feats = cached_features(model, bundle.train.x, bs, augment1, views, config.seed, **store)
             val_feats = cached_features(model, bundle.val.x, bs, "off", 1, config.seed, **store)
-            logs = fit_linear_probe(model, train_feats, np.tile(bundle.train.y, views), val_feats, bundle.val.y, n, weights)
+            if is_word_model(model):  # the word model's probe also fits the bag of words (core/text/probe.py)
+                logs = fit_word_probe(model, bundle.train.x, bundle.train.y, bundle.val.x, bundle.val.y, train_feats, val_feats, n, weights)
+            else:
+                logs = fit_linear_probe(model, train_feats, np.tile(bundle.train.y, views), val_feats, bundle.val.y, n, weights)
             if tc.verbose:
                 print(f"phase 1 linear probe (C={logs['probe_C'][0]}) - val_loss {logs['val_loss'][0]:.4f} - val_accuracy {logs['val_accuracy'][0]:.4f}", flush=True)
         else:

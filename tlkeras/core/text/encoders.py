@@ -370,7 +370,7 @@ def build_text_model(config: ModelConfig, num_outputs: int, train_texts: Sequenc
     length = int(sequence_length or encoder.default_length)
     text = keras.Input(shape=(), dtype=tf.string, name="text")
     if encoder.kind == "word":
-        features = _word_encoder(config, text, train_texts, length, seed)
+        features = _word_encoder(config, text, train_texts, length, seed, num_outputs)
     elif encoder.kind == "bert":
         packed = BertPreprocess(encoder.preprocess, length, name="preprocess_bert")(text)
         pooled = TextHubEncoder(encoder.handle, "bert", name="backbone_hub", trainable=False)(packed)
@@ -389,19 +389,23 @@ def build_text_model(config: ModelConfig, num_outputs: int, train_texts: Sequenc
     return model
 
 
-def _word_encoder(config: ModelConfig, text, train_texts: Sequence[str], length: int, seed: int):
+def _word_encoder(config: ModelConfig, text, train_texts: Sequence[str], length: int, seed: int, num_outputs: int):
     vocabulary = build_vocabulary(train_texts, int(config.vocab_size))
     vectors = read_word_vectors(config.word_vectors, vocabulary, dim=config.embedding_dim) if config.word_vectors else None
     dim = vectors.dim if vectors is not None else int(config.embedding_dim or _DEFAULT_EMBEDDING_DIM)
     matrix, _ = embedding_matrix(vocabulary, vectors, dim, seed)
+    # One zero column per output after the word vectors: phase 1's bag-of-words probe writes its
+    # per-word coefficients there (tlkeras.core.text.probe), so the averaged embedding carries them.
+    matrix = np.concatenate([matrix, np.zeros((len(vocabulary), num_outputs), np.float32)], axis=1)
     ids = RegexTokenizer(vocabulary, length, name="preprocess_tokenizer")(text)
-    words = keras.layers.Embedding(len(vocabulary), dim, embeddings_initializer=keras.initializers.Constant(matrix), name="word_embedding")(ids)
+    words = keras.layers.Embedding(len(vocabulary), dim + num_outputs, embeddings_initializer=keras.initializers.Constant(matrix),
+                                   name="word_embedding")(ids)
     parts, sizes = [words, ids], [len(vocabulary)]
     buckets = int(config.ngram_buckets)
     if buckets:
         pair_ids = WordBigrams(buckets, name="word_bigrams")(ids)
-        # Zero at the start, so phase 1's probe sees the pretrained word vectors' average.
-        bigrams = keras.layers.Embedding(buckets + 1, dim, embeddings_initializer="zeros", name="bigram_embedding")(pair_ids)
+        # Zero at the start, so the pooled features begin as the pretrained word vectors' average.
+        bigrams = keras.layers.Embedding(buckets + 1, dim + num_outputs, embeddings_initializer="zeros", name="bigram_embedding")(pair_ids)
         parts += [bigrams, pair_ids]
         sizes.append(buckets + 1)
     weights = idf_weights(vocabulary, list(train_texts), length, buckets, DELIMITER)
@@ -413,7 +417,7 @@ def word_vector_coverage(model, config: ModelConfig) -> dict | None:
     layer = tokenizer_layer(model)
     if not isinstance(layer, RegexTokenizer):
         return None
-    info = {"words": len(layer.vocabulary) - 3, "dim": int(model.get_layer("word_embedding").output_dim)}
+    info = {"words": len(layer.vocabulary) - 3, "dim": int(model.get_layer("word_embedding").output_dim) - int(model.output.shape[-1])}
     if config.word_vectors:
         vectors = read_word_vectors(config.word_vectors, layer.vocabulary)
         info.update(with_vectors=len(vectors.vectors), file=str(config.word_vectors))
