@@ -118,19 +118,20 @@ def read_word_vectors(path: str | os.PathLike, vocabulary: Sequence[str], *, dim
 
 
 def embedding_matrix(vocabulary: Sequence[str], vectors: WordVectors | None, dim: int, seed: int) -> tuple[np.ndarray, int]:
-    """An initial ``len(vocabulary) x dim`` embedding: the file's vectors, small random rows elsewhere.
+    """An initial ``len(vocabulary) x dim`` embedding: the file's vectors where it has them.
 
-    Row 0 (``<PAD>``) is zero. Words without a vector get normal noise at the file's own scale, so
-    they neither dominate the average nor vanish once phase 2 trains them.
+    Row 0 (``<PAD>``) is zero. With a vectors file, words it lacks start at zero: they add nothing
+    to the frozen average phase 1 fits on (random rows would be noise features there) and phase 2
+    trains them from the head's gradient. Without a file, every row is small normal noise (all
+    zeros would never train: the head would see no feature to give a gradient through).
 
     Returns:
         (matrix, number of vocabulary words with a pretrained vector).
     """
     rng = np.random.default_rng(seed)
-    scale = 0.05
-    if vectors is not None and vectors.vectors:
-        scale = float(np.std(np.stack(list(vectors.vectors.values()))))
-    matrix = rng.normal(0.0, scale, size=(len(vocabulary), dim)).astype(np.float32)
+    matrix = rng.normal(0.0, 0.05, size=(len(vocabulary), dim)).astype(np.float32)
+    if vectors is not None:
+        matrix[:] = 0.0
     hits = 0
     if vectors is not None:
         for i, word in enumerate(vocabulary):
