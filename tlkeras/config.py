@@ -173,7 +173,8 @@ class ModelConfig:
             or 64 without vectors).
         ngram_buckets: text, ``word_embedding``: hashed word-bigram buckets averaged with the
             words (fastText-style; computed inside the model from the word ids, so a phone's
-            MediaPipe TextClassifier runs it as is); 0 turns bigrams off.
+            MediaPipe TextClassifier runs it as is); 0 turns bigrams off. None: 100,000, fewer
+            with many classes so the bigram table holds at most 2M weights (one per class each).
     """
 
     backbone: str = "mobilenet_v2"
@@ -186,7 +187,7 @@ class ModelConfig:
     preprocess: str | None = None
     vocab_size: int = 20000
     embedding_dim: int | None = None
-    ngram_buckets: int = 20000
+    ngram_buckets: int | None = None
 
     def validate(self) -> None:
         _choice(self.head, HEADS, "head")
@@ -194,7 +195,7 @@ class ModelConfig:
             raise ConfigError(f"vocab_size must be in [1, {MAX_VOCABULARY}], got {self.vocab_size}; e.g. --vocab-size 20000")
         if self.embedding_dim is not None and not 1 <= int(self.embedding_dim) <= 4096:
             raise ConfigError(f"embedding_dim must be in [1, 4096], got {self.embedding_dim}; e.g. --embedding-dim 64")
-        if not 0 <= int(self.ngram_buckets) <= MAX_VOCABULARY:
+        if self.ngram_buckets is not None and not 0 <= int(self.ngram_buckets) <= MAX_VOCABULARY:
             raise ConfigError(f"ngram_buckets must be in [0, {MAX_VOCABULARY}] (0: off), got {self.ngram_buckets}")
         for key in ("word_vectors", "preprocess"):
             value = getattr(self, key)

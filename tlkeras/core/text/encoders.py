@@ -179,7 +179,8 @@ class WordBigrams(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="tlkeras")
 class WeightedAverage(keras.layers.Layer):
     """Pairs ``(embeddings, ids)`` -> one vector: the average of all their embeddings, each weighted
-    by its token's fixed weight (the training texts' inverse document frequency).
+    by its token's fixed weight (the training texts' inverse document frequency). A narrower
+    embedding (the bigrams') adds to the last columns of the widest one.
 
     ``sum_k sum_t w_k[id] e / sum_k sum_t w_k[id]``: padding, ``<START>`` and ``<UNKNOWN>`` weigh 0,
     rare words more than frequent ones, as in TF-IDF with L1 normalization. Measured on
@@ -203,10 +204,14 @@ class WeightedAverage(keras.layers.Layer):
         ]
 
     def call(self, inputs):
+        width = max(int(e.shape[-1]) for e in inputs[0::2])
         total, weight = 0.0, 0.0
         for k, (embeddings, ids) in enumerate(zip(inputs[0::2], inputs[1::2])):
             w = tf.gather(self.token_weights[k], ids)[:, :, None]
-            total = total + tf.reduce_sum(embeddings * w, axis=1)
+            part = tf.reduce_sum(embeddings * w, axis=1)
+            if int(embeddings.shape[-1]) < width:  # a narrower embedding adds to the last columns
+                part = tf.pad(part, [[0, 0], [width - int(embeddings.shape[-1]), 0]])
+            total = total + part
             weight = weight + tf.reduce_sum(w, axis=1)
         return total / tf.maximum(weight, 1e-6)
 
@@ -401,15 +406,22 @@ def _word_encoder(config: ModelConfig, text, train_texts: Sequence[str], length:
     words = keras.layers.Embedding(len(vocabulary), dim + num_outputs, embeddings_initializer=keras.initializers.Constant(matrix),
                                    name="word_embedding")(ids)
     parts, sizes = [words, ids], [len(vocabulary)]
-    buckets = int(config.ngram_buckets)
+    buckets = default_buckets(num_outputs) if config.ngram_buckets is None else int(config.ngram_buckets)
     if buckets:
         pair_ids = WordBigrams(buckets, name="word_bigrams")(ids)
-        # Zero at the start, so the pooled features begin as the pretrained word vectors' average.
-        bigrams = keras.layers.Embedding(buckets + 1, dim + num_outputs, embeddings_initializer="zeros", name="bigram_embedding")(pair_ids)
+        # Bigrams have no pretrained vectors: their embedding is only the probe's columns (one per
+        # output), zero at the start, so many buckets (few collisions) stay small.
+        bigrams = keras.layers.Embedding(buckets + 1, num_outputs, embeddings_initializer="zeros", name="bigram_embedding")(pair_ids)
         parts += [bigrams, pair_ids]
         sizes.append(buckets + 1)
     weights = idf_weights(vocabulary, list(train_texts), length, buckets, DELIMITER)
     return WeightedAverage(sizes, weights, name="head_pool")(parts)
+
+
+def default_buckets(num_outputs: int) -> int:
+    """Bigram buckets when unset: 100,000 (measured on data/sentences: val loss 0.376 vs 0.390 with
+    20,000), fewer when the table (one weight per bucket and class) would pass 2M weights."""
+    return max(1000, min(100_000, 2_000_000 // max(1, num_outputs)))
 
 
 def word_vector_coverage(model, config: ModelConfig) -> dict | None:

@@ -111,7 +111,7 @@ def fit_word_probe(model, train_texts, train_y, val_texts, val_y, train_feats, v
             continue
         layer = model.get_layer(name)
         table = layer.get_weights()[0]
-        table[:, dim:] = block.T
+        table[:, table.shape[1] - num_classes:] = block.T
         layer.set_weights([table])
     return {
         "loss": [float(log_loss(train_y, clf.predict_proba(x_train), labels=labels))],
