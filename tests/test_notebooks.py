@@ -26,7 +26,8 @@ nbclient = pytest.importorskip("nbclient")
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-NAMES = ("01_quickstart.ipynb", "02_hyperparameter_search.ipynb", "03_compress_and_export.ipynb", "04_tfhub_backbone.ipynb")
+NAMES = ("01_quickstart.ipynb", "02_hyperparameter_search.ipynb", "03_compress_and_export.ipynb", "04_tfhub_backbone.ipynb",
+         "05_text_classifier.ipynb")
 COLAB = "https://colab.research.google.com/github/tlkeras/tlkeras/blob/main/notebooks/"
 
 
@@ -221,3 +222,27 @@ def test_04_tfhub_backbone_runs_offline(offline):
     assert meta["variants"]["int8"]["metrics"]["agreement"] >= 0.8  # the tiny TF-Hub model learns the colours
     assert "TF-Hub layer" in _text(nb) and "agrees with Keras" in _text(nb)
     assert len(_outputs(nb, "image/png")) >= 4
+
+
+def test_05_text_classifier_runs_offline(offline):
+    """Offline: the word model from a tiny vectors file, exported and checked in MediaPipe when installed."""
+    from text_fixtures import make_sentences, tiny_vectors, write_csv
+
+    work = offline["root"] / "05"
+    work.mkdir()
+    data = write_csv(work / "reviews.csv", make_sentences(30))
+    nb = execute("05_text_classifier.ipynb", {"DATA": str(data), "ENCODER": "word_embedding", "WORD_VECTORS": str(tiny_vectors(work / "v.txt")),
+                                              "SEQUENCE_LENGTH": 16, "PHASE2_EPOCHS": 2, "MAX_DROP": 100.0}, work)
+    runs = list((work / "tlkeras_text" / "runs").iterdir())
+    assert len(runs) == 1
+    meta = json.loads((work / "tlkeras_text" / "export" / runs[0].name / "metadata.json").read_text())
+    assert set(meta["variants"]) == {"float32", "dynamic_range"} and meta["modality"] == "text"
+    text = _text(nb)
+    assert "| dynamic_range |" in text and "accuracy" in text
+    try:
+        import mediapipe  # noqa: F401
+    except ImportError:
+        assert "pip install mediapipe" in text
+    else:
+        assert "MediaPipe TextClassifier: positive" in text
+

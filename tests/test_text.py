@@ -4,58 +4,13 @@ export verified in MediaPipe's TextClassifier, BERT-family and sentence encoders
 from __future__ import annotations
 
 import json
-import random
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import SHARED
+from text_fixtures import NEGATIVE, POSITIVE, make_sentences, tiny_vectors, write_csv  # noqa: F401
 
 GLOVE = SHARED / "weights" / "glove.6B.50d.top2446.txt"
-POSITIVE = ["good", "great", "love", "excellent", "nice", "best", "happy", "perfect", "wonderful", "amazing"]
-NEGATIVE = ["bad", "terrible", "hate", "awful", "worst", "poor", "sad", "broken", "boring", "horrible"]
-FILLER = ["the", "food", "phone", "movie", "was", "is", "this", "it", "and", "service", "really", "very", "a", "story", "place"]
-
-
-def make_sentences(n_per_class: int = 40, seed: int = 0) -> list[tuple[str, str]]:
-    """Short review-like sentences whose label follows their sentiment word(s); some capitalized."""
-    rng = random.Random(seed)
-    rows = []
-    for label, words in (("positive", POSITIVE), ("negative", NEGATIVE)):
-        for _ in range(n_per_class):
-            sentence = rng.sample(FILLER, rng.randint(3, 7)) + rng.sample(words, rng.randint(1, 2))
-            rng.shuffle(sentence)
-            text = " ".join(sentence)
-            rows.append((text.capitalize() + rng.choice([".", "!", ""]), label))
-    rng.shuffle(rows)
-    return rows
-
-
-def write_csv(path: Path, rows, split: bool = True) -> Path:
-    import csv
-
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["text", "label", "split"] if split else ["text", "label"])
-        for i, (text, label) in enumerate(rows):
-            part = "test" if i % 5 == 0 else "val" if i % 5 == 1 else "train"
-            w.writerow([text, label, part] if split else [text, label])
-    return path
-
-
-def tiny_vectors(path: Path, dim: int = 8, seed: int = 0) -> Path:
-    """A GloVe-format file: sentiment words along one axis, the rest noise (and a cp1252 token)."""
-    rng = np.random.default_rng(seed)
-    lines = []
-    for word in POSITIVE + NEGATIVE + FILLER:
-        v = rng.normal(0, 0.1, dim)
-        v[0] = 1.0 if word in POSITIVE else -1.0 if word in NEGATIVE else 0.0
-        lines.append(word.encode() + b" " + " ".join(f"{x:.4f}" for x in v).encode())
-    lines.append(b"caf\xe9 " + b" ".join(b"0.1" for _ in range(dim)))  # not UTF-8, as in GloVe 6B
-    path.write_bytes(b"\n".join(lines) + b"\n")
-    return path
-
-
 @pytest.fixture(scope="module")
 def text_world(tmp_path_factory):
     d = tmp_path_factory.mktemp("text")
@@ -395,6 +350,71 @@ def test_the_word_probe_written_into_the_model_is_the_fitted_classifier(text_wor
     logs = fit_word_probe(model, bundle.train.x, bundle.train.y, bundle.val.x, bundle.val.y, feats[0], feats[1], 2, None)
     probs = model.predict(bundle.val.x.astype(object), verbose=0)
     assert abs(log_loss(bundle.val.y, probs, labels=[0, 1]) - logs["val_loss"][0]) < 1e-4
-    after = model.get_layer("word_embedding").get_weights()[0]
-    assert np.array_equal(after[:, :8], before[:, :8])  # the pretrained vectors are untouched
-    assert not np.allclose(after[:, 8:], 0)  # the bag-of-words columns hold the probe's coefficients
+    assert np.array_equal(model.get_layer("word_embedding").get_weights()[0], before)  # the pretrained vectors are untouched
+    assert not np.allclose(model.get_layer("word_probe").get_weights()[0], 0)  # the probe's per-word coefficients
+
+
+def test_an_interrupted_text_run_resumes_to_the_same_model(tmp_path, text_world):
+    """Phase 2 of the word model interrupted after two epochs, resumed: same history and weights."""
+    from tlkeras._backend import keras
+    from tlkeras.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tlkeras.core.loading import load_run_model
+    from tlkeras.train.run import train_model
+
+    def config(name):
+        return RunConfig(data=DataConfig(source=str(text_world["csv"]), sequence_length=16),
+                         model=ModelConfig(backbone="word_embedding", word_vectors=str(text_world["vectors"]), ngram_buckets=256, dropout=0.0),
+                         train=TrainConfig(phase2_epochs=4, early_stopping_patience=0, verbose=0), output_dir=str(tmp_path), name=name)
+
+    class Stop(keras.callbacks.Callback):
+        epochs = 0
+
+        def on_epoch_end(self, epoch, logs=None):
+            Stop.epochs += 1
+            if Stop.epochs == 2:
+                raise KeyboardInterrupt
+
+    whole = train_model(config("whole"))
+    with pytest.raises(KeyboardInterrupt):
+        train_model(config("cut"), callbacks=[Stop()])
+    assert (tmp_path / ".cut.partial").is_dir() and not (tmp_path / "cut").exists()
+    resumed = train_model(RunConfig(output_dir=str(tmp_path), name="cut"), resume=True)
+    assert resumed.history["phase"] == whole.history["phase"] == [1] + [2] * 4
+    np.testing.assert_allclose(resumed.history["val_loss"], whole.history["val_loss"], rtol=1e-4)
+    for a, b in zip(load_run_model(tmp_path / "whole").get_weights(), load_run_model(tmp_path / "cut").get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_text_audit_finds_duplicates_leaks_and_conflicts(tmp_path):
+    from tlkeras.audit import __main__ as audit_cli
+
+    rows = make_sentences(12)
+    text, label = rows[0]
+    rows += [(text.upper() + "  ", label), (text, "positive" if label == "negative" else "negative")]
+    data = tmp_path / "d.csv"
+    with open(data, "w", encoding="utf-8") as fh:
+        fh.write("text,label,split\n")
+        for i, (t, lab) in enumerate(rows):
+            part = "test" if i >= len(rows) - 2 else ("val" if i % 4 == 1 else "train")
+            fh.write(f'"{t}",{lab},{part}\n')
+    assert audit_cli.main([str(data), "--report-dir", str(tmp_path / "audit")]) == 0
+    findings = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert findings["modality"] == "text"
+    assert findings["leakage"]["train-test"]["texts"] == 2  # case and spacing do not hide a copy
+    assert findings["conflicts"]["groups"] == 1
+    assert "&lt;" not in text and "Text audit" in (tmp_path / "audit" / "audit.html").read_text()
+
+
+def test_a_preprocessing_model_that_does_not_fit_the_encoder_is_one_line(tmp_path, text_world, capsys):
+    pytest.importorskip("tensorflow_text")
+    from text_fixtures import build_bert_pair
+
+    from tlkeras.train import __main__ as train_cli
+
+    _, small_encoder = build_bert_pair(tmp_path / "small", vocab=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"], seq_length=16)
+    big_preprocess, _ = build_bert_pair(tmp_path / "big", seq_length=16)  # ids up to 430: beyond the small encoder's table
+    code = train_cli.main(["--data", str(text_world["csv"]), "--backbone", f"hub:{small_encoder}", "--preprocess", str(big_preprocess),
+                           "--sequence-length", "16", "--verbose", "0", "--output-dir", str(tmp_path / "runs"), "--name", "x"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "fails on the training texts" in err[0] and "--preprocess" in err[0], err
+    assert not (tmp_path / "runs" / "x").exists()

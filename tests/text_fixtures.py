@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -369,3 +370,51 @@ def build_sentence_encoder(root: Path, dim: int = 16, seed: int = 0, buckets: in
     out = Path(root) / "sentence_encoder"
     tf.saved_model.save(obj, str(out), signatures={"serving_default": call})
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Labelled sentences and a word-vectors file
+
+
+POSITIVE = ["good", "great", "love", "excellent", "nice", "best", "happy", "perfect", "wonderful", "amazing"]
+NEGATIVE = ["bad", "terrible", "hate", "awful", "worst", "poor", "sad", "broken", "boring", "horrible"]
+FILLER = ["the", "food", "phone", "movie", "was", "is", "this", "it", "and", "service", "really", "very", "a", "story", "place"]
+
+
+def make_sentences(n_per_class: int = 40, seed: int = 0) -> list[tuple[str, str]]:
+    """Short review-like sentences whose label follows their sentiment word(s); some capitalized."""
+    rng = random.Random(seed)
+    rows = []
+    for label, words in (("positive", POSITIVE), ("negative", NEGATIVE)):
+        for _ in range(n_per_class):
+            sentence = rng.sample(FILLER, rng.randint(3, 7)) + rng.sample(words, rng.randint(1, 2))
+            rng.shuffle(sentence)
+            text = " ".join(sentence)
+            rows.append((text.capitalize() + rng.choice([".", "!", ""]), label))
+    rng.shuffle(rows)
+    return rows
+
+
+def write_csv(path: Path, rows, split: bool = True) -> Path:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label", "split"] if split else ["text", "label"])
+        for i, (text, label) in enumerate(rows):
+            part = "test" if i % 5 == 0 else "val" if i % 5 == 1 else "train"
+            w.writerow([text, label, part] if split else [text, label])
+    return path
+
+
+def tiny_vectors(path: Path, dim: int = 8, seed: int = 0) -> Path:
+    """A GloVe-format file: sentiment words along one axis, the rest noise (and a cp1252 token)."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for word in POSITIVE + NEGATIVE + FILLER:
+        v = rng.normal(0, 0.1, dim)
+        v[0] = 1.0 if word in POSITIVE else -1.0 if word in NEGATIVE else 0.0
+        lines.append(word.encode() + b" " + " ".join(f"{x:.4f}" for x in v).encode())
+    lines.append(b"caf\xe9 " + b" ".join(b"0.1" for _ in range(dim)))  # not UTF-8, as in GloVe 6B
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path

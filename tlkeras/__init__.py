@@ -43,6 +43,8 @@ _EXPORTS = {
     "DataBundle": "tlkeras.core.data",
     "load_data": "tlkeras.core.data",
     "from_arrays": "tlkeras.core.data",
+    "from_texts": "tlkeras.core.text.data",
+    "build_text_classifier": "tlkeras.core.models",
     "compute_metrics": "tlkeras.core.metrics",
     "predict": "tlkeras.core.metrics",
     "load_run_model": "tlkeras.core.loading",

@@ -622,11 +622,116 @@ def tfhub_backbone():
     ])
 
 
+def text_classifier():
+    return notebook([
+        md(f"""
+            # A text classifier for phones: BERT or word vectors, exported for MediaPipe
+
+            {badge("05_text_classifier.ipynb")}
+
+            Fine-tune a pretrained text encoder on labelled sentences and export it for MediaPipe
+            Tasks' `TextClassifier` (Android, iOS, web): a TF-Hub small BERT by default, or the
+            `word_embedding` model started from pretrained word vectors, which needs no network.
+            Same two phases as for images: phase 1 fits the head on the frozen encoder, phase 2
+            fine-tunes the encoder at a lower rate and is kept only when it beats phase 1 on val.
+
+            Every exported variant is loaded in MediaPipe's TextClassifier on the test texts and its
+            top-1 compared with Keras' (`pip install mediapipe` for that check).
+        """),
+        install_cell(),
+        INSTALL_NOTE,
+        md("""
+            ## Parameters
+
+            `DATA` is a CSV of `text,label[,split]`, a folder of class folders of `.txt` files, or a
+            TFDS text set (`tfds:imdb_reviews`). `ENCODER` is `small_bert`, `mobilebert`,
+            `word_embedding` or `hub:<encoder>` (then `PREPROCESS` names its preprocessing model);
+            offline, use `word_embedding` with `WORD_VECTORS` (a GloVe / word2vec / fastText text
+            file) or local SavedModel directories.
+        """),
+        code('''
+            DATA = "tfds:imdb_reviews"
+            ENCODER = "small_bert"       # small_bert, mobilebert, word_embedding, hub:<encoder dir or handle>
+            PREPROCESS = None            # the BERT preprocessing model for a hub: encoder (None: the registered pairing)
+            WORD_VECTORS = None          # word_embedding only: a word-vectors text file
+            SEQUENCE_LENGTH = 128
+            BATCH_SIZE = 32
+            PHASE1_EPOCHS = 30
+            PHASE2_EPOCHS = 3
+            EXPORT_VARIANTS = ("float32", "dynamic_range")
+            MAX_DROP = 2.0
+            WORK_DIR = "tlkeras_text"
+            SEED = 42
+        ''', tags=("parameters",)),
+        TFDS_CELL,
+        code('''
+            import json
+            import logging
+            from pathlib import Path
+
+            from IPython.display import Markdown, display
+
+            import tlkeras
+            from tlkeras import DataConfig, ModelConfig, RunConfig, TrainConfig, train_model
+            from tlkeras.runs import default_run_name
+
+            WORK = Path(WORK_DIR)
+            logging.getLogger("tensorflow").setLevel(logging.ERROR)
+            print("tlkeras", tlkeras.__version__)
+        '''),
+        md("## Train in two phases"),
+        code('''
+            config = RunConfig(
+                data=DataConfig(source=DATA, modality="text", sequence_length=SEQUENCE_LENGTH, batch_size=BATCH_SIZE),
+                model=ModelConfig(backbone=ENCODER, preprocess=PREPROCESS, word_vectors=WORD_VECTORS),
+                train=TrainConfig(phase1_epochs=PHASE1_EPOCHS, phase2_epochs=PHASE2_EPOCHS, verbose=0),
+                output_dir=str(WORK / "runs"), name=default_run_name("text"), seed=SEED,
+            )
+            result = train_model(config)
+            run_dir = result.run_dir
+            m = result.metrics
+            print(f"val accuracy {m['val']['accuracy']:.3f}, {m['final_split']} accuracy {m['final']['accuracy']:.3f}")
+            print(result.info["selection"]["message"] if result.info.get("selection") else "phase 2 did not run")
+            print("texts truncated at", SEQUENCE_LENGTH, "tokens:", result.info["text"]["truncated"])
+        '''),
+        md("## Export for MediaPipe TextClassifier"),
+        code('''
+            from tlkeras import ExportOptions, export_run
+
+            exported = export_run(run_dir, WORK / "export" / run_dir.name,
+                                  ExportOptions(variants=EXPORT_VARIANTS, max_drop=MAX_DROP, overwrite=True))
+            rows = ["| variant | KB | accuracy | LiteRT = Keras | MediaPipe = Keras | p50 ms |", "|---|---|---|---|---|---|"]
+            for name, v in exported.metadata["variants"].items():
+                mp = (v.get("mediapipe") or {}).get("agreement")
+                rows.append(f"| {name} | {v['bytes'] / 1024:.0f} | {v['metrics']['accuracy']:.3f} | {v['metrics']['agreement']:.3f} | "
+                            f"{'not checked' if mp is None else f'{mp:.3f}'} | {v['latency']['p50_ms']:.2f} |")
+            display(Markdown("\\n".join(rows)))
+            print("bundle:", exported.bundle_dir)
+        '''),
+        md("## Classify a sentence on the phone's runtime"),
+        code('''
+            bundle = exported.bundle_dir
+            model_file = bundle / exported.metadata["variants"][EXPORT_VARIANTS[-1]]["file"]
+            sentence = "I really loved it, the best I have seen this year!"
+            try:
+                from mediapipe.tasks.python import BaseOptions, text
+
+                classifier = text.TextClassifier.create_from_options(
+                    text.TextClassifierOptions(base_options=BaseOptions(model_asset_path=str(model_file))))
+                top = classifier.classify(sentence).classifications[0].categories[0]
+                print(f"MediaPipe TextClassifier: {top.category_name} ({top.score:.2f})")
+            except ImportError:
+                print("pip install mediapipe to run the TextClassifier here; the .tflite carries its tokenizer and labels")
+        '''),
+    ])
+
+
 NOTEBOOKS = {
     "01_quickstart.ipynb": (quickstart, "images to a two-phase fine-tuned model, evaluation, int8 export, a LiteRT prediction"),
     "02_hyperparameter_search.ipynb": (hyperparameter_search, "a KerasTuner search, the trials table and plot, retraining the best"),
     "03_compress_and_export.ipynb": (compress_and_export, "pruning, QAT and PQAT, export of every model, benchmark table and size-vs-accuracy plot"),
     "04_tfhub_backbone.ipynb": (tfhub_backbone, "the quickstart flow with a TF-Hub (Kaggle Models) backbone"),
+    "05_text_classifier.ipynb": (text_classifier, "a TF-Hub BERT (or word vectors offline) fine-tuned on sentences, exported and checked in MediaPipe's TextClassifier"),
 }
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from tlkeras._backend import keras, tf
 from tlkeras.config import RunConfig, save_config
 from tlkeras.core.augment import augmenter
+from tlkeras.core.bundle import require_images
 from tlkeras.core.data import IMAGE_EXTENSIONS, DataBundle, Split, load_data, load_image
 from tlkeras.core.metrics import evaluate_model
 from tlkeras.core.models import check_model_config
@@ -182,7 +183,7 @@ def prepare_data(config: RunConfig, data: DataBundle | None, unlabeled=None, *, 
     size = check_model_config(config.model, data.image_size if data is not None else config.data.image_size)
     images = load_unlabeled(unlabeled, size, what=what, on_corrupt=config.data.on_corrupt)
     if data is None:
-        data = load_data(config.data, size, config.model.head, config.seed)
+        data = require_images(load_data(config.data, size, config.model.head, config.seed), "--technique")
     elif data.head != "softmax":
         raise TLKerasError(f"the data is labelled for a {data.head} head; these techniques need softmax labels")
     config.data.image_size = size

@@ -112,13 +112,18 @@ class AuditResult:
 
     @property
     def leaked_test_images(self) -> int:
-        """Test images with an exact or near copy in train."""
-        return int(self.findings["leakage"].get("train-test", {}).get("images", 0))
+        """Test images (or texts) with an exact or near copy in train."""
+        leak = self.findings["leakage"].get("train-test", {})
+        return int(leak.get("images", leak.get("texts", 0)))
 
     def summary(self) -> str:
         """One paragraph: counts of every finding and the report's path."""
         from tlkeras.audit.report import summary_paragraph
 
+        if self.findings.get("modality") == "text":
+            from tlkeras.audit.text import summary_text
+
+            return summary_text(self.findings, self.report_dir)
         return summary_paragraph(self.findings, self.report_dir)
 
 
@@ -286,6 +291,10 @@ def audit_data(config, options: AuditOptions | None = None) -> AuditResult:
     options = (options or AuditOptions()).validate()
     if config.model.head != "softmax":
         raise TLKerasError(f"the audit checks single-label classes; head={config.model.head} is not supported")
+    from tlkeras.core.text.data import detect_modality
+
+    if config.data.source is not None and detect_modality(config.data) == "text":
+        return _audit_text(config, options)
     size = check_model_config(config.model, config.data.image_size)
     source = config.data.source
     if source is None:
@@ -298,11 +307,12 @@ def audit_data(config, options: AuditOptions | None = None) -> AuditResult:
     timings: dict[str, float] = {}
     start = time.perf_counter()
 
+    from tlkeras.core.bundle import require_images
     from tlkeras.core.data import load_data
 
     with warnings.catch_warnings():  # the report lists skipped files; no need to warn twice
         warnings.simplefilter("ignore", UserWarning)
-        bundle = load_data(config.data, size, "softmax", config.seed)
+        bundle = require_images(load_data(config.data, size, "softmax", config.seed), "the data audit")
     items, images = _items(bundle, size)
     labels = np.array([it["label"] for it in items], np.int64)
     class_names = list(bundle.class_names)
@@ -379,6 +389,26 @@ def audit_data(config, options: AuditOptions | None = None) -> AuditResult:
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     return AuditResult(findings, report_dir, clean_path, timings, unit, probs)
+
+
+def _audit_text(config: RunConfig, options: AuditOptions) -> AuditResult:
+    """The text audit (:mod:`tlkeras.audit.text`): exact duplicates, leakage, label conflicts."""
+    from tlkeras.audit.text import text_findings, write_text_report
+    from tlkeras.core.text.data import load_text_data
+    from tlkeras.runs import default_run_name, staged_directory
+
+    report_dir = Path(options.report_dir) if options.report_dir else (
+        Path(config.output_dir) / (config.name or default_run_name(f"audit-{Path(str(config.data.source)).stem}"))
+    )
+    if report_dir.exists() and not options.overwrite:
+        raise TLKerasError(f"{report_dir} already exists; pass another --report-dir or --overwrite")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        bundle = load_text_data(config.data, "softmax", config.seed)
+    findings = text_findings(bundle, str(config.data.source))
+    with staged_directory(report_dir, overwrite=options.overwrite) as staging:
+        write_text_report(staging, findings, report_dir)
+    return AuditResult(findings, report_dir, None, findings["timings"])
 
 
 def _flags(dup_flags: dict, issues: list[dict], outliers: list[dict]) -> dict[int, list[dict]]:
@@ -482,7 +512,7 @@ def audit_before_training(config: RunConfig, options: AuditOptions | None = None
     if leaked:
         test_count = result.findings["counts"]["per_split"].get("test", 0)
         warnings.warn(
-            f"{leaked} of {test_count} test images have an exact or near copy in train, so test accuracy "
+            f"{leaked} of {test_count} test {'texts' if result.findings.get('modality') == 'text' else 'images'} have an exact or near copy in train, so test accuracy "
             f"overstates what the model does on new images; see {result.report_dir / 'audit.html'}",
             stacklevel=2,
         )

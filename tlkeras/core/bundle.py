@@ -18,7 +18,7 @@ from tlkeras.errors import TLKerasError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
-__all__ = ["IMAGE_EXTENSIONS", "Split", "DataBundle", "is_text", "stratified_split", "check_classes", "check_nonempty", "take", "pick", "csv_labels", "csv_split_index"]
+__all__ = ["IMAGE_EXTENSIONS", "Split", "DataBundle", "is_text", "require_images", "stratified_split", "check_classes", "check_nonempty", "take", "pick", "csv_labels", "csv_split_index"]
 
 
 @dataclass
@@ -82,6 +82,13 @@ class DataBundle:
 def is_text(x) -> bool:
     """Whether ``x`` (a split's inputs) holds texts rather than images."""
     return getattr(x, "dtype", None) is not None and x.dtype.kind in "OUS" and getattr(x, "ndim", 0) == 1
+
+
+def require_images(bundle: DataBundle, what: str) -> DataBundle:
+    """Returns ``bundle``, or raises a one-line error when ``what`` (a stage) gets text data."""
+    if bundle.modality != "image":
+        raise TLKerasError(f"{what} takes image data and {bundle.source} holds texts; train text with python -m tlkeras.train (docs/text.md)")
+    return bundle
 
 
 def stratified_split(labels: np.ndarray, config: DataConfig, seed: int, stratify: bool):

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tlkeras._backend import keras, tfmot
+from tlkeras.core import backbones as _backbones  # noqa: F401  (registers HubBackbone for loading)
+from tlkeras.core.text import encoders as _text_encoders  # noqa: F401  (registers the text layers)
 from tlkeras.errors import ModelFileError, RunDirectoryError, TLKerasError, UnsafeModelError
 
 __all__ = [

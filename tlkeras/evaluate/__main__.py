@@ -28,7 +28,8 @@ def _main(argv: Sequence[str] | None) -> int:
     evaluation = evaluate_split(args.run_dir, args.data, args.split, unknown=args.unknown)
     metrics, final = evaluation.metrics, evaluation.metrics["final"]
     shown = ", ".join(f"{k} {v:.3f}" for k, v in final.items() if isinstance(v, float))
-    print(f"{metrics['split']} ({final.get('count', '?')} images): {shown}")
+    kind = "texts" if evaluation.model.inputs[0].dtype == "string" else "images"
+    print(f"{metrics['split']} ({final.get('count', '?')} {kind}): {shown}")
     if "unknown" in metrics:
         u = metrics["unknown"]
         print(f"unknown ({u['unknown']} images): AUROC {u['auroc']:.3f}, false-accept rate {u['false_accept_rate']:.3f} "
@@ -50,7 +51,8 @@ def _write_report(run_dir, evaluation):
         return write_run_report(run_dir, metrics_file="eval_metrics.json")
     e = evaluation
     examples = Examples(e.split.x, e.split.y, e.outputs, e.split.paths, e.split_name)
-    return write_run_report(run_dir, examples, functools.partial(gradcam_overlays, e.model), metrics_file="eval_metrics.json")
+    overlays = None if examples.is_text else functools.partial(gradcam_overlays, e.model)  # Grad-CAM explains images
+    return write_run_report(run_dir, examples, overlays, metrics_file="eval_metrics.json")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -98,7 +98,10 @@ def evaluate_split(run_dir: str | os.PathLike, data_source: str | None = None, s
         config.data.source = data_source
     if config.data.source is None:
         raise TLKerasError(f"{run_dir} was trained on the embedded demo; pass --data to evaluate on your images")
-    size = int(model.inputs[0].shape[1])
+    text = model.inputs[0].dtype == "string"
+    if text and unknown is not None:
+        raise TLKerasError("--unknown takes a folder of images; it does not apply to a text run")
+    size = 0 if text else int(model.inputs[0].shape[1])  # a text model reads strings: no image size
     bundle = load_data(config.data, size, config.model.head, config.seed)
     if bundle.class_names != labels:
         raise TLKerasError(

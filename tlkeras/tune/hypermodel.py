@@ -22,6 +22,7 @@ import numpy as np
 from tlkeras._backend import keras, keras_tuner, tf
 from tlkeras.config import RunConfig
 from tlkeras.core.backbones import get_backbone
+from tlkeras.core.bundle import require_images
 from tlkeras.core.data import DataBundle, Split, load_data
 from tlkeras.core.metrics import compute_metrics, predict
 from tlkeras.core.models import HUB_PREFIX, backbone_layers, build_model
@@ -163,7 +164,7 @@ class _DataCache:
             if self.given is not None:
                 self.bundles[size] = self.given if self.given.image_size == size else _resized(self.given, size)
             else:
-                self.bundles[size] = load_data(self.base.data, size, self.base.model.head, self.base.seed)
+                self.bundles[size] = require_images(load_data(self.base.data, size, self.base.model.head, self.base.seed), "the search (tlkeras.tune)")
         return self.bundles[size]
 
 

@@ -178,25 +178,32 @@ class WordBigrams(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tlkeras")
 class WeightedAverage(keras.layers.Layer):
-    """Pairs ``(embeddings, ids)`` -> one vector: the average of all their embeddings, each weighted
-    by its token's fixed weight (the training texts' inverse document frequency). A narrower
-    embedding (the bigrams') adds to the last columns of the widest one.
+    """Parts ``(embeddings, ids)`` -> one vector: the average of all their embeddings, each weighted
+    by its token's fixed weight (the training texts' inverse document frequency).
 
-    ``sum_k sum_t w_k[id] e / sum_k sum_t w_k[id]``: padding, ``<START>`` and ``<UNKNOWN>`` weigh 0,
-    rare words more than frequent ones, as in TF-IDF with L1 normalization. Measured on
-    data/sentences with a logistic regression on these bag-of-words features: 0.845 test with the
-    idf weights against 0.809 for the plain average (benchmarks/text.md). The weights are
-    non-trainable; an empty text gives zeros.
+    Part ``k`` looks its weights up in table ``tables[k]`` and fills the columns from
+    ``offsets[k]`` on of a ``width``-wide result; the denominator counts each table's tokens once
+    (two parts may embed the same ids: the word vectors and the word probe columns). Separate
+    embedding tables keep separate int8 scales when the model is quantized: the probe's
+    coefficients (up to ~40) would otherwise coarsen the word vectors (up to ~4) to nothing.
+
+    ``sum_t w[id] e / sum_t w[id]``: padding, ``<START>`` and ``<UNKNOWN>`` weigh 0, rare words more
+    than frequent ones, as in TF-IDF with L1 normalization. Measured on data/sentences with a
+    logistic regression on these bag-of-words features: 0.845 test with the idf weights against
+    0.809 for the plain average (docs/text.md). The weights are non-trainable; an empty text gives
+    zeros.
 
     Args:
-        sizes: the number of ids of each pair's vocabulary.
-        initial: the weights of each vocabulary (a freshly built model; a loaded one restores them).
+        sizes: the number of ids of each weight table.
+        tables, offsets: per part, its weight table and its first column.
+        width: the result's width.
+        initial: each table's weights (a freshly built model; a loaded one restores them).
     """
 
-    def __init__(self, sizes: Sequence[int], initial: Sequence[np.ndarray] | None = None, **kwargs):
+    def __init__(self, sizes: Sequence[int], tables: Sequence[int], offsets: Sequence[int], width: int,
+                 initial: Sequence[np.ndarray] | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.sizes = [int(n) for n in sizes]
-        self._initial = initial
+        self.sizes, self.tables, self.offsets, self.width = [int(n) for n in sizes], [int(t) for t in tables], [int(o) for o in offsets], int(width)
         self.token_weights = [
             self.add_weight(name=f"token_weights_{k}", shape=(n,), trainable=False,
                             initializer=keras.initializers.Constant(initial[k]) if initial is not None else "ones")
@@ -204,19 +211,22 @@ class WeightedAverage(keras.layers.Layer):
         ]
 
     def call(self, inputs):
-        width = max(int(e.shape[-1]) for e in inputs[0::2])
-        total, weight = 0.0, 0.0
+        total, weight, counted = 0.0, 0.0, set()
         for k, (embeddings, ids) in enumerate(zip(inputs[0::2], inputs[1::2])):
-            w = tf.gather(self.token_weights[k], ids)[:, :, None]
+            w = tf.gather(self.token_weights[self.tables[k]], ids)[:, :, None]
             part = tf.reduce_sum(embeddings * w, axis=1)
-            if int(embeddings.shape[-1]) < width:  # a narrower embedding adds to the last columns
-                part = tf.pad(part, [[0, 0], [width - int(embeddings.shape[-1]), 0]])
-            total = total + part
-            weight = weight + tf.reduce_sum(w, axis=1)
+            columns = int(embeddings.shape[-1])
+            total = total + tf.pad(part, [[0, 0], [self.offsets[k], self.width - self.offsets[k] - columns]])
+            if self.tables[k] not in counted:
+                counted.add(self.tables[k])
+                weight = weight + tf.reduce_sum(w, axis=1)
         return total / tf.maximum(weight, 1e-6)
 
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], self.width)
+
     def get_config(self):
-        return {**super().get_config(), "sizes": self.sizes}
+        return {**super().get_config(), "sizes": self.sizes, "tables": self.tables, "offsets": self.offsets, "width": self.width}
 
 
 def bigram_ids(ids: np.ndarray, buckets: int) -> np.ndarray:
@@ -391,7 +401,25 @@ def build_text_model(config: ModelConfig, num_outputs: int, train_texts: Sequenc
     model = keras.Model(text, y, name=f"tlkeras_text_{encoder.name}")
     for layer in model.layers:  # phase 1: the encoder is frozen
         layer.trainable = layer.name.startswith("head_")
+    if encoder.kind != "word":
+        _probe(model, encoder, list(train_texts[:8]) or ["a"])
     return model
+
+
+def _probe(model, encoder: TextEncoder, texts: list[str]) -> None:
+    """Runs a few training texts through a TF-Hub model now, so a preprocessing model that does not
+    match the encoder (ids beyond its vocabulary, other input names) fails here in one line."""
+    try:
+        out = model(tf.constant([str(t) for t in texts]), training=False)
+    except TLKerasError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - TensorFlow raises many types
+        first = " ".join(str(exc).split())[:160]
+        pair = f" with preprocessing model {encoder.preprocess}" if encoder.preprocess else ""
+        raise TLKerasError(f"text encoder {encoder.handle}{pair} fails on the training texts ({first}); pass the encoder's own "
+                           f"preprocessing model with --preprocess") from None
+    if not np.all(np.isfinite(out.numpy())):
+        raise TLKerasError(f"text encoder {encoder.handle} gives NaN or infinite outputs on the training texts; check the model files")
 
 
 def _word_encoder(config: ModelConfig, text, train_texts: Sequence[str], length: int, seed: int, num_outputs: int):
@@ -399,23 +427,22 @@ def _word_encoder(config: ModelConfig, text, train_texts: Sequence[str], length:
     vectors = read_word_vectors(config.word_vectors, vocabulary, dim=config.embedding_dim) if config.word_vectors else None
     dim = vectors.dim if vectors is not None else int(config.embedding_dim or _DEFAULT_EMBEDDING_DIM)
     matrix, _ = embedding_matrix(vocabulary, vectors, dim, seed)
-    # One zero column per output after the word vectors: phase 1's bag-of-words probe writes its
-    # per-word coefficients there (tlkeras.core.text.probe), so the averaged embedding carries them.
-    matrix = np.concatenate([matrix, np.zeros((len(vocabulary), num_outputs), np.float32)], axis=1)
     ids = RegexTokenizer(vocabulary, length, name="preprocess_tokenizer")(text)
-    words = keras.layers.Embedding(len(vocabulary), dim + num_outputs, embeddings_initializer=keras.initializers.Constant(matrix),
-                                   name="word_embedding")(ids)
-    parts, sizes = [words, ids], [len(vocabulary)]
+    words = keras.layers.Embedding(len(vocabulary), dim, embeddings_initializer=keras.initializers.Constant(matrix), name="word_embedding")(ids)
+    # One column per output after the word vectors: phase 1's bag-of-words probe writes each word's
+    # coefficients there (tlkeras.core.text.probe), zero until then; bigrams have only these columns.
+    probe = keras.layers.Embedding(len(vocabulary), num_outputs, embeddings_initializer="zeros", name="word_probe")(ids)
+    parts, sizes, tables, offsets = [words, ids, probe, ids], [len(vocabulary)], [0, 0], [0, dim]
     buckets = default_buckets(num_outputs) if config.ngram_buckets is None else int(config.ngram_buckets)
     if buckets:
         pair_ids = WordBigrams(buckets, name="word_bigrams")(ids)
-        # Bigrams have no pretrained vectors: their embedding is only the probe's columns (one per
-        # output), zero at the start, so many buckets (few collisions) stay small.
         bigrams = keras.layers.Embedding(buckets + 1, num_outputs, embeddings_initializer="zeros", name="bigram_embedding")(pair_ids)
         parts += [bigrams, pair_ids]
         sizes.append(buckets + 1)
+        tables.append(1)
+        offsets.append(dim)
     weights = idf_weights(vocabulary, list(train_texts), length, buckets, DELIMITER)
-    return WeightedAverage(sizes, weights, name="head_pool")(parts)
+    return WeightedAverage(sizes, tables, offsets, dim + num_outputs, weights, name="head_pool")(parts)
 
 
 def default_buckets(num_outputs: int) -> int:
@@ -429,7 +456,7 @@ def word_vector_coverage(model, config: ModelConfig) -> dict | None:
     layer = tokenizer_layer(model)
     if not isinstance(layer, RegexTokenizer):
         return None
-    info = {"words": len(layer.vocabulary) - 3, "dim": int(model.get_layer("word_embedding").output_dim) - int(model.output.shape[-1])}
+    info = {"words": len(layer.vocabulary) - 3, "dim": int(model.get_layer("word_embedding").output_dim)}
     if config.word_vectors:
         vectors = read_word_vectors(config.word_vectors, layer.vocabulary)
         info.update(with_vectors=len(vectors.vectors), file=str(config.word_vectors))

@@ -10,8 +10,9 @@ model's own pooling computes (its ``head_pool`` weights, L1-normalized, as Tfidf
 the model, which computes exactly that classifier:
 
 - the vector coefficients become the head's kernel rows, as in the image probe;
-- each word's (and bigram bucket's) coefficients go into the embedding's extra columns (one per
-  class, zero until now), whose weighted average is then the bag-of-words logit;
+- each word's (and bigram bucket's) coefficients go into the ``word_probe`` (and
+  ``bigram_embedding``) table, one column per class, zero until now, whose weighted average fills
+  the pooled vector's last columns: the bag-of-words logits;
 - the head passes those columns through unchanged (an identity block in its kernel).
 
 The pretrained vector columns are not changed. Phase 2 fine-tunes all of it from there, and keeps
@@ -80,7 +81,7 @@ def fit_word_probe(model, train_texts, train_y, val_texts, val_y, train_feats, v
     Returns:
         Phase-1 logs like :func:`tlkeras.train.recipe.fit_linear_probe` (``probe_C`` included).
 
-    Side effect: sets the weights of ``head_dense``, ``word_embedding`` and ``bigram_embedding``.
+    Side effect: sets the weights of ``head_dense``, ``word_probe`` and ``bigram_embedding``.
     """
     from scipy import sparse
     from sklearn.linear_model import LogisticRegression
@@ -106,13 +107,9 @@ def fit_word_probe(model, train_texts, train_y, val_texts, val_y, train_feats, v
     kernel = np.concatenate([DENSE_SCALE * coef[:, :dim].T, np.eye(num_classes)], axis=0).astype(np.float32)
     model.get_layer("head_dense").set_weights([kernel, intercept.astype(np.float32)])
     words = len(model.get_layer("preprocess_tokenizer").vocabulary)
-    for name, block in (("word_embedding", coef[:, dim:dim + words]), ("bigram_embedding", coef[:, dim + words:])):
-        if not block.size:
-            continue
-        layer = model.get_layer(name)
-        table = layer.get_weights()[0]
-        table[:, table.shape[1] - num_classes:] = block.T
-        layer.set_weights([table])
+    for name, block in (("word_probe", coef[:, dim:dim + words]), ("bigram_embedding", coef[:, dim + words:])):
+        if block.size:
+            model.get_layer(name).set_weights([block.T.astype(np.float32)])
     return {
         "loss": [float(log_loss(train_y, clf.predict_proba(x_train), labels=labels))],
         "accuracy": [float(clf.score(x_train, train_y))],
