@@ -61,12 +61,17 @@ def test_notebook_is_committed_clean_and_colab_ready(name):
     assert 'if "google.colab" in sys.modules:' in install and "%pip install" in install and "tlkeras @ git+https://github.com/" in install
     index = _parameters_index(nb)
     params = _assigned_names(nb.cells[index].source)
-    assert {"DATA", "IMAGE_SIZE", "PHASE1_EPOCHS", "PHASE2_EPOCHS", "WORK_DIR"} <= params
-    assert "BACKBONE" in params or "HUB_HANDLE" in params
-    # Online defaults: real data and pretrained weights; the parameters come before their use.
-    assert 'DATA = "tfds:tf_flowers"' in nb.cells[index].source
-    assert 'WEIGHTS = "imagenet"' in nb.cells[index].source or "HUB_HANDLE = \"https://" in nb.cells[index].source
-    assert index < next(i for i, c in enumerate(nb.cells) if "load_data(" in c.source)
+    if name == "05_text_classifier.ipynb":  # text: a sequence length and an encoder instead of an image size and backbone
+        assert {"DATA", "SEQUENCE_LENGTH", "PHASE1_EPOCHS", "PHASE2_EPOCHS", "WORK_DIR", "ENCODER"} <= params
+        assert 'DATA = "tfds:imdb_reviews"' in nb.cells[index].source and 'ENCODER = "small_bert"' in nb.cells[index].source
+        assert index < next(i for i, c in enumerate(nb.cells) if "train_model(" in c.source)
+    else:
+        assert {"DATA", "IMAGE_SIZE", "PHASE1_EPOCHS", "PHASE2_EPOCHS", "WORK_DIR"} <= params
+        assert "BACKBONE" in params or "HUB_HANDLE" in params
+        # Online defaults: real data and pretrained weights; the parameters come before their use.
+        assert 'DATA = "tfds:tf_flowers"' in nb.cells[index].source
+        assert 'WEIGHTS = "imagenet"' in nb.cells[index].source or "HUB_HANDLE = \"https://" in nb.cells[index].source
+        assert index < next(i for i, c in enumerate(nb.cells) if "load_data(" in c.source)
     # Only the public API: no private tlkeras names.
     private = [line for c in code for line in c.source.splitlines() if re.search(r"tlkeras(\.\w+)*\._(?!_)", line)]
     assert not private, private

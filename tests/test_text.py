@@ -418,3 +418,14 @@ def test_a_preprocessing_model_that_does_not_fit_the_encoder_is_one_line(tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "fails on the training texts" in err[0] and "--preprocess" in err[0], err
     assert not (tmp_path / "runs" / "x").exists()
+
+
+def test_a_text_run_loads_in_a_fresh_process(text_run):
+    """The text layers must be registered by loading alone (no earlier import of the encoders)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from tlkeras.core.loading import load_run_model; from tlkeras._backend import tf; "
+            f"m = load_run_model({str(text_run)!r}); print(m.predict(tf.constant(['great food']), verbose=0).shape)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(Path(__file__).resolve().parents[1]))
+    assert out.returncode == 0 and "(1, 2)" in out.stdout, out.stderr[-1500:]

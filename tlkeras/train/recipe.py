@@ -23,6 +23,7 @@ from tlkeras.config import RunConfig
 from tlkeras.core.data import DataBundle, class_weights, encode_labels, make_dataset
 from tlkeras.core.features import feature_store
 from tlkeras.core.models import feature_extractor, freeze_backbone, head_model, unfreeze_backbone
+from tlkeras.core.probe import fit_logistic
 from tlkeras.core.stream import keep_worker_shard, shard_count
 from tlkeras.core.text.probe import fit_word_probe, is_word_model
 from tlkeras.train.optim import (
@@ -112,29 +113,9 @@ def fit_linear_probe(model, train_feats, train_y, val_feats, val_y, num_classes:
     The L2 strength is chosen by validation log-loss over :data:`PROBE_C`. Side effect: sets the
     weights of the model's ``head_dense`` layer.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss
-
-    labels = list(range(num_classes))
-    best = None
-    for c in PROBE_C:
-        clf = LogisticRegression(C=c, max_iter=2000, class_weight=class_weight).fit(train_feats, train_y)
-        loss = log_loss(val_y, clf.predict_proba(val_feats), labels=labels)
-        if best is None or loss < best[0]:
-            best = (loss, c, clf)
-    loss, c, clf = best
-    coef, intercept = clf.coef_, clf.intercept_
-    if num_classes == 2:  # sklearn gives one logit z; softmax of (-z/2, z/2) is sigmoid(z)
-        coef = np.concatenate([-coef / 2, coef / 2])
-        intercept = np.concatenate([-intercept / 2, intercept / 2])
+    coef, intercept, logs = fit_logistic(train_feats, train_y, val_feats, val_y, num_classes, class_weight, PROBE_C)
     model.get_layer("head_dense").set_weights([coef.T.astype(np.float32), intercept.astype(np.float32)])
-    return {
-        "loss": [float(log_loss(train_y, clf.predict_proba(train_feats), labels=labels))],
-        "accuracy": [float(clf.score(train_feats, train_y))],
-        "val_loss": [float(loss)],
-        "val_accuracy": [float(clf.score(val_feats, val_y))],
-        "probe_C": [float(c)],
-    }
+    return logs
 
 
 def open_backbone(model, config: RunConfig, unfreeze: str | None = None) -> list[str]:

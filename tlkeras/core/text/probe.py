@@ -25,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tlkeras.core.probe import fit_logistic
 from tlkeras.core.text.encoders import bigram_ids
 from tlkeras.core.text.tokenize import text_ids, vocabulary_index
 
@@ -84,36 +85,17 @@ def fit_word_probe(model, train_texts, train_y, val_texts, val_y, train_feats, v
     Side effect: sets the weights of ``head_dense``, ``word_probe`` and ``bigram_embedding``.
     """
     from scipy import sparse
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss
 
     dim = int(train_feats.shape[1]) - num_classes  # the pretrained columns; the rest are the probe's
     # The dense vector features are scaled down to the bag of words' magnitude (its rows sum to 1),
     # so one L2 strength suits both (measured: 0.1 best of 0, 0.03, 0.1, 0.3 on data/sentences).
     x_train = sparse.hstack([sparse.csr_matrix(DENSE_SCALE * train_feats[:, :dim]), bag_of_words(model, train_texts)]).tocsr()
     x_val = sparse.hstack([sparse.csr_matrix(DENSE_SCALE * val_feats[:, :dim]), bag_of_words(model, val_texts)]).tocsr()
-    labels = list(range(num_classes))
-    best = None
-    for c in WORD_PROBE_C:
-        clf = LogisticRegression(C=c, max_iter=3000, class_weight=class_weight).fit(x_train, train_y)
-        loss = log_loss(val_y, clf.predict_proba(x_val), labels=labels)
-        if best is None or loss < best[0]:
-            best = (loss, c, clf)
-    loss, c, clf = best
-    coef, intercept = clf.coef_, clf.intercept_
-    if num_classes == 2:  # sklearn gives one logit z; softmax of (-z/2, z/2) is sigmoid(z)
-        coef = np.concatenate([-coef / 2, coef / 2])
-        intercept = np.concatenate([-intercept / 2, intercept / 2])
+    coef, intercept, logs = fit_logistic(x_train, train_y, x_val, val_y, num_classes, class_weight, WORD_PROBE_C, max_iter=3000)
     kernel = np.concatenate([DENSE_SCALE * coef[:, :dim].T, np.eye(num_classes)], axis=0).astype(np.float32)
     model.get_layer("head_dense").set_weights([kernel, intercept.astype(np.float32)])
     words = len(model.get_layer("preprocess_tokenizer").vocabulary)
     for name, block in (("word_probe", coef[:, dim:dim + words]), ("bigram_embedding", coef[:, dim + words:])):
         if block.size:
             model.get_layer(name).set_weights([block.T.astype(np.float32)])
-    return {
-        "loss": [float(log_loss(train_y, clf.predict_proba(x_train), labels=labels))],
-        "accuracy": [float(clf.score(x_train, train_y))],
-        "val_loss": [float(loss)],
-        "val_accuracy": [float(clf.score(x_val, val_y))],
-        "probe_C": [float(c)],
-    }
+    return logs
