@@ -4,6 +4,7 @@ export verified in MediaPipe's TextClassifier, BERT-family and sentence encoders
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
