@@ -406,6 +406,7 @@ def test_text_audit_finds_duplicates_leaks_and_conflicts(tmp_path):
     assert "&lt;" not in text and "Text audit" in (tmp_path / "audit" / "audit.html").read_text()
 
 
+@pytest.mark.slow
 def test_a_preprocessing_model_that_does_not_fit_the_encoder_is_one_line(tmp_path, text_world, capsys):
     pytest.importorskip("tensorflow_text")
     from text_fixtures import build_bert_pair

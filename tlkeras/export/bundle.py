@@ -53,6 +53,7 @@ from tlkeras.export.guardrail import gate, guard_int8, latency_cost
 from tlkeras.export.micro import micro_export
 from tlkeras.export.result import ExportCheckError, ExportResult, compare_outputs, primary_metric, unknown_threshold
 from tlkeras.export.text import export_text_model
+from tlkeras.export.trainable import export_trainable
 from tlkeras.export.variants import DEFAULT_VARIANTS, VARIANTS, Variant, parse_variants
 
 BUNDLE_FORMAT_VERSION = 1
@@ -93,6 +94,11 @@ class ExportOptions:
         min_agreement: the guardrail's top-1 agreement gate.
         guardrail_budget: the guarded file may be at most this share of the float32 model's bytes.
         onnx: also write ``model.onnx`` (tf2onnx), verified with onnxruntime.
+        trainable: also write ``trainable.tflite``, a model that keeps learning on the device
+            (infer / embed / train / get_weights / set_weights signatures, builtin ops only;
+            softmax image heads; :mod:`tlkeras.export.trainable`).
+        trainable_classes: the trainable head's class slots (None: the run's classes and 5 free
+            slots for an app's own classes).
     """
 
     variants: tuple[str, ...] = DEFAULT_VARIANTS
@@ -114,6 +120,8 @@ class ExportOptions:
     min_agreement: float = 0.97
     guardrail_budget: float = 0.5
     onnx: bool = False
+    trainable: bool = False
+    trainable_classes: int | None = None
 
     def validate(self) -> "ExportOptions":
         self.variants = parse_variants(self.variants)
@@ -129,6 +137,8 @@ class ExportOptions:
             raise TLKerasError(f"guardrail_budget must be in (0, 1] (a share of the float32 size), got {self.guardrail_budget}")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.c_name or ""):
             raise TLKerasError(f"c_name {self.c_name!r} is not a C identifier; use letters, digits and _")
+        if self.trainable_classes is not None and not 2 <= self.trainable_classes <= 4096:
+            raise TLKerasError(f"trainable_classes must be in [2, 4096], got {self.trainable_classes}")
         if self.debug_images < 1 or self.top_layers < 1:
             raise TLKerasError("debug_images and top_layers must be >= 1")
         return self
@@ -367,6 +377,14 @@ def export_model(
         if options.saved_model:
             say("SavedModel (dynamic batch)")
             save_serving_model(model, stage / "saved_model", head, batch=None)
+        trainable = None
+        if options.trainable:
+            say("trainable: infer / embed / train / get_weights / set_weights, builtin ops, verified on LiteRT")
+            trainable = export_trainable(model, stage, work, slots=options.trainable_classes, eval_x=eval_x, keras_out=keras_out,
+                                         float32_bytes=(variants_meta.get("float32") or {}).get("bytes"), say=say)
+            if not trainable["verified_on"]:
+                failed["trainable"] = (f"infer agrees with Keras on {trainable['infer_agreement_with_keras']} of the images, "
+                                       f"train step off NumPy's by {trainable['train_step_max_error_vs_numpy']:.1e}")
         recommended = next(
             (v for v in ("int8_float_io", "float16", "dynamic_range", "float32", "int16x8")
              if v in variants_meta and variants_meta[v].get("within_threshold")), None)
@@ -414,6 +432,7 @@ def export_model(
             "micro": micro,
             "saved_model": "saved_model" if options.saved_model else None,
             "onnx": onnx_meta,
+            "trainable": trainable,
             "unknown_threshold": threshold,
             "calibration": calibration,
             "passed": not failed,

@@ -52,6 +52,19 @@ def _model_card(meta: dict[str, Any]) -> str:
             f"Builtin int8 only: {'yes' if micro['ok'] else 'no — ' + '; '.join(micro['problems'][:3])}. "
             f"Ops: {', '.join(micro['ops'])}. Tensor arena estimate: {micro['arena_bytes']} bytes.\n"
         )
+    trainable = meta.get("trainable")
+    if trainable:
+        lat = trainable.get("latency") or {}
+        micro_text += (
+            f"\n## On-device training\n\n`trainable.tflite` ({trainable['bytes'] / 1024:.0f} KB"
+            + (f", {trainable['size_vs_float32']:.2f}x the float32 variant" if trainable.get("size_vs_float32") else "")
+            + f"): signatures infer, embed, train, get_weights, set_weights (builtin ops only); {trainable['slots']} class slots, "
+            f"{trainable['free_slots']} free for an app's own classes; SGD with momentum {trainable['optimizer']['momentum']}, L2 "
+            f"{trainable['optimizer']['l2']}. On this machine's LiteRT (1 thread): embed {lat.get('embed_ms', float('nan')):.2f} ms per image, "
+            f"one train step on 32 features {lat.get('train_32_ms', float('nan')):.2f} ms. Verified: infer agrees with Keras on "
+            f"{_fmt(trainable.get('infer_agreement_with_keras'))} of the images; a train step equals its NumPy simulation within "
+            f"{trainable.get('train_step_max_error_vs_numpy', float('nan')):.1e}.\n"
+        )
     keras_metric = ev["keras"].get(key)
     return f"""# Model card: {meta['name']}
 

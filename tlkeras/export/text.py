@@ -163,6 +163,8 @@ def export_text_model(model, bundle: DataBundle, output_dir: Path, options, *, n
         )
     if kind not in ("word", "bert"):
         raise TLKerasError("internal error: export_text_model got an image model")
+    if getattr(options, "trainable", False):
+        raise TLKerasError("--trainable exports an image model that keeps learning on the device; it is not available for text runs yet")
     asked = tuple(options.variants)
     variants = TEXT_VARIANTS if set(asked) == set(VARIANTS) else asked
     unsupported = [v for v in variants if v not in TEXT_VARIANTS]
