@@ -48,6 +48,7 @@ other = OnDeviceHead(bundle / "trainable.tflite"); other.reset(); other.set_weig
 out["restore_max_diff"] = float(np.max(np.abs(other.infer(images[:6]) - scores[:6])))
 # One step equals the NumPy simulation.
 feats = head.embed(images)
+out["scores_vs_infer"] = float(np.max(np.abs(head.scores(feats) - scores)))
 zero_v = {"weights": np.zeros_like(saved["weights"], np.float64), "bias": np.zeros_like(saved["bias"], np.float64)}
 expected, _, loss = simulate_step(saved, zero_v, feats[:10], labels[:10], 0.1, meta["trainable"]["optimizer"]["l2"], meta["trainable"]["optimizer"]["momentum"])
 got = head.train_step(feats[:10], labels[:10], 0.1)
@@ -115,7 +116,7 @@ def test_the_device_learns_without_tensorflow(trainable_bundle, tmp_path):
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["tensorflow_imported"] is False
     assert r["infer_vs_float32"] >= 0.995 and r["unused_slots_score"] < 1e-6
-    assert r["restore_max_diff"] == 0.0
+    assert r["restore_max_diff"] == 0.0 and r["scores_vs_infer"] < 1e-5
     assert r["step_max_diff"] < 1e-4 and r["loss_diff"] < 1e-4
     assert r["nan_step_applied"] == 0.0 and r["nan_step_changed"] == 0.0
     assert r["from_zero_train_accuracy"] >= 0.9

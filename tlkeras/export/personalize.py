@@ -58,6 +58,14 @@ class OnDeviceHead:
         """Softmax scores over the slots (N x K); unused slots score 0."""
         return np.stack([self._runners["infer"](image=x[None])["scores"][0] for x in self._images(images)])
 
+    def scores(self, features) -> np.ndarray:
+        """Softmax scores (N x K) of stored features with the current head, in NumPy (what ``infer``
+        computes after ``embed``; no image needed)."""
+        w = self.get_weights()
+        logits = np.asarray(features, np.float64) @ w["weights"] + w["bias"] + (1.0 - w["active"]) * -1e9
+        logits -= logits.max(axis=1, keepdims=True)
+        return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
     def train_step(self, features, labels, learning_rate: float) -> float:
         """One SGD step on a batch; returns the loss before it. Raises on inputs an app must not send."""
         features = np.asarray(features, np.float32)
