@@ -102,6 +102,10 @@ def test_trainable_variant_is_written_verified_and_small(trainable_bundle):
     assert meta["infer_agreement_with_keras"] >= 0.995 and meta["train_step_max_error_vs_numpy"] < 1e-4
     assert meta["size_vs_float32"] <= 1.05
     assert set(meta["signatures"]) == {"infer", "embed", "train", "get_weights", "set_weights"}
+    from tlkeras.report.html import bundle_report_html
+
+    assert "On-device training: trainable.tflite" in bundle_report_html(trainable_bundle.bundle_dir)
+    assert "## On-device training" in (trainable_bundle.bundle_dir / "model_card.md").read_text()
     from tlkeras.core.litert import inspect_model
 
     ops = inspect_model(trainable_bundle.bundle_dir / "trainable.tflite").op_names

@@ -17,8 +17,9 @@ from tlkeras.core.paths import check_class_names
 from tlkeras.errors import TLKerasError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test",)}
 
-__all__ = ["IMAGE_EXTENSIONS", "Split", "DataBundle", "is_text", "require_images", "stratified_split", "check_classes", "check_nonempty", "take", "pick", "csv_labels", "csv_split_index"]
+__all__ = ["IMAGE_EXTENSIONS", "Split", "DataBundle", "is_text", "require_images", "find_split_dirs", "stratified_split", "check_classes", "check_nonempty", "take", "pick", "csv_labels", "csv_split_index"]
 
 
 @dataclass
@@ -82,6 +83,17 @@ class DataBundle:
 def is_text(x) -> bool:
     """Whether ``x`` (a split's inputs) holds texts rather than images."""
     return getattr(x, "dtype", None) is not None and x.dtype.kind in "OUS" and getattr(x, "ndim", 0) == 1
+
+
+def find_split_dirs(root: Path) -> dict[str, Path]:
+    """The ``train/ val/ test/`` folders under ``root`` (also ``training``, ``valid``, ``validation``)."""
+    found = {}
+    for split, names in SPLIT_NAMES.items():
+        for name in names:
+            if (root / name).is_dir():
+                found[split] = root / name
+                break
+    return found
 
 
 def require_images(bundle: DataBundle, what: str) -> DataBundle:

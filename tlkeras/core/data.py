@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from tlkeras.config import DataConfig
-from tlkeras.core.bundle import IMAGE_EXTENSIONS, DataBundle, Split, csv_labels, csv_split_index
+from tlkeras.core.bundle import IMAGE_EXTENSIONS, DataBundle, Split, csv_labels, csv_split_index, find_split_dirs
 from tlkeras.core.bundle import check_classes as _check_classes
 from tlkeras.core.bundle import check_nonempty as _check_nonempty
 from tlkeras.core.bundle import pick as _pick
@@ -56,7 +56,6 @@ __all__ = [
     "worker_shard",
 ]
 
-_SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test",)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,22 +201,12 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _find_split_dirs(root: Path) -> dict[str, Path]:
-    found = {}
-    for split, names in _SPLIT_NAMES.items():
-        for name in names:
-            if (root / name).is_dir():
-                found[split] = root / name
-                break
-    return found
-
-
 def _load_folder(root: Path, config: DataConfig, size: int, head: str, seed: int, shard=None) -> DataBundle:
     if head != "softmax":
         raise TLKerasError(
             f"an image folder gives single-label classes; for a {head} head use a CSV of path,label"
         )
-    split_dirs = _find_split_dirs(root)
+    split_dirs = find_split_dirs(root)
     if split_dirs:
         if "train" not in split_dirs:
             raise TLKerasError(f"{root} has {', '.join(split_dirs)} folders but no train/ folder")

@@ -439,6 +439,12 @@ def _variants(meta: dict, benchmark: dict | None) -> dict:
         notes.append(f"Recommended variant: {meta['recommended']}.")
     if meta.get("unknown_threshold") is not None:
         notes.append(f"Unknown threshold (answer “unknown” below this top score): {_fmt(meta['unknown_threshold'], 4)}.")
+    trainable = meta.get("trainable")
+    if trainable:
+        lat = trainable.get("latency") or {}
+        notes.append(f"On-device training: trainable.tflite, {_fmt((trainable.get('bytes') or 0) / 1024, 0)} KB, {trainable.get('slots')} class slots "
+                     f"({trainable.get('free_slots')} free); embed {_fmt(lat.get('embed_ms'), 2)} ms, one train step on 32 features "
+                     f"{_fmt(lat.get('train_32_ms'), 2)} ms (LiteRT, 1 thread).")
     if not benchmark:
         notes.append("No latency measured; run python -m tlkeras.benchmark on the bundle for the timing columns.")
     return {"columns": columns, "rows": rows, "notes": notes, "metric": key}

@@ -28,6 +28,7 @@ from tlkeras.core.bundle import (
     check_nonempty,
     csv_labels,
     csv_split_index,
+    find_split_dirs,
     stratified_split,
 )
 from tlkeras.core.paths import read_csv_rows
@@ -37,7 +38,6 @@ __all__ = ["load_text_data", "from_texts", "detect_modality", "clean_text", "TEX
 
 TEXT_EXTENSIONS = (".txt",)
 MAX_TEXT_BYTES = 1 << 20  # one labelled example; a longer file is not a sentence or a review
-_SPLITS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test",)}
 
 
 def clean_text(text: str) -> str:
@@ -170,12 +170,7 @@ def _read_files(layout: dict[str, list[Path]], class_names: list[str]) -> tuple[
 def _load_folder(root: Path, config: DataConfig, head: str, seed: int) -> DataBundle:
     if head != "softmax":
         raise TLKerasError(f"a folder of .txt files gives single-label classes; for a {head} head use a CSV of text,label")
-    found = {}
-    for split, names in _SPLITS.items():
-        for name in names:
-            if (root / name).is_dir():
-                found[split] = root / name
-                break
+    found = find_split_dirs(root)
     layouts = {name: _class_files(folder) for name, folder in found.items()} if found else {"all": _class_files(root)}
     if found and "train" not in found:
         raise TLKerasError(f"{root} has {', '.join(found)} folders but no train/ folder; add train/ with one subfolder per class")
