@@ -9,7 +9,7 @@ does not import TensorFlow.
 
     head = OnDeviceHead("export/run/trainable.tflite")
     feats = head.embed(images)                       # N x F, store these instead of the images
-    head.fit(feats, labels, epochs=20)               # SGD with momentum on the device's head
+    head.fit(feats, labels)                          # SGD with momentum on the device's head
     saved = head.get_weights()                       # persist (np.savez) and restore at start:
     OnDeviceHead(path).set_weights(**saved)
 """
@@ -81,7 +81,7 @@ class OnDeviceHead:
         out = self._runners["train"](features=features, labels=labels.astype(np.int32), learning_rate=np.float32(learning_rate))
         return float(out["loss"])
 
-    def fit(self, features, labels, *, epochs: int = 20, batch_size: int = 32, learning_rate: float = 0.05, seed: int = 0,
+    def fit(self, features, labels, *, epochs: int = 100, batch_size: int = 32, learning_rate: float = 0.1, seed: int = 0,
             balance: bool = True) -> list[float]:
         """``epochs`` passes of shuffled mini-batches; returns each epoch's mean loss.
 
