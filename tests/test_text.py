@@ -431,3 +431,13 @@ def test_a_text_run_loads_in_a_fresh_process(text_run):
             f"m = load_run_model({str(text_run)!r}); print(m.predict(tf.constant(['great food']), verbose=0).shape)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(Path(__file__).resolve().parents[1]))
     assert out.returncode == 0 and "(1, 2)" in out.stdout, out.stderr[-1500:]
+
+
+def test_evaluate_takes_a_text_run(text_run, capsys):
+    from tlkeras.evaluate import __main__ as evaluate_cli
+
+    capsys.readouterr()
+    assert evaluate_cli.main([str(text_run), "--split", "val"]) == 0
+    out = capsys.readouterr().out
+    assert "val (16 texts): accuracy" in out
+    assert "Misclassified texts" in (text_run / "report.html").read_text()
