@@ -169,3 +169,27 @@ def test_make_dataset_takes_explicit_targets(image_folder):
     np.testing.assert_allclose(y.numpy(), soft)
     with pytest.raises(TLKerasError, match="targets for"):
         make_dataset(bundle.train, head="softmax", num_outputs=3, batch_size=8, targets=soft[:-1])
+
+
+def test_file_names_that_are_not_utf8_are_read(tmp_path):
+    """Archives made on older Windows machines hold latin-1 file names: they train and report like any other."""
+    import os
+
+    from conftest import tiny_config
+
+    from tlkeras.train.run import train_model
+
+    data = make_image_folder(tmp_path / "images", per_class=10)
+    for cls in ("red", "green"):
+        folder = os.fsencode(data / cls)
+        for i, name in enumerate(sorted(os.listdir(folder))[:4]):
+            os.rename(folder + b"/" + name, folder + b"/caf\xe9_" + str(i).encode() + b".png")  # not valid UTF-8
+    config = tiny_config(output_dir=str(tmp_path / "runs"), name="latin1")
+    config.data.source = str(data)
+    result = train_model(config)
+    assert result.info["data"]["skipped"] == []
+    assert result.info["data"]["train"] + result.info["data"]["val"] + result.info["data"]["test"] == 30
+    from tlkeras.report.html import examples_from, write_run_report
+
+    name, split = result.data.eval_split
+    assert write_run_report(result.run_dir, examples_from(result.model, split, name)).is_file()

@@ -127,14 +127,14 @@ def store_key(paths: Sequence[str], *parts) -> str:
     """A digest of the files (path, size, modification time) and ``parts`` (size, options)."""
     digest = hashlib.sha256(_VERSION.encode())
     for part in parts:
-        digest.update(repr(part).encode())
+        digest.update(repr(part).encode("utf-8", "surrogateescape"))
     for path in paths:
         try:
             st = os.stat(path)
             stamp = f"{st.st_size}:{st.st_mtime_ns}"
         except OSError:
             stamp = "missing"
-        digest.update(f"\0{path}\0{stamp}".encode())
+        digest.update(f"\0{path}\0{stamp}".encode("utf-8", "surrogateescape"))  # names need not be UTF-8
     return digest.hexdigest()[:24]
 
 

@@ -14,6 +14,7 @@ memory, or a file on disk), so memory never holds a list of images plus a stacke
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -230,7 +231,9 @@ def decode_groups(
                 for g in pending[1:]:
                     items = items.concatenate(groups[g][2])
             else:
-                items = tf.data.Dataset.from_tensor_slices(tf.constant(names))
+                # Bytes, not str: a file name that is not valid UTF-8 (latin-1 names from old
+                # archives) arrives as surrogate escapes, which a string tensor refuses.
+                items = tf.data.Dataset.from_tensor_slices(tf.constant([os.fsencode(p) for p in names], dtype=tf.string))
             ds = tf.data.Dataset.zip((tf.data.Dataset.range(n), items))
             ds = ds.map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             # A file that fails to decode raises inside the map; dropping it here is the skip.

@@ -220,7 +220,7 @@ def _gallery(examples: Examples, names: Sequence[str], overlays: Overlays, top: 
             "image": None if examples.is_text else _b64(figures.image_png(examples.images[i])),
             "overlay": _b64(figures.image_png(overlay)) if overlay is not None else None,
             "true": names[int(examples.y_true[i])], "predicted": names[p], "score": f"{examples.probs[i, p]:.2f}",
-            "name": Path(examples.paths[i]).name if i < len(examples.paths) and examples.paths[i] else "",
+            "name": _shown_name(examples.paths[i]) if i < len(examples.paths) and examples.paths[i] else "",
         })
     wrong = int((examples.predicted != examples.y_true).sum())
     kind = "texts" if examples.is_text else "images"
@@ -230,6 +230,11 @@ def _gallery(examples: Examples, names: Sequence[str], overlays: Overlays, top: 
     if problem:
         note += f" ({problem})"
     return {"split": examples.split, "entries": items, "note": note + ".", "kind": kind}
+
+
+def _shown_name(path) -> str:
+    """A file's name for the page; bytes that are not UTF-8 (latin-1 names) show as U+FFFD."""
+    return Path(path).name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _quote(text, limit: int = 400) -> str:
