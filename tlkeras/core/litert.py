@@ -55,7 +55,7 @@ def _read(model: bytes | str | os.PathLike) -> bytes:
         with open(model, "rb") as fh:
             return fh.read()
     except FileNotFoundError:
-        raise TLKerasError(f"model file {model} does not exist") from None
+        raise TLKerasError(f"model file {model} does not exist; pass a .tflite file from an exported bundle") from None
 
 
 @contextlib.contextmanager

@@ -207,7 +207,7 @@ def collect_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
                 raise TLKerasError(f"{p} is not an image ({', '.join(IMAGE_EXTENSIONS)})")
             found.append(p)
         else:
-            raise TLKerasError(f"image path {p} does not exist")
+            raise TLKerasError(f"image path {p} does not exist; pass an image file or a folder of images")
     if not found:
         raise TLKerasError(f"no images found in {', '.join(map(str, paths))}")
     unique: dict[Path, Path] = {}

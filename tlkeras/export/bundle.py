@@ -547,7 +547,7 @@ def export_run(
     # Fail on the cheap checks before loading TensorFlow models and data.
     if not (run_dir / "model.keras").is_file():
         if not run_dir.is_dir():
-            raise TLKerasError(f"run directory {run_dir} does not exist")
+            raise TLKerasError(f"run directory {run_dir} does not exist; pass a folder written by python -m tlkeras.train (runs/<name>)")
         raise TLKerasError(f"{run_dir} has no model.keras; pass a directory written by tlkeras.train")
     _check_writable(target, options.overwrite)
     model, config, bundle = load_run_for_export(run_dir, data_source)

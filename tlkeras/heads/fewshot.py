@@ -258,7 +258,7 @@ class PrototypeClassifier:
                 center = data["center"] if data["center"].size else None
                 return cls(data["sums"], data["counts"], meta["class_names"], meta["metric"], center, meta["scale"])
         except FileNotFoundError:
-            raise TLKerasError(f"prototype file {path} does not exist") from None
+            raise TLKerasError(f"prototype file {path} does not exist; pass the prototypes file the few-shot export wrote") from None
         except (KeyError, ValueError, OSError) as exc:
             raise TLKerasError(f"{path} is not a tlkeras prototype file ({type(exc).__name__})") from None
 

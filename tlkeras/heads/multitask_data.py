@@ -256,7 +256,7 @@ def load_multitask_csv(path: str | os.PathLike, tasks: Sequence[TaskSpec | dict]
     tasks = check_tasks([replace(t) if isinstance(t, TaskSpec) else TaskSpec(**t) for t in tasks])
     path = Path(path)
     if not path.is_file():
-        raise TLKerasError(f"CSV {path} does not exist")
+        raise TLKerasError(f"CSV {path} does not exist; check the path")
     with open(path, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.DictReader(fh))
     if not rows:

@@ -325,7 +325,7 @@ def run_report_html(run_dir: str | os.PathLike, examples: Examples | None = None
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise TLKerasError(f"run directory {run_dir} does not exist")
+        raise TLKerasError(f"run directory {run_dir} does not exist; pass a folder written by python -m tlkeras.train (runs/<name>)")
     names = read_labels(run_dir)
     metrics = _read_json(run_dir / metrics_file)
     if metrics is None:
