@@ -64,7 +64,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from tlkeras.errors import TLKerasError
-from tlkeras.export.tflite_metadata import _import_writers, _minimum_parser_version
+from tlkeras.export.tflite_metadata import _import_writers, _minimum_parser_version, open_classifier
 
 __all__ = [
     "REGEX_DELIMITER",
@@ -579,15 +579,9 @@ def verify_mediapipe_text(content: bytes, texts: Sequence[str], expected: np.nda
 
     names = [str(n) for n in class_names]
     expected = np.asarray(expected, np.float64).reshape(len(texts), len(names))
-    try:
-        # A tiny positive threshold: mediapipe 1.2.3 passes 0.0 (and None) as "unset" (see
-        # tflite_metadata.verify_mediapipe), and then may return no category at all.
-        options = text.TextClassifierOptions(base_options=BaseOptions(model_asset_buffer=bytes(content)),
-                                             max_results=len(names), score_threshold=1e-9)
-        classifier = text.TextClassifier.create_from_options(options)
-    except (RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return {"loaded": False, "error": first[:300], "agreement": None, "names_match": None, "max_score_diff": None, "count": 0}
+    classifier, failure = open_classifier(text.TextClassifier, text.TextClassifierOptions, BaseOptions, content, len(names))
+    if failure is not None:
+        return failure
     agree, names_ok, diff = 0, True, 0.0
     with classifier:
         for sample, row in zip(texts, expected):

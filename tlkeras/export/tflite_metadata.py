@@ -29,7 +29,7 @@ import numpy as np
 
 from tlkeras.errors import TLKerasError
 
-__all__ = ["available", "add_metadata", "verify_mediapipe", "MEDIAPIPE_MIN_AGREEMENT", "mediapipe_version"]
+__all__ = ["available", "add_metadata", "verify_mediapipe", "open_classifier", "MEDIAPIPE_MIN_AGREEMENT", "mediapipe_version"]
 
 # Variants MediaPipe Tasks' ImageClassifier must agree with LiteRT on (top-1 share).
 MEDIAPIPE_MIN_AGREEMENT = 0.99
@@ -160,6 +160,20 @@ def add_metadata(
     return bytes(out)
 
 
+def open_classifier(task, options_cls, base_options_cls, content: bytes, classes: int):
+    """A MediaPipe Tasks classifier (image or text) on ``content`` returning every class, or the
+    failure record a verification returns when MediaPipe refuses the model: ``(classifier, None)``
+    or ``(None, {"loaded": False, "error": first line, ...})``."""
+    try:
+        # A tiny positive threshold: mediapipe 1.2.3 passes 0.0 (and None) as "unset", and then
+        # returned no category at all for flowers5 images whose top score was under 0.5.
+        options = options_cls(base_options=base_options_cls(model_asset_buffer=bytes(content)), max_results=classes, score_threshold=1e-9)
+        return task.create_from_options(options), None
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, {"loaded": False, "error": first[:300], "agreement": None, "names_match": None, "max_score_diff": None, "count": 0}
+
+
 def verify_mediapipe(content: bytes, images: np.ndarray, litert_out: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
     """Runs a model with metadata in MediaPipe Tasks' ImageClassifier and compares with LiteRT.
 
@@ -173,15 +187,9 @@ def verify_mediapipe(content: bytes, images: np.ndarray, litert_out: np.ndarray,
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions, vision
 
-    try:
-        # A tiny positive threshold: mediapipe 1.2.3 passes 0.0 (and None) as "unset", and then
-        # returned no category at all for flowers5 images whose top score was under 0.5.
-        options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_buffer=bytes(content)),
-                                                max_results=len(class_names), score_threshold=1e-9)
-        classifier = vision.ImageClassifier.create_from_options(options)
-    except (RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return {"loaded": False, "error": first[:300], "agreement": None, "names_match": None, "max_score_diff": None}
+    classifier, failure = open_classifier(vision.ImageClassifier, vision.ImageClassifierOptions, BaseOptions, content, len(class_names))
+    if failure is not None:
+        return failure
     agree, names_ok, diff = 0, True, 0.0
     with classifier:
         for image, expected in zip(images, litert_out):
