@@ -482,6 +482,24 @@ class HubBackbone(keras.layers.Layer):
         return {**super().get_config(), "handle": self.handle, "output_dim": self.output_dim}
 
 
+def is_hub_url(handle: str) -> bool:
+    """Whether a TF-Hub handle is a download (URL) rather than a local folder."""
+    return "://" in handle or handle.startswith(HUB_URL_PREFIXES)
+
+
+def hub_location(handle: str) -> tuple[str, str]:
+    """What a TF-Hub handle points at: ``("url", handle)``, ``("dir", resolved folder)``, or
+    ``("missing" | "not_saved_model", handle)``; callers word the error for their flag."""
+    if is_hub_url(handle):
+        return "url", handle
+    path = Path(handle).expanduser()
+    if not path.exists():
+        return "missing", handle
+    if not (path / "saved_model.pb").is_file():
+        return "not_saved_model", handle
+    return "dir", str(path.resolve())
+
+
 def build_hub_backbone(handle: str, image_tensor):
     """Builds a TF-Hub backbone on ``image_tensor`` (values in [0, 1]); returns its output tensor.
 
@@ -489,17 +507,16 @@ def build_hub_backbone(handle: str, image_tensor):
         TLKerasError: if the handle is a URL and there is no network, or the directory is not a
             SavedModel.
     """
-    is_url = "://" in handle or handle.startswith(HUB_URL_PREFIXES)
-    if not is_url:
-        path = Path(handle).expanduser()
-        if not path.exists():
-            raise TLKerasError(
-                f"TF-Hub backbone {handle} is neither a URL nor an existing SavedModel directory; pass "
-                f"hub:<folder with saved_model.pb> or hub:<https URL> (online), or list backbones with --list-backbones"
-            )
-        if not (path / "saved_model.pb").is_file():
-            raise TLKerasError(f"{handle} is not a SavedModel directory (no saved_model.pb); pass hub:<the folder that holds saved_model.pb>")
-        handle = str(path.resolve())
+    kind, resolved = hub_location(handle)
+    is_url = kind == "url"
+    if kind == "missing":
+        raise TLKerasError(
+            f"TF-Hub backbone {handle} is neither a URL nor an existing SavedModel directory; pass "
+            f"hub:<folder with saved_model.pb> or hub:<https URL> (online), or list backbones with --list-backbones"
+        )
+    if kind == "not_saved_model":
+        raise TLKerasError(f"{handle} is not a SavedModel directory (no saved_model.pb); pass hub:<the folder that holds saved_model.pb>")
+    handle = resolved
     try:
         layer = HubBackbone(handle, name="backbone_hub", trainable=False)
         out = layer(image_tensor)

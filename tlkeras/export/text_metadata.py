@@ -63,8 +63,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from tlkeras.core.text.tokenize import vocabulary_index
 from tlkeras.errors import TLKerasError
-from tlkeras.export.tflite_metadata import _import_writers, _minimum_parser_version, open_classifier
+from tlkeras.export.tflite_metadata import _import_writers, _minimum_parser_version, open_classifier, populate_metadata
 
 __all__ = [
     "REGEX_DELIMITER",
@@ -244,12 +245,7 @@ def _ascii_lower(text: str) -> str:
     return text.translate(_LOWER)
 
 
-def _ascii_upper(text: str) -> str:
-    return text.translate(_UPPER)
-
-
 _LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
-_UPPER = {c + 32: c for c in range(ord("A"), ord("Z") + 1)}
 
 
 # --------------------------------------------------------------------------- regex models
@@ -271,12 +267,8 @@ def regex_vocab_index(vocab: Sequence[str], *, case_variants: bool = False) -> d
     if tokens[:3] != [PAD, START, UNKNOWN]:
         raise TLKerasError(f"the regex vocabulary must start with {PAD}, {START}, {UNKNOWN} (ids 0, 1, 2), not {tokens[:3]}: "
                            "put the three special tokens first")
-    index = {t: i for i, t in enumerate(tokens)}
-    if case_variants:
-        for i, token in enumerate(tokens[3:], start=3):
-            for variant in (_ascii_upper(token[:1]) + token[1:], _ascii_upper(token)):
-                index.setdefault(variant, i)
-    return index
+    # The case rule is the Keras tokenizer's own (RegexTokenizer looks tokens up in the same map).
+    return vocabulary_index(tokens) if case_variants else {t: i for i, t in enumerate(tokens)}
 
 
 def add_regex_metadata(
@@ -343,21 +335,15 @@ def add_regex_metadata(
 def _populate(content, inputs_md, labels, name, description, version, author, score_threshold) -> bytes:
     """Writes general info, the inputs (``inputs_md(writer, writer_mod, folder)``) and the labelled output."""
     with _writers() as (writer_mod, info), tempfile.TemporaryDirectory(prefix="tlkeras-textmd-") as folder:
-        writer = writer_mod.MetadataWriter.create(bytearray(content))
-        # GeneralMd carries version and author, which add_general_info() does not take.
-        writer._general_md = info.GeneralMd(name=name, version=version, description=description, author=author)
-        try:
+
+        def tensors(writer):
             inputs_md(writer, writer_mod, folder)
             thresholding = writer_mod.ScoreThresholding(float(score_threshold)) if score_threshold is not None else None
             writer.add_classification_output(writer_mod.Labels().add(list(labels)), score_thresholding=thresholding,
                                              name="probabilities", description="softmax probabilities over the classes in labels.txt")
-            out, _ = writer.populate()
-        except (ValueError, TypeError, KeyError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TLKerasError(f"writing text TFLite metadata failed: {first}") from None
-        finally:
-            del writer  # its __del__ removes a temporary folder; at interpreter exit that fails noisily
-    return bytes(out)
+
+        return populate_metadata(content, writer_mod, info, tensors, name=name, description=description, version=version, author=author,
+                                 what="text TFLite metadata")
 
 
 # --------------------------------------------------------------------------- BERT models

@@ -29,7 +29,7 @@ import numpy as np
 
 from tlkeras.errors import TLKerasError
 
-__all__ = ["available", "add_metadata", "verify_mediapipe", "open_classifier", "MEDIAPIPE_MIN_AGREEMENT", "mediapipe_version"]
+__all__ = ["available", "add_metadata", "populate_metadata", "verify_mediapipe", "open_classifier", "MEDIAPIPE_MIN_AGREEMENT", "mediapipe_version"]
 
 # Variants MediaPipe Tasks' ImageClassifier must agree with LiteRT on (top-1 share).
 MEDIAPIPE_MIN_AGREEMENT = 0.99
@@ -138,10 +138,8 @@ def add_metadata(
             names why).
     """
     writer_mod, info = _import_writers()
-    writer = writer_mod.MetadataWriter.create(bytearray(content))
-    # GeneralMd carries version and author, which add_general_info() does not take.
-    writer._general_md = info.GeneralMd(name=name, version=version, description=description, author=author)
-    try:
+
+    def tensors(writer):
         writer.add_image_input(norm_mean=[0.0], norm_std=[1.0], color_space_type=writer_mod.MetadataWriter.color_space_types.RGB,
                                name="image", description="RGB image, raw pixel values 0..255 (preprocessing is inside the model)")
         if head in ("softmax", "sigmoid"):
@@ -151,10 +149,27 @@ def add_metadata(
                                              name="probabilities", description=f"{meaning} over the classes in labels.txt")
         else:
             writer.add_feature_output(name="predictions", description=f"regression values: {', '.join(class_names)}")
+
+    return populate_metadata(content, writer_mod, info, tensors, name=name, description=description, version=version, author=author)
+
+
+def populate_metadata(content: bytes, writer_mod, info, tensors, *, name: str, description: str, version: str, author: str,
+                      what: str = "TFLite metadata") -> bytes:
+    """Writes general info and what ``tensors(writer)`` adds into ``content`` with MediaPipe's
+    generic writer; the one place image and text metadata are populated.
+
+    Raises:
+        TLKerasError: the writer rejects the model (its first line).
+    """
+    writer = writer_mod.MetadataWriter.create(bytearray(content))
+    # GeneralMd carries version and author, which add_general_info() does not take.
+    writer._general_md = info.GeneralMd(name=name, version=version, description=description, author=author)
+    try:
+        tensors(writer)
         out, _ = writer.populate()
     except (ValueError, TypeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TLKerasError(f"writing TFLite metadata failed: {first}") from None
+        raise TLKerasError(f"writing {what} failed: {first}") from None
     finally:
         del writer  # its __del__ removes a temporary folder; at interpreter exit that fails noisily
     return bytes(out)

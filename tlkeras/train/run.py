@@ -146,8 +146,9 @@ def train_model(
     """
     t0 = time.perf_counter()
     chief = is_chief()
-    if not resume:
-        _text_default_encoder(config, data)
+    text = None if resume else _is_text(config, data)  # a resumed run decides on its stored config, below
+    if text:
+        _text_default_encoder(config)
     stage = _Stage(config, write=write and chief, resume=resume)
     if resume:
         config = stage.stored_config()
@@ -155,7 +156,8 @@ def train_model(
     keras.utils.set_random_seed(config.seed)
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    text = data.modality == "text" if data is not None else (config.data.source is not None and detect_modality(config.data) == "text")
+    if text is None:
+        text = _is_text(config, data)
     size = check_text_config(config) if text else check_model_config(config.model, config.data.image_size if data is None else data.image_size)
     # Before any TensorFlow op runs (load_data decodes with tf.data): MultiWorkerMirroredStrategy
     # must configure collective ops at program start.
@@ -251,7 +253,14 @@ def train_model(
     return TrainResult(model, history, metrics, timings, stage.final if write and chief else None, config, info, data)
 
 
-def _text_default_encoder(config: RunConfig, data: DataBundle | None) -> None:
+def _is_text(config: RunConfig, data: DataBundle | None) -> bool:
+    """Whether the run trains on text: the given data's modality, else its source's."""
+    if data is not None:
+        return data.modality == "text"
+    return config.data.source is not None and detect_modality(config.data) == "text"
+
+
+def _text_default_encoder(config: RunConfig) -> None:
     """Text data with the image default backbone: the text default encoder instead, said in one line.
 
     The dataclass default names an image backbone; a user who asked for an image backbone by
@@ -259,8 +268,7 @@ def _text_default_encoder(config: RunConfig, data: DataBundle | None) -> None:
     """
     from tlkeras.config import ModelConfig
 
-    text = data.modality == "text" if data is not None else (config.data.source is not None and detect_modality(config.data) == "text")
-    if text and config.model.backbone == ModelConfig.backbone and str(config.model.weights) == ModelConfig.weights:
+    if config.model.backbone == ModelConfig.backbone and str(config.model.weights) == ModelConfig.weights:
         config.model.backbone = "word_embedding"
         if config.train.verbose:
             print("text data: the word_embedding encoder (the text default; --backbone picks another, e.g. small_bert or hub:<dir>)", flush=True)
@@ -283,7 +291,7 @@ def check_text_config(config: RunConfig) -> int:
 
 
 def text_summary(model, data: DataBundle, config: RunConfig) -> dict[str, Any]:
-    """What a text run reports about its inputs: truncated texts per split, word-vector coverage.
+    """What a text run reports about its freshly built model's inputs: truncated texts per split, word-vector coverage.
 
     Side effect: prints one line when texts are truncated (when ``train.verbose``).
     """

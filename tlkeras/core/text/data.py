@@ -45,14 +45,17 @@ def clean_text(text: str) -> str:
     return unicodedata.normalize("NFC", str(text).replace("\r\n", "\n").replace("\r", "\n")).strip()
 
 
-def _count_files(folder: Path, extensions: tuple[str, ...], limit: int = 2000) -> int:
-    """Files with ``extensions`` under ``folder`` (the first ``limit`` folders walked)."""
-    count = 0
+def _count_files(folder: Path, limit: int = 2000) -> tuple[int, int]:
+    """(.txt files, image files) under ``folder`` (the first ``limit`` folders walked), in one walk."""
+    texts = images = 0
     for i, (_, _, files) in enumerate(os.walk(folder)):
-        count += sum(f.lower().endswith(extensions) for f in files)
+        for f in files:
+            name = f.lower()
+            texts += name.endswith(TEXT_EXTENSIONS)
+            images += name.endswith(IMAGE_EXTENSIONS)
         if i > limit:
             break
-    return count
+    return texts, images
 
 
 def detect_modality(config: DataConfig) -> str:
@@ -78,7 +81,7 @@ def detect_modality(config: DataConfig) -> str:
             raise TLKerasError(f"CSV {path} has both a 'path' and a '{config.text_column}' column; pass --modality image or --modality text")
         return "text" if has_text else "image"
     if path.is_dir():
-        texts, images = _count_files(path, TEXT_EXTENSIONS), _count_files(path, IMAGE_EXTENSIONS)
+        texts, images = _count_files(path)
         # A stray README.txt beside images is common: images win unless texts outnumber them.
         if texts and images and texts >= images:
             raise TLKerasError(f"{path} holds both images ({images}) and .txt files ({texts}); pass --modality image or --modality text")

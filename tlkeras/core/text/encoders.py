@@ -17,14 +17,13 @@ vector) -> head_*``. Phase 1 fits the head on cached ``head_pool`` features of t
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from tlkeras._backend import keras, tf
 from tlkeras.config import ModelConfig
-from tlkeras.core.backbones import HUB_URL_PREFIXES, get_backbone
+from tlkeras.core.backbones import HUB_URL_PREFIXES, get_backbone, hub_location, is_hub_url
 from tlkeras.core.text.tokenize import DELIMITER, RegexTokenizer, build_vocabulary, text_ids, token_counts, vocabulary_index
 from tlkeras.core.text.vectors import embedding_matrix, read_word_vectors
 from tlkeras.errors import TLKerasError
@@ -48,14 +47,12 @@ class TextEncoder:
 
 def _local_or_url(handle: str, what: str) -> str:
     """A URL as is, or a local SavedModel directory resolved; one-line errors otherwise."""
-    if handle.startswith(HUB_URL_PREFIXES) or "://" in handle:
-        return handle
-    path = Path(handle).expanduser()
-    if not path.exists():
+    kind, resolved = hub_location(handle)
+    if kind == "missing":
         raise TLKerasError(f"{what} {handle} is neither a URL nor an existing SavedModel directory; pass a TF-Hub handle or the folder with saved_model.pb")
-    if not (path / "saved_model.pb").is_file():
+    if kind == "not_saved_model":
         raise TLKerasError(f"{what} {handle} is not a SavedModel directory (no saved_model.pb); pass the folder that holds saved_model.pb")
-    return str(path.resolve())
+    return resolved
 
 
 def resolve_text_encoder(config: ModelConfig) -> TextEncoder:
@@ -259,7 +256,7 @@ def idf_weights(vocabulary: Sequence[str], texts: Sequence[str], length: int, bu
 
 
 def _hub_error(handle: str, what: str, exc: Exception) -> TLKerasError:
-    if handle.startswith(HUB_URL_PREFIXES) or "://" in handle:
+    if is_hub_url(handle):
         return TLKerasError(
             f"could not load {what} {handle} (no network?); download it where there is network and pass the local SavedModel "
             f"directory (hub:<dir>, --preprocess <dir>), set TFHUB_CACHE_DIR to a pre-filled cache, or use --backbone word_embedding offline"
@@ -452,12 +449,18 @@ def default_buckets(num_outputs: int) -> int:
 
 
 def word_vector_coverage(model, config: ModelConfig) -> dict | None:
-    """``{"words", "with_vectors", "dim", "file"}`` of a word model built from ``config``, else None."""
+    """``{"words", "with_vectors", "dim", "file"}`` of a word model freshly built from ``config``
+    (before training), else None.
+
+    Read off the embedding instead of the vectors file a second time: with a file, the words it
+    lacks start at zero (:func:`tlkeras.core.text.vectors.embedding_matrix`), so the non-zero rows
+    are the words it has.
+    """
     layer = tokenizer_layer(model)
     if not isinstance(layer, RegexTokenizer):
         return None
-    info = {"words": len(layer.vocabulary) - 3, "dim": int(model.get_layer("word_embedding").output_dim)}
+    table = model.get_layer("word_embedding").get_weights()[0]
+    info = {"words": len(layer.vocabulary) - 3, "dim": int(table.shape[1])}
     if config.word_vectors:
-        vectors = read_word_vectors(config.word_vectors, layer.vocabulary)
-        info.update(with_vectors=len(vectors.vectors), file=str(config.word_vectors))
+        info.update(with_vectors=int(np.count_nonzero(np.any(table[3:] != 0, axis=1))), file=str(config.word_vectors))
     return info
