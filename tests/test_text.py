@@ -441,3 +441,16 @@ def test_evaluate_takes_a_text_run(text_run, capsys):
     out = capsys.readouterr().out
     assert "val (16 texts): accuracy" in out
     assert "Misclassified texts" in (text_run / "report.html").read_text()
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--trainable"], "not available for text runs"),
+    (["--quantize", "int8"], "is image-only"),
+])
+def test_text_export_bad_inputs_are_one_line(text_run, tmp_path, capsys, flags, needle):
+    from tlkeras.export import __main__ as export_cli
+
+    code = export_cli.main([str(text_run), *flags, "--output-dir", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("tlkeras.export: error: ") and needle in err[0], err
+    assert not (tmp_path / "b").exists()

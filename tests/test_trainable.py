@@ -138,3 +138,18 @@ def test_trainable_bad_inputs(tiny_run, tmp_path):
     assert not (tmp_path / "b").exists()
     with pytest.raises(TLKerasError, match="trainable_classes must be in"):
         ExportOptions(trainable=True, trainable_classes=1).validate()
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--trainable-classes", "2"], "fewer than the run's 3 classes"),
+    (["--trainable-classes", "1"], "trainable_classes must be in"),
+    (["--trainable-classes", "5000"], "trainable_classes must be in"),
+    (["--trainable-classes", "nan"], "invalid int value"),
+])
+def test_trainable_cli_bad_inputs_are_one_line(tiny_run, tmp_path, capsys, flags, needle):
+    from tlkeras.export import __main__ as export_cli
+
+    code = export_cli.main([str(tiny_run), "--quantize", "float32", "--no-micro", "--trainable", *flags, "--output-dir", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("tlkeras.export: error: ") and needle in err[0], err
+    assert not (tmp_path / "b").exists()
