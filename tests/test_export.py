@@ -521,6 +521,30 @@ def test_calibrated_threshold_reaches_metadata_and_the_consumer(small_run, tmp_p
     assert "unknown" in answers and any(a != "unknown" for a in answers)
 
 
+def test_mediapipe_check_takes_a_top1_tie_as_agreement(small_run, tmp_path):
+    """int8 softmax scores have 256 levels, so two classes can share the top: either is LiteRT's answer."""
+    pytest.importorskip("mediapipe")
+    from tlkeras.core.data import load_image
+    from tlkeras.export import tflite_metadata
+
+    run, _, data = small_run
+    every = sorted((run.parent.parent / "images").glob("*/*.png"))
+    images = np.stack([load_image(p, SIZE) for p in every[:: max(1, len(every) // 9)]])  # every class
+    plain = _float_tflite(run, tmp_path)
+    out = litert.run_model(plain, images)
+    content = tflite_metadata.add_metadata(plain, name="t", description="t", version="t", author="t", class_names=data.class_names)
+    assert tflite_metadata.verify_mediapipe(content, images, out, data.class_names)["agreement"] == 1.0
+    tied = out.copy()
+    rivals = [0 if top else 1 for top in np.argmax(out, axis=1)]
+    for row, rival in zip(tied, rivals):  # another class ties the top score, where argmax picks it first
+        row[rival] = row.max()
+    assert (np.argmax(tied, axis=1) != np.argmax(out, axis=1)).any()
+    assert tflite_metadata.verify_mediapipe(content, images, tied, data.class_names)["agreement"] == 1.0
+    for row, rival in zip(tied, rivals):  # now the rival is clearly on top: a real disagreement
+        row[rival] += 0.01
+    assert tflite_metadata.verify_mediapipe(content, images, tied, data.class_names)["agreement"] == 0.0
+
+
 def _float_tflite(run, tmp_path) -> bytes:
     from tlkeras.core.loading import load_run_model
     from tlkeras.export.convert import convert_model

@@ -65,7 +65,7 @@ import numpy as np
 
 from tlkeras.core.text.tokenize import vocabulary_index
 from tlkeras.errors import TLKerasError
-from tlkeras.export.tflite_metadata import _import_writers, _minimum_parser_version, open_classifier, populate_metadata
+from tlkeras.export.tflite_metadata import TOP1_TIE, _import_writers, _minimum_parser_version, open_classifier, populate_metadata
 
 __all__ = [
     "REGEX_DELIMITER",
@@ -92,7 +92,6 @@ BERT_CLS, BERT_SEP, BERT_UNK = "[CLS]", "[SEP]", "[UNK]"
 
 _HELPER = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
 _VOCAB_FILE = "vocab.txt"
-_TIE = 1e-6  # expected scores this close to the row's maximum count as a top-1 tie
 _BERT_MAX_BYTES_PER_TOKEN = 100
 _BERT_MAX_CHARS_PER_SUBTOKEN = 100
 # RE2's \s (what BertTokenizer splits on): ASCII space, \t, \n, \f, \r (not \v, not Unicode spaces).
@@ -575,7 +574,7 @@ def verify_mediapipe_text(content: bytes, texts: Sequence[str], expected: np.nda
             if not categories:
                 continue
             # Ties (e.g. a text of unknown words only) may come back in any order among them.
-            agree += int(row[categories[0].index] >= row.max() - _TIE)
+            agree += int(row[categories[0].index] >= row.max() - TOP1_TIE)
             for category in categories:
                 names_ok &= category.category_name == names[category.index]
                 diff = max(diff, abs(float(category.score) - float(row[category.index])))
