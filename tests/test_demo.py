@@ -30,7 +30,7 @@ def test_run_demo_writes_a_run_with_the_comparison(tmp_path, monkeypatch, capsys
     shutil.copy(calibrated_weights(demo.DEMO_IMAGE_SIZE), cached)
     from tlkeras.train import __main__ as train_cli
 
-    code = train_cli.main(["--output-dir", str(tmp_path / "runs"), "--name", "demo", "--phase1-epochs", "3", "--phase2-epochs", "1"])
+    code = train_cli.main(["--demo", "shapes", "--output-dir", str(tmp_path / "runs"), "--name", "demo", "--phase1-epochs", "3", "--phase2-epochs", "1"])
     assert code == 0
     out = capsys.readouterr().out
     assert "transfer (two-phase)" in out and "from scratch" in out

@@ -7,6 +7,7 @@ Layers, bottom to top (a module may import its own layer's package and any layer
     core       tlkeras.core.*
     stage      train, evaluate, export, benchmark, doctor
     technique  optimize, adapt, distill, explain, heads, audit
+    workflow   quickstart (composes stages and techniques into one run)
     search     tune
 
 Every ``__main__.py`` (a CLI) sits above all of them: it may import any library module, but never
@@ -25,7 +26,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "tlkeras"
 
 LAYERS = {
-    "base": 0, "core": 1, "stage": 2, "technique": 3, "search": 4, "cli": 5,
+    "base": 0, "core": 1, "stage": 2, "technique": 3, "workflow": 4, "search": 5, "cli": 6,
 }
 GROUP_LAYER = {
     "errors": "base", "_backend": "base", "config": "base", "runs": "base", "cli": "base", "__init__": "base",
@@ -33,6 +34,7 @@ GROUP_LAYER = {
     "train": "stage", "evaluate": "stage", "export": "stage", "benchmark": "stage", "doctor": "stage",
     "optimize": "technique", "adapt": "technique", "distill": "technique", "explain": "technique",
     "heads": "technique", "audit": "technique", "report": "stage",
+    "quickstart": "workflow",
     "tune": "search",
 }
 CLIS = ["train", "evaluate", "export", "benchmark", "optimize", "tune", "adapt", "distill", "explain", "doctor", "audit"]

@@ -73,6 +73,27 @@ TFDS_CELL = code('''
         tfds.builder(DATA[len("tfds:"):]).download_and_prepare()
 ''')
 
+# The quickstart falls back to the photos and ImageNet weights shipped in the package when TFDS (or
+# the network) is not there, so the notebook runs offline as `python -m tlkeras.train` does.
+TFDS_OR_SAMPLE_CELL = code('''
+    # A TFDS set is read offline by tlkeras (download=False): download and prepare it once here.
+    # Without a network (or TFDS), use the 300 flower photos and MobileNetV2 ImageNet weights
+    # shipped inside tlkeras (tlkeras/quickstart/data, credits in ATTRIBUTION.md).
+    if DATA.startswith("tfds:"):
+        try:
+            import tensorflow_datasets as tfds
+
+            tfds.builder(DATA[len("tfds:"):]).download_and_prepare()
+        except Exception as exc:  # no network, no TFDS, or no such set
+            from tlkeras.quickstart.sample import IMAGE_SIZE as SAMPLE_SIZE, load_sample
+
+            sample = load_sample()
+            print(f"{DATA} is not available here ({type(exc).__name__}); using the {sum(sample.counts.values())} photos shipped with tlkeras")
+            DATA, IMAGE_SIZE = str(sample.photos), SAMPLE_SIZE
+            if BACKBONE == "mobilenet_v2" and WEIGHTS == "imagenet":
+                WEIGHTS, ALPHA = str(sample.weights), 1.0  # the same ImageNet weights, from the package
+''')
+
 IMPORTS_CELL = code('''
     import io
     import json
@@ -264,7 +285,8 @@ def quickstart():
             An image folder (here TensorFlow Datasets' `tf_flowers`, 5 classes) becomes a fine-tuned
             MobileNetV2 in two phases, is evaluated (per-class metrics, confusion matrix, training
             curves), exported to a verified int8 TFLite model, and classifies images with LiteRT.
-            A GPU runtime makes phase 2 faster; everything runs on CPU too.
+            A GPU runtime makes phase 2 faster; everything runs on CPU too. Without a network it uses
+            the 300 flower photos and the MobileNetV2 ImageNet weights shipped inside tlkeras.
         """),
         install_cell(),
         INSTALL_NOTE,
@@ -276,7 +298,7 @@ def quickstart():
             weights file for the backbone.
         """),
         code('''
-            DATA = "tfds:tf_flowers"   # image folder, CSV file, or tfds:<name>
+            DATA = "tfds:tf_flowers"   # image folder, CSV file, or tfds:<name> (offline: the sample shipped with tlkeras)
             BACKBONE = "mobilenet_v2"  # tlkeras.list_backbones() lists them
             ALPHA = None               # width of the MobileNet families (None: 1.0)
             WEIGHTS = "imagenet"       # imagenet, none, or a weights file for the backbone
@@ -290,7 +312,7 @@ def quickstart():
             WORK_DIR = "tlkeras_quickstart"
             SEED = 42
         ''', tags=("parameters",)),
-        TFDS_CELL,
+        TFDS_OR_SAMPLE_CELL,
         IMPORTS_CELL,
         md("## Load the images"),
         LOAD_DATA_CELL,
