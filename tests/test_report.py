@@ -8,120 +8,39 @@ when Chromium or websocket-client is missing.
 
 from __future__ import annotations
 
-import base64
 import io
-import json
 import shutil
-import subprocess
-import tempfile
 import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), shutil.which("google-chrome")) if p), None)
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-extensions", "--remote-debugging-port=0", "--remote-allow-origins=*",
-]
 DESKTOP = (1280, 900, False)
 PHONE = (390, 844, True)
 
 
-class Browser:
-    """One headless Chromium with a fresh profile, driven over the DevTools protocol."""
-
-    def __init__(self):
-        websocket = pytest.importorskip("websocket", reason="websocket-client is not installed")
-        if CHROMIUM is None:
-            pytest.skip("chromium is not installed (apt-get install chromium)")
-        self.profile = tempfile.mkdtemp(prefix="tlkeras-chromium-")
-        self.proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        port_file = Path(self.profile) / "DevToolsActivePort"
-        deadline = time.time() + 30
-        while not port_file.is_file() or not port_file.read_text().strip():
-            if time.time() > deadline or self.proc.poll() is not None:
-                self.close()
-                pytest.fail("chromium did not start its DevTools endpoint within 30 s")
-            time.sleep(0.1)
-        port = int(port_file.read_text().splitlines()[0])
-        while True:  # the first page target shows up shortly after the endpoint
-            targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5))
-            pages = [t for t in targets if t.get("type") == "page"]
-            if pages or time.time() > deadline:
-                break
-            time.sleep(0.1)
-        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=30, suppress_origin=True)
-        self.next_id = 0
-        self.events: list[dict] = []
-
-    def call(self, method: str, **params):
-        self.next_id += 1
-        my_id = self.next_id
-        self.ws.send(json.dumps({"id": my_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv())
-            if message.get("id") == my_id:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message.get("result", {})
-            self.events.append(message)
-
-    def wait_for(self, event: str, timeout: float = 30.0) -> None:
-        deadline = time.time() + timeout
-        while not any(e.get("method") == event for e in self.events):
-            if time.time() > deadline:
-                raise TimeoutError(event)
-            self.events.append(json.loads(self.ws.recv()))
-
-    def open(self, url: str, width: int, height: int, mobile: bool) -> dict:
-        """Loads ``url`` at the given viewport; returns requests, console errors, layout and a screenshot."""
-        self.events = []
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.call(f"{domain}.enable")
-        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=mobile)
-        self.call("Page.navigate", url=url)
-        self.wait_for("Page.loadEventFired")
-        layout = self.call("Runtime.evaluate", returnByValue=True, expression="""({
-            scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
-            images: document.images.length,
-            broken: Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length,
-            sections: Array.from(document.querySelectorAll('section')).map(s => s.id),
-            text: document.body.innerText.length})""")["result"]["value"]
-        shot = self.call("Page.captureScreenshot", format="png")
-        time.sleep(0.2)  # late console messages
-        self.ws.settimeout(0.2)
-        try:
-            while True:
-                self.events.append(json.loads(self.ws.recv()))
-        except Exception:  # noqa: BLE001  (the read times out when nothing is left)
-            pass
-        self.ws.settimeout(30)
-        requests = [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
-        errors = [json.dumps(e["params"])[:300] for e in self.events if (
-            e.get("method") == "Runtime.exceptionThrown"
-            or (e.get("method") == "Runtime.consoleAPICalled" and e["params"].get("type") in ("error", "assert"))
-            or (e.get("method") == "Log.entryAdded" and e["params"]["entry"].get("level") == "error"))]
-        return {"requests": requests, "errors": errors, "layout": layout, "png": base64.b64decode(shot["data"])}
-
-    def close(self) -> None:
-        if getattr(self, "ws", None) is not None:
-            self.ws.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        shutil.rmtree(self.profile, ignore_errors=True)
+def open_page(browser, url: str, width: int, height: int, mobile: bool) -> dict:
+    """Loads ``url`` at the given viewport; returns requests, console errors, layout and a screenshot."""
+    browser.navigate(url, width, height, mobile)
+    layout = browser.evaluate("""({
+        scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+        images: document.images.length,
+        broken: Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length,
+        sections: Array.from(document.querySelectorAll('section')).map(s => s.id),
+        text: document.body.innerText.length})""")
+    png = browser.screenshot()
+    browser.drain()
+    return {"requests": browser.requests(), "errors": browser.errors(), "layout": layout, "png": png}
 
 
 @pytest.fixture(scope="module")
 def browser():
-    b = Browser()
+    from tlkeras.core.browser import Browser, BrowserUnavailable
+
+    try:
+        b = Browser()
+    except BrowserUnavailable as exc:
+        pytest.skip(str(exc))
     yield b
     b.close()
 
@@ -144,7 +63,7 @@ def test_harness_sees_requests_and_console_errors(tmp_path, browser):
     """The checks below can fail: a page with an external image and a console error is caught."""
     page = tmp_path / "bad.html"
     page.write_text('<html><body><h1>bad</h1><img src="http://198.51.100.7/x.png"><script>console.error("boom")</script></body></html>')
-    seen = browser.open(page.as_uri(), *DESKTOP)
+    seen = open_page(browser, page.as_uri(), *DESKTOP)
     assert external(seen["requests"]) == ["http://198.51.100.7/x.png"]
     assert any("boom" in e for e in seen["errors"])
 
@@ -193,7 +112,7 @@ def test_report_content(report_run):
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_report_in_chromium(report_run, browser, viewport, tmp_path):
-    seen = browser.open(report_run["path"].as_uri(), *viewport)
+    seen = open_page(browser, report_run["path"].as_uri(), *viewport)
     (tmp_path / "shot.png").write_bytes(seen["png"])
     assert external(seen["requests"]) == [], seen["requests"]
     assert seen["errors"] == []
@@ -265,7 +184,7 @@ def test_bundle_report(tmp_path, browser):
     path = write_bundle_report(tmp_path, size_vs_accuracy=png_bytes(fig))
     html = path.read_text()
     assert "int8" in html and "float32" in html and "0.6100" in html and 'alt="size versus accuracy"' in html
-    seen = browser.open(path.as_uri(), *PHONE)
+    seen = open_page(browser, path.as_uri(), *PHONE)
     assert external(seen["requests"]) == [] and seen["errors"] == [] and seen["layout"]["broken"] == 0
     assert not_blank(seen["png"]) > 0.02
 
@@ -304,7 +223,7 @@ def test_evaluate_unknown_writes_rejection_and_report(report_run, tmp_path, caps
     assert 0.0 <= unknown["auroc"] <= 1.0 and 0.0 <= unknown["false_accept_rate"] <= 1.0
     html = (run / "report.html").read_text()
     assert "false-accept rate" in html and "eval_metrics.json" in html
-    seen = browser.open((run / "report.html").as_uri(), *PHONE)
+    seen = open_page(browser, (run / "report.html").as_uri(), *PHONE)
     assert external(seen["requests"]) == [] and seen["errors"] == [] and seen["layout"]["broken"] == 0
     # A missing folder is one line on stderr and exit code 2.
     assert main([str(run), "--unknown", str(tmp_path / "missing")]) == 2

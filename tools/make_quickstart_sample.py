@@ -43,7 +43,6 @@ def main() -> None:
             origin[row["file"]] = row["source_path"].rsplit("/", 1)[-1]
     if OUT.exists():
         shutil.rmtree(OUT)
-    photos = OUT / "flowers"
     rows, credits = [], []
     classes = sorted(p.name for p in (src / "train").iterdir() if p.is_dir())
     for split, count in COUNTS.items():

@@ -28,7 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("run_dir", help="a run directory written by tlkeras.train")
+    parser.add_argument("run_dir", nargs="?", help="a run directory written by tlkeras.train")
+    parser.add_argument("--serve", metavar="BUNDLE", default=None,
+                        help="serve an exported bundle with a web/ page (--web) on http://127.0.0.1:PORT/web/ until Ctrl-C, instead of exporting")
+    parser.add_argument("--port", type=int, default=8000, help="the port for --serve (0 picks a free one)")
     parser.add_argument("--output-dir", default=None, help="bundle directory (default: export/<run name>)")
     parser.add_argument("--data", default=None, help="image folder, CSV or tfds:<name> with the run's classes (default: the run's own data)")
     # Every ExportOptions field is a flag (variants as --quantize: comma-separated names or all).
@@ -59,8 +62,29 @@ def _table(result) -> str:
     return "\n".join(lines)
 
 
+def _serve(bundle: str, port: int) -> int:
+    from pathlib import Path
+
+    from tlkeras.core.browser import serve_forever
+    from tlkeras.errors import TLKerasError
+
+    if not (Path(bundle) / "web" / "index.html").is_file():
+        what = "does not exist" if not Path(bundle).is_dir() else "has no web/index.html"
+        raise TLKerasError(f"{bundle} {what}; pass a bundle exported with --web (python -m tlkeras.export runs/<name> --web)")
+    if not 0 <= port <= 65535:
+        raise TLKerasError(f"--port must be in 0..65535, got {port}")
+    serve_forever(bundle, port, on_ready=lambda url: print(f"serving {bundle}: open {url}/web/ (Ctrl-C stops)", flush=True))
+    return 0
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    if args.serve is not None:
+        return _serve(args.serve, args.port)
+    if args.run_dir is None:
+        from tlkeras.errors import TLKerasError
+
+        raise TLKerasError("pass a run directory to export (python -m tlkeras.export runs/<name>), or --serve <bundle>")
     from tlkeras.export.bundle import ExportCheckError, ExportOptions, export_run
 
     options = cli.options_from_args(args, ExportOptions, names={"variants": "quantize"})

@@ -55,6 +55,7 @@ from tlkeras.export.result import ExportCheckError, ExportResult, compare_output
 from tlkeras.export.text import export_text_model
 from tlkeras.export.trainable import export_trainable
 from tlkeras.export.variants import DEFAULT_VARIANTS, VARIANTS, Variant, parse_variants
+from tlkeras.export.web import add_web_page, find_mediapipe_web
 
 BUNDLE_FORMAT_VERSION = 1
 
@@ -99,6 +100,11 @@ class ExportOptions:
             softmax image heads; :mod:`tlkeras.export.trainable`).
         trainable_classes: the trainable head's class slots (None: the run's classes and 5 free
             slots for an app's own classes).
+        web: also write ``web/``, a page that classifies a dropped, picked or camera image with
+            MediaPipe Tasks for Web (needs the npm package ``@mediapipe/tasks-vision`` and the
+            metadata; :mod:`tlkeras.export.web`).
+        verify_web: with ``web``, classify the evaluation images through the page in headless
+            Chromium and compare with LiteRT (skipped, and said, without a browser).
     """
 
     variants: tuple[str, ...] = DEFAULT_VARIANTS
@@ -122,6 +128,8 @@ class ExportOptions:
     onnx: bool = False
     trainable: bool = False
     trainable_classes: int | None = None
+    web: bool = False
+    verify_web: bool = True
 
     def validate(self) -> "ExportOptions":
         self.variants = parse_variants(self.variants)
@@ -230,8 +238,13 @@ def export_model(
     write_meta = options.metadata == "on" or (options.metadata == "auto" and tflite_metadata.available())
     if options.onnx and not onnx_export.available():
         raise TLKerasError(onnx_export._MISSING)
-    if options.metadata == "on" and not tflite_metadata.available():
-        raise TLKerasError(tflite_metadata._MISSING)
+    if (options.metadata == "on" or options.web) and not tflite_metadata.available():
+        raise TLKerasError(tflite_metadata._MISSING + (" (--web: MediaPipe Web reads the labels from it)" if options.web else ""))
+    if options.web:
+        if options.metadata == "off" or head == "regression":
+            raise TLKerasError("--web classifies with MediaPipe, which needs the TFLite metadata of a softmax or sigmoid head; "
+                               "drop --metadata off (regression heads have no page)")
+        find_mediapipe_web()  # fail before converting anything
     _check_writable(output_dir, options.overwrite)
 
     needs_data = any(VARIANTS[v].needs_data or _correction_mode(VARIANTS[v], options) != "none" for v in options.variants)
@@ -257,6 +270,7 @@ def export_model(
     reports: dict[str, Path] = {}
     variants_meta: dict[str, Any] = {}
     report_rows: dict[str, list[dict[str, Any]]] = {}
+    litert_outs: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="tlkeras-export-") as work, staged_directory(output_dir, overwrite=options.overwrite) as stage:
         work = Path(work)
         saved = {"none": save_serving_model(model, work / "serving", head, batch=1)}
@@ -291,7 +305,7 @@ def export_model(
             details = litert.io_details(interpreter)
             entry["input"] = _io_meta(details["inputs"][0])
             entry["output"] = _io_meta(details["outputs"][0])
-            out = litert.run_model(interpreter, eval_x)
+            out = litert_outs[vname] = litert.run_model(interpreter, eval_x)
             metrics = compare_outputs(split.y, keras_out, out, class_names, head, keras_metrics)
             entry["metrics"] = metrics
             entry["ops"] = litert.inspect_model(content).op_names
@@ -388,6 +402,10 @@ def export_model(
         recommended = next(
             (v for v in ("int8_float_io", "float16", "dynamic_range", "float32", "int16x8")
              if v in variants_meta and variants_meta[v].get("within_threshold")), None)
+        web = None
+        if options.web:
+            web = add_web_page(stage, name=name, class_names=class_names, variants_meta=variants_meta, recommended=recommended,
+                               threshold=threshold, eval_x=eval_x, litert_outs=litert_outs, verify=options.verify_web, say=say)
         input_desc = (next(iter(variants_meta.values())).get("input") or {}) if variants_meta else {}
         meta = {
             "format": "tlkeras-bundle",
@@ -433,6 +451,7 @@ def export_model(
             "saved_model": "saved_model" if options.saved_model else None,
             "onnx": onnx_meta,
             "trainable": trainable,
+            "web": web,
             "unknown_threshold": threshold,
             "calibration": calibration,
             "passed": not failed,
