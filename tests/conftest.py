@@ -146,3 +146,22 @@ def mobilenet_weights() -> Path:
     if not MOBILENET_025.is_file():
         pytest.skip("../shared/weights/mobilenet_0.25_224_imagenet_no_top.h5 is not present")
     return MOBILENET_025
+
+
+def needs_web_runtime(modality: str = "image") -> None:
+    """Skips the calling test without Chromium, websocket-client, mediapipe (the metadata writers)
+    or the MediaPipe Tasks for Web npm package (``npm ci`` in the checkout)."""
+    from tlkeras.core.browser import BrowserUnavailable, find_chromium
+    from tlkeras.errors import TLKerasError
+
+    try:
+        find_chromium()
+    except BrowserUnavailable as exc:
+        pytest.skip(str(exc))
+    pytest.importorskip("mediapipe")
+    from tlkeras.export.web import find_mediapipe_web
+
+    try:
+        find_mediapipe_web(modality)
+    except TLKerasError as exc:
+        pytest.skip(str(exc))

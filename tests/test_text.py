@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import SHARED, needs_web_runtime
 from text_fixtures import NEGATIVE, POSITIVE, make_sentences, tiny_vectors, write_csv  # noqa: F401
 
 GLOVE = SHARED / "weights" / "glove.6B.50d.top2446.txt"
@@ -454,3 +454,23 @@ def test_text_export_bad_inputs_are_one_line(text_run, tmp_path, capsys, flags, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("tlkeras.export: error: ") and needle in err[0], err
     assert not (tmp_path / "b").exists()
+
+
+def test_text_bundle_page_agrees_with_litert_in_chromium(text_run, tmp_path):
+    """--web on a text run: MediaPipe Tasks for Web's TextClassifier (npm, Wasm) in headless Chromium,
+    through the page's own classifyText, agrees with LiteRT on every test text."""
+    needs_web_runtime("text")
+    from tlkeras.core.browser import Browser, serve_directory
+    from tlkeras.export.bundle import ExportOptions, export_run
+
+    result = export_run(text_run, tmp_path / "b", ExportOptions(variants=("float32", "dynamic_range"), web=True))
+    web = result.metadata["web"]
+    assert web["mediapipe_web"]["package"] == "@mediapipe/tasks-text"
+    for name, check in web["checks"].items():
+        assert check["passed"] and check["agreement"] >= 0.99 and check["count"] == result.metadata["evaluation"]["count"], (name, check)
+        assert "mediapipe-web" in result.metadata["variants"][name]["verified_on"]
+    with serve_directory(result.bundle_dir) as base, Browser() as browser:
+        browser.navigate(f"{base}/web/index.html")
+        browser.evaluate("window.tlkeras.ready")
+        assert browser.evaluate("window.tlkeras.classifyText('   ')") == {"error": "empty"}
+        assert "Type or paste a text first" in browser.evaluate("document.getElementById('status').textContent")

@@ -55,7 +55,7 @@ from tlkeras.export.result import ExportCheckError, ExportResult, compare_output
 from tlkeras.export.text import export_text_model
 from tlkeras.export.trainable import export_trainable
 from tlkeras.export.variants import DEFAULT_VARIANTS, VARIANTS, Variant, parse_variants
-from tlkeras.export.web import add_web_page, find_mediapipe_web
+from tlkeras.export.web import add_web_page, find_mediapipe_web, image_calls
 
 BUNDLE_FORMAT_VERSION = 1
 
@@ -405,7 +405,7 @@ def export_model(
         web = None
         if options.web:
             web = add_web_page(stage, name=name, class_names=class_names, variants_meta=variants_meta, recommended=recommended,
-                               threshold=threshold, eval_x=eval_x, litert_outs=litert_outs, verify=options.verify_web, say=say)
+                               threshold=threshold, calls=image_calls(eval_x), litert_outs=litert_outs, verify=options.verify_web, say=say)
         input_desc = (next(iter(variants_meta.values())).get("input") or {}) if variants_meta else {}
         meta = {
             "format": "tlkeras-bundle",

@@ -37,6 +37,7 @@ from tlkeras.export import text_metadata, tflite_metadata
 from tlkeras.export.convert import convert_variant
 from tlkeras.export.result import ExportCheckError, ExportResult, compare_outputs, primary_metric, unknown_threshold
 from tlkeras.export.variants import VARIANTS
+from tlkeras.export.web import add_web_page, find_mediapipe_web, text_calls
 
 __all__ = ["TEXT_VARIANTS", "export_text_model", "text_inputs", "run_text_model"]
 
@@ -171,8 +172,12 @@ def export_text_model(model, bundle: DataBundle, output_dir: Path, options, *, n
     if unsupported:
         raise TLKerasError(f"text bundles have the variants {', '.join(TEXT_VARIANTS)}; {', '.join(unsupported)} is image-only: pass --quantize {','.join(TEXT_VARIANTS)}")
     use_metadata = options.metadata == "on" or (options.metadata == "auto" and tflite_metadata.available())
-    if options.metadata == "on" and not tflite_metadata.available():
-        raise TLKerasError("--metadata on needs the mediapipe package (pip install mediapipe) for its metadata writers")
+    if (options.metadata == "on" or options.web) and not tflite_metadata.available():
+        raise TLKerasError(f"--{'web' if options.web else 'metadata on'} needs the mediapipe package (pip install mediapipe) for its metadata writers")
+    if options.web:
+        if options.metadata == "off" or bundle.head == "regression":
+            raise TLKerasError("--web classifies with MediaPipe, which needs the TFLite metadata of a softmax or sigmoid head; drop --metadata off")
+        find_mediapipe_web("text")  # fail before converting anything
     layer = tokenizer_layer(model)
     length = int(layer.sequence_length)
     split_name, split = bundle.eval_split
@@ -198,6 +203,7 @@ def export_text_model(model, bundle: DataBundle, output_dir: Path, options, *, n
         "variants": {}, "verified_on": {},
     }
     failed: dict[str, str] = {}
+    litert_outs: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="tlkeras-export-") as work, staged_directory(output_dir, overwrite=options.overwrite) as stage:
         say(f"saving the ids-in graph ({kind}, sequence length {length})")
         saved = _serving_model(model, kind, length, Path(work) / "serving")
@@ -206,7 +212,7 @@ def export_text_model(model, bundle: DataBundle, output_dir: Path, options, *, n
             content = convert_variant(saved, variant)
             if use_metadata:
                 content = _with_metadata(content, model, kind, variant, name, bundle.class_names, threshold, source_run or {})
-            out = run_text_model(content, inputs)
+            out = litert_outs[variant] = run_text_model(content, inputs)
             metrics = compare_outputs(split.y, keras_out, out, bundle.class_names, bundle.head, keras_metrics)
             entry: dict[str, Any] = {"file": f"model_{variant}.tflite", "bytes": len(content), "description": VARIANTS[variant].description,
                                      "metrics": metrics, "latency": _latency(content, inputs), "verified_on": ["litert"]}
@@ -233,8 +239,12 @@ def export_text_model(model, bundle: DataBundle, output_dir: Path, options, *, n
         vocab = list(layer.vocabulary) if kind == "word" else layer.vocabulary()[0]
         atomic_write_text(stage / "vocab.txt", "\n".join(vocab) + "\n")
         atomic_write_text(stage / "labels.txt", "\n".join(bundle.class_names) + "\n")
-        meta["passed"] = not failed
         meta["recommended"] = "dynamic_range" if "dynamic_range" in meta["variants"] and "dynamic_range" not in failed else next(iter(meta["variants"]))
+        if options.web:
+            meta["web"] = add_web_page(stage, name=name, class_names=bundle.class_names, variants_meta=meta["variants"], recommended=meta["recommended"],
+                                       threshold=threshold, calls=text_calls(texts), litert_outs=litert_outs, verify=options.verify_web,
+                                       modality="text", say=say)
+        meta["passed"] = not failed
         write_json(stage / "metadata.json", meta)
     result = ExportResult(Path(output_dir), meta, failed)
     if failed and not options.allow_drop:
