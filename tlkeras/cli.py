@@ -312,6 +312,7 @@ def run(
     """
     from tlkeras.runs import disk_full_message
 
+    restore = _terminate_as_interrupt()
     try:
         quiet_tensorflow()
         return int(main(argv) or 0)
@@ -343,3 +344,22 @@ def run(
         if full is None:
             raise
         return _fail(prog, full, DiskFullError.exit_code)
+    finally:
+        restore()
+
+
+def _terminate_as_interrupt() -> Callable[[], None]:
+    """Makes SIGTERM (``kill``, a job scheduler's stop) unwind like Ctrl-C, so the staged
+    directories and temporary folders are removed on the way out; returns what restores the old
+    handler. Only the main thread can install signal handlers; elsewhere this does nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)

@@ -45,6 +45,7 @@ __all__ = [
     "estimate_arena",
     "ArenaEstimate",
     "micro_arena_bytes",
+    "measure_micro_arena",
 ]
 
 
@@ -483,15 +484,61 @@ def estimate_arena(info: ModelInfo) -> ArenaEstimate:
 def micro_arena_bytes(model: bytes | str | os.PathLike, limit: int = 16 * 1024 * 1024, resolution: int = 256) -> int | None:
     """The smallest tensor arena with which TFLite Micro's own interpreter runs the model.
 
-    Uses the optional ``tflite-micro`` package (its Python interpreter is TFLM's C++ runtime):
-    bisects the arena size between 1 KiB and ``limit``. Returns None when the package is not
-    installed or the model does not run even with ``limit`` bytes.
+    Measured in a child process (:func:`measure_micro_arena`); None when it could not be measured.
     """
-    try:
-        from tflite_micro.python.tflite_micro import runtime
-    except ImportError:
-        return None
+    return measure_micro_arena(model, limit, resolution)[0]
+
+
+def measure_micro_arena(model: bytes | str | os.PathLike, limit: int = 16 * 1024 * 1024, resolution: int = 256,
+                        timeout: float = 300.0) -> tuple[int | None, str | None]:
+    """The smallest tensor arena TFLite Micro's interpreter runs the model with, and why not when not.
+
+    Uses the optional ``tflite-micro`` package (its Python interpreter is TFLM's C++ runtime) and
+    bisects the arena size between 1 KiB and ``limit``, in a **child process**: TFLM aborts the whole
+    process on some models (a failed check in its kernels ends in SIGABRT), and an optional
+    measurement must not take the export down with it.
+
+    Returns:
+        ``(bytes, None)``, or ``(None, reason)``: the package is missing, the model does not run
+        even with ``limit`` bytes, the child crashed (its signal) or ran past ``timeout`` seconds.
+
+    Side effects: writes the model to a temporary file for the child; removed afterwards.
+    """
+    import importlib.util
+    import signal
+    import subprocess
+    import tempfile
+
+    if importlib.util.find_spec("tflite_micro") is None:
+        return None, "the tflite-micro package is not installed"
     content = _read(model)
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    code = ("import sys; from tlkeras.core.litert import _arena_in_this_process as m; "
+            "print(m(open(sys.argv[1], 'rb').read(), int(sys.argv[2]), int(sys.argv[3])))")
+    with tempfile.TemporaryDirectory(prefix="tlkeras-tflm-") as work:
+        path = os.path.join(work, "model.tflite")
+        with open(path, "wb") as fh:
+            fh.write(content)
+        try:
+            done = subprocess.run([sys.executable, "-c", code, path, str(int(limit)), str(int(resolution))],
+                                  capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            return None, f"TFLite Micro's interpreter did not finish within {timeout:.0f} s"
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name if -done.returncode in signal.Signals._value2member_map_ else str(-done.returncode)
+        return None, f"TFLite Micro's interpreter crashed ({name}) running this model; the arena is estimated instead"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1][:200]
+        return None, f"TFLite Micro's interpreter failed ({last})"
+    value = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "None"
+    if value == "None":
+        return None, f"TFLite Micro did not run the model with {int(limit)} bytes of arena"
+    return int(value), None
+
+
+def _arena_in_this_process(content: bytes, limit: int, resolution: int) -> int | None:
+    from tflite_micro.python.tflite_micro import runtime
 
     def runs(size: int) -> bool:
         try:

@@ -58,7 +58,8 @@ def _table(result) -> str:
     if meta.get("micro"):
         micro = meta["micro"]
         lines.append(f"micro: {'builtin int8 only' if micro['ok'] else 'NOT micro-ready: ' + micro['problems'][0]}; "
-                     f"tensor arena estimate {micro['arena_bytes']} bytes")
+                     f"tensor arena {'measured on TFLite Micro' if micro['arena'].get('measured_tflm') else 'estimate'} {micro['arena_bytes']} bytes"
+                     + (f" (not measured: {micro['arena']['not_measured']})" if micro["ok"] and micro["arena"].get("not_measured") else ""))
     return "\n".join(lines)
 
 

@@ -69,7 +69,7 @@ def micro_export(model: bytes, out_dir: str | os.PathLike, c_name: str = "tlkera
     problems = litert.micro_problems(info)
     arena = litert.estimate_arena(info)
     # With the optional tflite-micro package, TFLM itself says what it needs.
-    measured = litert.micro_arena_bytes(model) if not problems else None
+    measured, not_measured = litert.measure_micro_arena(model) if not problems else (None, "the model is not micro-ready")
     arena_bytes = int(np.ceil(measured * 1.1 / 1024.0) * 1024) if measured else arena.total
     resolver = litert.micro_resolver_calls(info)
     inp = info.tensors[info.inputs[0]]
@@ -103,7 +103,7 @@ def micro_export(model: bytes, out_dir: str | os.PathLike, c_name: str = "tlkera
         "ops": info.op_names,
         "resolver": resolver,
         "arena_bytes": arena_bytes,
-        "arena": {"estimate": arena.total, "measured_tflm": measured, "activations": arena.activations,
+        "arena": {"estimate": arena.total, "measured_tflm": measured, "not_measured": not_measured, "activations": arena.activations,
                   "persistent": arena.persistent, "tensors": arena.tensors},
         "files": [f"micro/{cc.name}", f"micro/{h.name}"],
         "c_name": c_name,

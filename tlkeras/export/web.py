@@ -154,7 +154,7 @@ def _png_data_url(image: np.ndarray) -> str:
 
 def _blocked_url(error: str) -> str:
     found = re.search(r"https?://[^\s'\\\"]+", error)
-    return found.group(0) if found else error[:120]
+    return found.group(0).rstrip(".,;:") if found else error[:120]
 
 
 def image_calls(images: np.ndarray) -> list[str]:
