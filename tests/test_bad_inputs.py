@@ -135,5 +135,5 @@ def test_export_killed_midway_leaves_nothing(world, tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert err.strip().splitlines()[-1].startswith("tlkeras.export: interrupted")
-    assert not target.exists() and not list(target.parent.iterdir()), list(target.parent.iterdir())
+    assert not target.exists() and (not target.parent.exists() or not list(target.parent.iterdir()))
     assert not list(temp.iterdir()), list(temp.iterdir())
