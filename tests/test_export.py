@@ -626,3 +626,32 @@ def test_onnx_copy_is_verified_with_onnxruntime(small_run, tmp_path):
     session = ort.InferenceSession(content, providers=["CPUExecutionProvider"])
     out = session.run(None, {session.get_inputs()[0].name: data.test.x.astype(np.float32)})[0]  # dynamic batch
     np.testing.assert_allclose(out, predict(model, data.test.x), atol=1e-4)
+
+
+def _flat_logits_int8(tmp_path) -> bytes:
+    """A full-int8 model whose logits hardly vary (as after an epoch or two from random weights):
+    its SOFTMAX input gets a quantization scale under 2^-26."""
+    from tlkeras._backend import keras, tf
+
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((8,))
+    dense = keras.layers.Dense(3)
+    model = keras.Model(inputs, keras.layers.Softmax()(dense(inputs)))
+    dense.set_weights([rng.normal(0, 1e-9, (8, 3)).astype("float32"), np.zeros(3, "float32")])
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 8)).astype("float32")] for _ in range(20))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def test_tflm_abort_is_named_and_cannot_end_the_export(tmp_path):
+    """TFLite Micro's int8 SOFTMAX aborts the process when its input scale is <= 2^-26: the micro
+    check names it, and the arena measurement (a child process) comes back with the signal."""
+    pytest.importorskip("tflite_micro")
+    content = _flat_logits_int8(tmp_path)
+    problems = litert.micro_problems(litert.inspect_model(content))
+    assert any("SOFTMAX's input scale" in p and "train it further" in p for p in problems), problems
+    measured, reason = litert.measure_micro_arena(content, timeout=120)
+    assert measured is None and "SIGABRT" in reason, reason

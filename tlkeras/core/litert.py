@@ -247,6 +247,7 @@ class TensorInfo:
     shape: list[int]
     constant: bool
     channels: int = 0  # number of per-channel scales (0 or 1: per-tensor)
+    scale: float | None = None  # the first quantization scale (the only one when per-tensor)
 
     @property
     def nbytes(self) -> int:
@@ -325,6 +326,7 @@ def inspect_model(model: bytes | str | os.PathLike) -> ModelInfo:
             shape=[int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else [],
             constant=constant(tensor.Buffer()),
             channels=channels,
+            scale=float(quant.Scale(0)) if channels else None,
         ))
     operators = []
     for o in range(graph.OperatorsLength()):
@@ -393,6 +395,16 @@ def micro_problems(info: ModelInfo) -> list[str]:
                     f"a microcontroller model must be full-integer int8"
                 )
                 break
+        if op.name == "SOFTMAX" and op.inputs and op.inputs[0] >= 0:
+            scale = info.tensors[op.inputs[0]].scale
+            # TFLM's int8 softmax turns beta * input_scale * 2^26 into a multiplier it requires to
+            # be > 1 (PreprocessSoftmaxScaling -> QuantizeMultiplierGreaterThanOne) and aborts the
+            # process otherwise. Full TFLite copes. Seen on networks trained from random weights for
+            # an epoch or two: their logits hardly vary, so the calibrated scale is tiny.
+            if scale is not None and scale * 2.0 ** 26 <= 1.0:
+                problems.append(
+                    f"operator {op.index} SOFTMAX's input scale {scale:.3g} is at or under 2^-26 (1.5e-8): TFLite Micro's int8 "
+                    f"softmax aborts on it; the logits hardly vary (an untrained or collapsed model): train it further")
     return problems
 
 
