@@ -294,6 +294,15 @@ case("export: --output-dir is a file", "export", lambda w: [str(w["run"]), "--qu
 case("export: --output-dir under a file", "export",
      lambda w: [str(w["run"]), "--quantize", "float32", "--output-dir", str(w["d"] / "a_file" / "sub" / "bundle")], "not a writable directory")
 
+# This round's flags: the quickstart's --demo, the export's --web page and --serve.
+case("train: --demo shapes with --data", "train", lambda w: _train(w, "--demo", "shapes"), "drop --data")
+case("train: --demo bogus", "train", lambda w: ["--demo", "bogus", "--output-dir", str(w["out"])], "invalid choice")
+case("export: no run directory", "export", lambda w: ["--quantize", "float32"], "pass a run directory")
+case("export: --serve a missing folder", "export", lambda w: ["--serve", str(w["d"] / "nowhere")], "does not exist")
+case("export: --serve a folder without a page", "export", lambda w: ["--serve", str(w["d"] / "ok")], "has no web/index.html")
+case("export: --serve a file", "export", lambda w: ["--serve", str(w["d"] / "a_file")], "is a file")
+case("export: --web with --metadata off", "export", lambda w: _export(w, str(w["run"]), "--web", "--metadata", "off"), "drop --metadata off")
+
 for run, needle in [("no_such_run", "does not exist"), ("evil", EVIL), ("corrupt", "not a readable .keras")]:
     case(f"optimize: run {run}", "optimize", lambda w, r=run: [_run(w, r), "--prune", "0.5", "--output-dir", str(w["out"])], needle)
 for extra, needle in [(("--prune", "nan"), "not a finite number"), (("--prune", "0.5", "--lr", "inf"), "not a finite number"), (("--prune", "1.5"), "sparsity"), (("--cluster", "1"), "cluster"),

@@ -70,10 +70,11 @@ def _serve(bundle: str, port: int) -> int:
     from tlkeras.errors import TLKerasError
 
     if not (Path(bundle) / "web" / "index.html").is_file():
-        what = "does not exist" if not Path(bundle).is_dir() else "has no web/index.html"
+        what = ("has no web/index.html" if Path(bundle).is_dir() else "is a file, not a bundle folder" if Path(bundle).exists()
+                else "does not exist")
         raise TLKerasError(f"{bundle} {what}; pass a bundle exported with --web (python -m tlkeras.export runs/<name> --web)")
     if not 0 <= port <= 65535:
-        raise TLKerasError(f"--port must be in 0..65535, got {port}")
+        raise TLKerasError(f"--port must be in 0..65535, got {port}; pass a free port, or 0 to pick one")
     serve_forever(bundle, port, on_ready=lambda url: print(f"serving {bundle}: open {url}/web/ (Ctrl-C stops)", flush=True))
     return 0
 
