@@ -462,14 +462,23 @@ def test_ctrl_c_exits_130_with_one_line_and_a_resumable_or_no_run(world, tmp_pat
         assert (partial / "config.yaml").is_file() and any(partial.glob("checkpoints/phase*/state.json"))
 
 
-def test_ctrl_c_during_export_exits_130_and_leaves_no_bundle(world, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_during_export_exits_130_and_leaves_no_bundle(world, tmp_path, sig):
+    """Ctrl-C, or SIGTERM (``kill``, a scheduler's stop), while the bundle is being assembled: no
+    bundle, no hidden .partial folder, nothing left in the temporary directory."""
     bundle = tmp_path / "export" / "bundle"
+    temp = tmp_path / "tmp"
+    temp.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "tlkeras.export", str(world["run"]), "--output-dir", str(bundle)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**_env(), "TMPDIR": str(temp)})
     try:
-        first = proc.stdout.readline()  # the first progress line: the export has started writing
+        first = proc.stdout.readline()  # the first progress line: the export has started
         assert first, proc.stderr.read()
-        proc.send_signal(signal.SIGINT)
+        deadline = time.time() + 60
+        while not list(bundle.parent.glob(".bundle.partial*")) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)  # until the bundle is being assembled
+        assert list(bundle.parent.glob(".bundle.partial*")), "no .partial folder appeared"
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -478,6 +487,7 @@ def test_ctrl_c_during_export_exits_130_and_leaves_no_bundle(world, tmp_path):
     assert proc.returncode == 130, err
     assert len(lines) == 1 and lines[0].startswith("tlkeras.export: interrupted"), lines
     assert not (tmp_path / "export").exists()
+    assert not list(temp.iterdir()), list(temp.iterdir())
 
 
 def test_a_run_owned_by_another_process_is_refused(world, tmp_path, capsys):

@@ -159,7 +159,7 @@ def test_01_quickstart_runs_offline(offline):
     weights shipped in the package, with its own defaults for the backbone."""
     work = offline["root"] / "01"
     nb = execute("01_quickstart.ipynb", {"DATA": "tfds:tlkeras_no_such_set", "PHASE1_EPOCHS": 2, "PHASE2_EPOCHS": 1, "UNFREEZE": "blocks:1",
-                                         "EXPORT_VARIANTS": ("int8",), "MAX_DROP": 100.0}, work)
+                                         "EXPORT_VARIANTS": ("float16",), "MAX_DROP": 100.0}, work)
     assert "using the 300 photos shipped with tlkeras" in _text(nb)
     runs = list((work / "tlkeras_quickstart" / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "model.keras").is_file()
@@ -168,7 +168,7 @@ def test_01_quickstart_runs_offline(offline):
     assert metrics["final"]["accuracy"] >= 0.6  # real ImageNet features on real photos, not chance (0.2)
     bundle = work / "tlkeras_quickstart" / "export" / runs[0].name
     meta = json.loads((bundle / "metadata.json").read_text())
-    assert set(meta["variants"]) == {"int8"}
+    assert set(meta["variants"]) == {"float16"}
     # Inline: sample grid, confusion matrix, training curves, prediction grid; the metrics table.
     assert len(_outputs(nb, "image/png")) >= 4
     assert "| class | precision |" in _text(nb)

@@ -149,3 +149,41 @@ def test_an_error_before_the_first_epoch_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         train_model(config, bundle, callbacks=[Boom()])
     assert not any((tmp_path / "runs").iterdir())
+
+
+def test_ctrl_c_in_phase2_then_resume_in_python_equals_the_uninterrupted_run(tmp_path):
+    """Library level: KeyboardInterrupt (what Ctrl-C raises) in phase 2 of ``train_model``, then
+    ``train_model(config, resume=True)``: the same metrics, history and weights as one run."""
+    from tlkeras._backend import keras
+    from tlkeras.train.run import train_model
+
+    data = make_image_folder(tmp_path / "images", per_class=10)
+
+    def config(name):
+        return tiny_config(output_dir=str(tmp_path / "runs"), name=name, data__source=str(data), data__batch_size=8,
+                           train__phase1_epochs=2, train__phase2_epochs=4, train__phase1_solver="keras", train__feature_cache="off",
+                           train__unfreeze="blocks:2", train__warmup_epochs=0.0)
+
+    class CtrlC(keras.callbacks.Callback):
+        seen = 0
+
+        def on_epoch_end(self, epoch, logs=None):
+            CtrlC.seen += 1
+            if CtrlC.seen == 4:  # phase 1's two epochs, then the second of phase 2
+                raise KeyboardInterrupt
+
+    whole = train_model(config("whole"))
+    with pytest.raises(KeyboardInterrupt):
+        train_model(config("stopped"), callbacks=[CtrlC()])
+    partial = tmp_path / "runs" / ".stopped.partial"
+    assert partial.is_dir() and not (tmp_path / "runs" / "stopped").exists()
+    phase2 = json.loads((partial / "checkpoints" / "phase2" / "state.json").read_text())
+    assert 1 <= phase2["epoch"] < 4 and not phase2["done"], phase2
+    resumed = train_model(config("stopped"), resume=True)
+    assert not partial.exists() and resumed.info["resumed"] is True
+    for key in ("val", "final"):
+        assert resumed.metrics[key]["accuracy"] == pytest.approx(whole.metrics[key]["accuracy"])
+    assert resumed.history["phase"] == whole.history["phase"] == [1, 1, 2, 2, 2, 2]
+    np.testing.assert_allclose(resumed.history["val_loss"], whole.history["val_loss"], rtol=1e-5)
+    for a, b in zip(whole.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
