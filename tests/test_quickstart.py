@@ -73,6 +73,17 @@ def test_damaged_install_ends_the_cli_in_one_line(copied, tmp_path):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "export").exists()
 
 
+def test_an_unwritable_bundle_folder_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    from tlkeras.train import __main__ as train_cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "export").write_text("a file where the bundle folder would go")
+    code = train_cli.main(["--output-dir", str(tmp_path / "runs")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "the quickstart writes its bundle to export" in lines[0], lines
+    assert not (tmp_path / "runs").exists()
+
+
 def test_demo_with_data_is_refused(tmp_path):
     from tlkeras.train import __main__ as train_cli
 

@@ -160,6 +160,12 @@ class ExportOptions:
 # Bundle
 
 
+def check_export_target(output_dir: str | os.PathLike, overwrite: bool = False) -> None:
+    """Raises TLKerasError when a bundle could not be written to ``output_dir`` (it exists, or
+    its nearest existing parent is not a writable folder), before any work is done."""
+    _check_writable(Path(output_dir), overwrite)
+
+
 def _check_writable(output_dir: Path, overwrite: bool) -> None:
     if output_dir.exists() and not overwrite:
         raise TLKerasError(f"{output_dir} already exists; pass --overwrite or choose another --output-dir")

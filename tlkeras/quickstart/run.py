@@ -125,7 +125,7 @@ def run_quickstart(base=None, explicit: set[str] | None = None, *, export_dir: s
     """
     from tlkeras.core.litert import measure_latency
     from tlkeras.explain.report import write_train_report
-    from tlkeras.export.bundle import ExportOptions, export_run
+    from tlkeras.export.bundle import ExportOptions, check_export_target, export_run
     from tlkeras.runs import atomic_write_text, default_run_name
     from tlkeras.train.run import train_model
 
@@ -134,6 +134,10 @@ def run_quickstart(base=None, explicit: set[str] | None = None, *, export_dir: s
     transfer_cfg, scratch_cfg = quickstart_configs(sample, base, explicit)
     transfer_cfg.name = transfer_cfg.name or default_run_name("quickstart")
     target = Path(export_dir) if export_dir is not None else Path("export") / transfer_cfg.name
+    try:
+        check_export_target(target)  # before two trainings, not after
+    except TLKerasError as exc:
+        raise TLKerasError(f"the quickstart writes its bundle to {target}: {exc}") from None
     per_class = sample.counts["train"] // len(sample.class_names)
     print(f"quickstart: {len(sample.class_names)} kinds of flower ({', '.join(sample.class_names)}), {sample.counts['train']} labelled "
           f"photos ({per_class} per class), {sample.counts['test']} test photos; MobileNetV2 with its ImageNet weights "
