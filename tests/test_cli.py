@@ -125,3 +125,22 @@ def test_existing_run_name_is_refused(tiny_run, capsys):
     args = ["--config", str(tiny_run / "config.yaml"), "--output-dir", str(tiny_run.parent), "--name", tiny_run.name]
     assert train_cli.main(args) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_tune_flags_come_from_its_options_dataclass():
+    """A new SearchOptions field is a tune flag with its docstring as help, as in optimize/export."""
+    import dataclasses
+
+    from tlkeras.tune import __main__ as tune_cli
+    from tlkeras.tune.search import SearchOptions
+
+    parser = tune_cli.build_parser()
+    actions = {a.dest: a for a in parser._actions}  # noqa: SLF001 - argparse has no public lookup
+    for f in dataclasses.fields(SearchOptions):
+        if f.name in tune_cli._NOT_FLAGS:
+            assert f.name not in actions, f.name
+            continue
+        assert f.name in actions and actions[f.name].help, f.name
+        assert "``" not in actions[f.name].help and ":func:" not in actions[f.name].help
+    args = parser.parse_args(["--data", "x", "--time-budget", "10m", "--max-size", "300KB", "--max-trials", "3"])
+    assert (args.time_budget, args.max_size, args.max_trials) == ("10m", "300KB", 3)

@@ -77,7 +77,10 @@ def _field_help(cls) -> dict[str, str]:
         if stripped == "Attributes:":
             in_attrs = True
             continue
-        if not in_attrs or not stripped:
+        if not in_attrs:
+            continue
+        if not stripped:
+            current = None  # a blank line ends the section's last entry (class notes may follow)
             continue
         match = re.match(r"^(\w+): (.*)$", stripped)
         if match and line.startswith(" " * 8) and not line.startswith(" " * 12):
@@ -85,7 +88,9 @@ def _field_help(cls) -> dict[str, str]:
             helps[current] = match.group(2)
         elif current:
             helps[current] += " " + stripped
-    return {k: v.replace("%", "%%") for k, v in helps.items()}
+    # Sphinx markup reads badly in --help: ``x`` -> x, :func:`x` -> x.
+    plain = {k: re.sub(r":\w+:`~?([^`]+)`", r"\1", v).replace("``", "") for k, v in helps.items()}
+    return {k: v.replace("%", "%%") for k, v in plain.items()}
 
 
 def _sequence(kind: type, flag: str) -> Callable[[str], tuple]:
@@ -151,7 +156,8 @@ def add_option_flags(
             kind = typing.get_args(hint)[0]
             group.add_argument(flag, type=_sequence(kind, flag), metavar=f"{kind.__name__.upper()},...", **kwargs)
         else:
-            kind = inner[0] if inner[0] in (int, float) else str
+            # A field that also takes text (``float | str``: "10m", "300KB") is parsed by its validate().
+            kind = inner[0] if inner[0] in (int, float) and str not in inner else str
             group.add_argument(flag, type=kind, metavar=kind.__name__.upper(), **kwargs)
     return group
 

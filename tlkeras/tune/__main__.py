@@ -32,11 +32,10 @@ _PIN_FLAGS = {
     "train.label_smoothing": "label_smoothing",
     "train.weight_decay": "weight_decay",
 }
-_OPTION_DESTS = (
-    "tuner", "objective", "max_trials", "time_budget", "hyperband_factor", "hyperband_iterations", "overwrite", "start_from_base",
-    "max_size", "max_latency", "max_arena", "variant", "latency_threads", "pareto_axis", "export_winner",
-)
-_TUNE_DESTS = (*_OPTION_DESTS, "space", "hp", "arch_weights", "resume", "print_space", "quiet")
+# SearchOptions fields the CLI sets itself: verbose from --quiet, pareto from --objective pareto,
+# weights_for from --arch-weights.
+_NOT_FLAGS = ("verbose", "pareto", "weights_for")
+_CLI_DESTS = ("space", "hp", "arch_weights", "resume", "print_space", "quiet")
 _RESUME_OK = {"resume", "max_trials", "time_budget", "quiet", "train.verbose"}
 
 
@@ -50,37 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    group = parser.add_argument_group("search options")
+    from tlkeras.tune.search import SearchOptions
+
+    # Every SearchOptions field is a flag (help from its docstring); the CLI sets the rest itself.
+    group = cli.add_option_flags(parser, SearchOptions, title="search options", skip=_NOT_FLAGS)
     S = argparse.SUPPRESS
-    group.add_argument("--tuner", choices=("random", "hyperband", "bayesian"), default=S, help="search algorithm (default: hyperband)")
     group.add_argument("--space", metavar="YAML", default=S, help="search space file: hyperparameter -> value (pinned), [list] (choice) or {min, max, step, sampling} (range)")
     group.add_argument("--hp", metavar="NAME=SPEC", action="append", default=S,
                        help="one search-space entry; SPEC is a value (pinned), a,b,c (choice), lo..hi, lo..hi/log or lo..hi/STEP (range); repeatable, overrides --space")
-    group.add_argument("--objective", default=S, help="metric to optimize, e.g. val_accuracy, val_loss, val_f1_macro (default: by head)")
-    group.add_argument("--max-trials", type=int, metavar="N", default=S, help="most trials (default: 10; hyperband: one full iteration)")
-    group.add_argument("--time-budget", metavar="DURATION", default=S, help="wall-clock budget, e.g. 600, 10m, 1.5h; then no trial starts and a running one is stopped")
-    group.add_argument("--hyperband-factor", type=int, metavar="N", default=S, help="Hyperband reduction factor (default: 3)")
-    group.add_argument("--hyperband-iterations", type=int, metavar="N", default=S, help="Hyperband iterations (default: 1)")
-    group.add_argument("--overwrite", action="store_true", default=S, help="delete an existing search of the same --name instead of resuming it")
-    group.add_argument("--start-from-base", action=argparse.BooleanOptionalAction, default=S,
-                       help="make the first trial the base configuration (the flags' values), so a winner has to beat it (default: on)")
     group.add_argument("--resume", metavar="DIR", default=S, help="continue the search in DIR with its stored settings (only --max-trials, --time-budget, --quiet, --verbose may change)")
     group.add_argument("--print-space", action="store_true", default=S, help="print the resolved search space and exit")
     group.add_argument("--quiet", action="store_true", default=S, help="no per-trial summaries")
-    device = parser.add_argument_group(
-        "device limits",
-        "each trial's shape is converted to --variant and measured with LiteRT before it trains; trials over a limit are infeasible and never train",
-    )
-    device.add_argument("--max-size", metavar="SIZE", default=S, help="largest .tflite file, e.g. 300KB, 1.5MB, 256KiB (KB = 1000 bytes, KiB = 1024)")
-    device.add_argument("--max-latency", metavar="TIME", default=S, help="largest p50 LiteRT latency on this CPU, e.g. 5ms, 0.02s (a bare number is ms)")
-    device.add_argument("--max-arena", metavar="SIZE", default=S, help="largest TFLite Micro tensor arena (full-integer variants), e.g. 256KiB")
-    device.add_argument("--variant", default=S, help="TFLite variant each trial is measured as (default: int8 when measuring)")
-    device.add_argument("--latency-threads", type=int, metavar="N", default=S, help="LiteRT threads for the latency (default: 1)")
-    device.add_argument("--pareto-axis", choices=("size", "latency"), default=S, help="cost axis of the Pareto front (with --objective pareto; default: size, or latency when only --max-latency is given)")
-    device.add_argument("--arch-weights", metavar="BACKBONE[@ALPHA]=FILE", action="append", default=S,
-                        help="weights file for one architecture of a search over backbones/widths, e.g. mobilenet@0.25=mobilenet_0.25.h5; repeatable")
-    device.add_argument("--export-winner", action=argparse.BooleanOptionalAction, default=S,
-                        help="export and verify the winner's bundle (keeps trial models until then; default: on)")
+    group.add_argument("--arch-weights", metavar="BACKBONE[@ALPHA]=FILE", action="append", default=S,
+                       help="weights file for one architecture of a search over backbones/widths, e.g. mobilenet@0.25=mobilenet_0.25.h5; repeatable")
     cli.add_config_flags(parser)
     return parser
 
@@ -151,9 +132,13 @@ def _print_summary(result) -> None:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    import dataclasses
+
     args = build_parser().parse_args(argv)
     given = vars(args)
     from tlkeras.tune.search import SearchOptions, load_search, run_search
+
+    option_dests = [f.name for f in dataclasses.fields(SearchOptions) if f.name not in _NOT_FLAGS]
     from tlkeras.tune.space import SearchSpace
 
     if "resume" in given:
@@ -163,8 +148,8 @@ def _main(argv: Sequence[str] | None) -> int:
             raise TLKerasError(f"--resume uses the search's stored settings; drop {flag} (only --max-trials, --time-budget, --quiet, --verbose may change)")
         base, space, options = load_search(given["resume"])
     else:
-        base = cli.config_from_args(argparse.Namespace(**{k: v for k, v in given.items() if k not in _TUNE_DESTS}))
-        options = SearchOptions(**{k: given[k] for k in _OPTION_DESTS if k in given})
+        base = cli.config_from_args(argparse.Namespace(**{k: v for k, v in given.items() if k not in (*option_dests, *_CLI_DESTS)}))
+        options = SearchOptions(**{k: given[k] for k in option_dests if k in given})
         options.weights_for = _arch_weights(given.get("arch_weights", []))
         space = _space_overrides(args, given)
     for key in ("max_trials", "time_budget"):

@@ -99,9 +99,10 @@ class SearchOptions:
 
     Attributes:
         tuner: ``random``, ``hyperband`` or ``bayesian``.
-        objective: a metric the trials report (see :func:`reported_metrics`); None: the head's
-            default (``val_accuracy`` for softmax, ``val_f1_macro`` for sigmoid, ``val_loss``
-            for regression).
+        objective: a metric the trials report (see :func:`reported_metrics`), or ``pareto``
+            (the front of the objective against ``pareto_axis``); None: the head's default
+            (``val_accuracy`` for softmax, ``val_f1_macro`` for sigmoid, ``val_loss`` for
+            regression).
         max_trials: most trials to run (None: 10 for random/bayesian, one full Hyperband
             iteration for hyperband).
         time_budget: wall-clock seconds (or text like ``10m``); after it no trial starts and a
