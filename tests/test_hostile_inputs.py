@@ -234,6 +234,7 @@ for flag, value, needle in [
     ("--name", "../../escape", "not a plain folder name"), ("--name", "/tmp/absolute", "not a plain folder name"),
     ("--name", "a/b", "not a plain folder name"), ("--name", "..", "not a plain folder name"), ("--name", "", "not a plain folder name"),
     ("--name", ".hidden", "not a plain folder name"), ("--name", "two\nlines", "not a plain folder name"),
+    ("--name", "caf\udce9", "not a plain folder name"),  # the bytes caf\xe9 (latin-1) as Python passes them on
     ("--hidden-units", "1000000000", "hidden_units"), ("--alpha", "nan", "not a finite number"), ("--dropout", "nan", "not a finite number"),
     ("--label-smoothing", "nan", "not a finite number"), ("--weight-decay", "inf", "not a finite number"),
     ("--phase2-lr-factor", "nan", "not a finite number"), ("--val-fraction", "nan", "not a finite number"),

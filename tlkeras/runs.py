@@ -64,15 +64,17 @@ def check_run_name(name: str | None, flag: str = "--name") -> None:
 
     Raises:
         RunDirectoryError: ``..``, ``.``, a name with ``/`` or ``\\``, a leading dot (hidden
-            names are the partial directories'), control characters, or over 200 characters.
+            names are the partial directories'), control characters, bytes that are not UTF-8
+            (the surrogates Python decodes them to: the name would break every file that quotes
+            it), or over 200 characters.
     """
     if name is None:
         return
     text = str(name)
     if (not text.strip() or text in (".", "..") or "/" in text or "\\" in text or text.startswith(".")
-            or any(ord(c) < 32 or ord(c) == 127 for c in text) or len(text) > 200):
+            or any(ord(c) < 32 or ord(c) == 127 or 0xDC80 <= ord(c) <= 0xDCFF for c in text) or len(text) > 200):
         raise RunDirectoryError(
-            f"{flag} {text!r} is not a plain folder name; use letters, digits, '-', '_' or '.' "
+            f"{flag} {text!r} is not a plain folder name; use letters, digits, '-', '_' or '.' in UTF-8 "
             f"without '/', leading dots or '..' (the run goes under --output-dir)"
         )
 
