@@ -52,6 +52,17 @@ def _model_card(meta: dict[str, Any]) -> str:
             f"Builtin int8 only: {'yes' if micro['ok'] else 'no — ' + '; '.join(micro['problems'][:3])}. "
             f"Ops: {', '.join(micro['ops'])}. Tensor arena estimate: {micro['arena_bytes']} bytes.\n"
         )
+    web = meta.get("web") or {}
+    if web.get("page"):
+        checks = web.get("checks") or {}
+        shown = "; ".join(f"{k}: {c['agreement']:.3f} top-1 agreement with LiteRT, p50 {c['p50_ms']:.1f} ms" if c.get("loaded")
+                          else f"{k}: not loaded ({c.get('error')})" for k, c in checks.items())
+        micro_text += (
+            f"\n## In a browser\n\n`{web['page']}` classifies with {web['mediapipe_web']['package']} {web['mediapipe_web']['version']} "
+            f"(WebAssembly, nothing leaves the page). Try it: `python -m tlkeras.export --serve <this folder>`, then open "
+            f"http://127.0.0.1:8000/web/. "
+            + (f"Checked in headless Chromium: {shown}.\n" if checks else f"Not checked in a browser: {web.get('not_verified')}.\n")
+        )
     trainable = meta.get("trainable")
     if trainable:
         lat = trainable.get("latency") or {}
