@@ -58,6 +58,8 @@ def calibrated_weights(size: int = 32) -> Path:
     """
     if size in _CALIBRATED:
         return _CALIBRATED[size]
+    import atexit
+    import shutil
     import tempfile
 
     from tlkeras._backend import keras
@@ -70,7 +72,9 @@ def calibrated_weights(size: int = 32) -> Path:
     pixels = np.random.default_rng(5).uniform(-1, 1, (64, size, size, 3)).astype("float32")
     net.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
     net.fit(pixels, net.predict(pixels, verbose=0), batch_size=64, epochs=1, verbose=0)
-    path = Path(tempfile.mkdtemp(prefix="tlkeras-test-weights-")) / f"mobilenet_0.25_{size}_calibrated.h5"
+    folder = Path(tempfile.mkdtemp(prefix="tlkeras-test-weights-"))
+    atexit.register(shutil.rmtree, folder, True)  # the suite leaves nothing in the temp directory
+    path = folder / f"mobilenet_0.25_{size}_calibrated.h5"
     net.save_weights(str(path))
     _CALIBRATED[size] = path
     return path
