@@ -532,3 +532,20 @@ def save_config(config: RunConfig, path: str | os.PathLike) -> None:
     from tlkeras.runs import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def apply_explicit(target: RunConfig, base: RunConfig, explicit, fixed=()) -> RunConfig:
+    """Copies onto ``target`` the data/model/train fields the user set explicitly in ``base``.
+
+    Args:
+        explicit: "section.field" names given on the command line (the CLI's namespace keys).
+        fixed: "section.field" names that stay ``target``'s (e.g. the demo's own data and weights).
+
+    Returns:
+        ``target``, changed in place.
+    """
+    for dest in explicit or ():
+        section, _, name = dest.partition(".")
+        if name and section in ("data", "model", "train") and dest not in fixed:
+            setattr(getattr(target, section), name, getattr(getattr(base, section), name))
+    return target

@@ -207,6 +207,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 
 def _server(directory: Path, host: str, port: int, verbose: bool) -> http.server.ThreadingHTTPServer:
+    if not directory.is_dir():
+        raise TLKerasError(f"{directory} is not a folder to serve; pass a bundle folder")
     try:
         server = http.server.ThreadingHTTPServer((host, port), functools.partial(_Handler, directory=str(directory)))
     except OSError as exc:
@@ -225,8 +227,6 @@ def serve_directory(directory: str | os.PathLike, port: int = 0, host: str = "12
         TLKerasError: the port is taken, or the folder does not exist.
     """
     directory = Path(directory)
-    if not directory.is_dir():
-        raise TLKerasError(f"{directory} is not a folder to serve")
     server = _server(directory, host, port, verbose)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -244,8 +244,6 @@ def serve_forever(directory: str | os.PathLike, port: int = 8000, host: str = "1
         on_ready: called with the base URL once the port is bound.
     """
     directory = Path(directory)
-    if not directory.is_dir():
-        raise TLKerasError(f"{directory} is not a folder to serve")
     server = _server(directory, host, port, verbose=True)
     try:
         if on_ready is not None:

@@ -55,7 +55,7 @@ from tlkeras.export.result import ExportCheckError, ExportResult, compare_output
 from tlkeras.export.text import export_text_model
 from tlkeras.export.trainable import export_trainable
 from tlkeras.export.variants import DEFAULT_VARIANTS, VARIANTS, Variant, parse_variants
-from tlkeras.export.web import add_web_page, find_mediapipe_web, image_calls
+from tlkeras.export.web import add_web_page, check_web_options, image_calls
 
 BUNDLE_FORMAT_VERSION = 1
 
@@ -247,10 +247,7 @@ def export_model(
     if (options.metadata == "on" or options.web) and not tflite_metadata.available():
         raise TLKerasError(tflite_metadata._MISSING + (" (--web: MediaPipe Web reads the labels from it)" if options.web else ""))
     if options.web:
-        if options.metadata == "off" or head == "regression":
-            raise TLKerasError("--web classifies with MediaPipe, which needs the TFLite metadata of a softmax or sigmoid head; "
-                               "drop --metadata off (regression heads have no page)")
-        find_mediapipe_web()  # fail before converting anything
+        check_web_options(options, head)  # fail before converting anything
     _check_writable(output_dir, options.overwrite)
 
     needs_data = any(VARIANTS[v].needs_data or _correction_mode(VARIANTS[v], options) != "none" for v in options.variants)

@@ -37,7 +37,7 @@ from tlkeras.export import text_metadata, tflite_metadata
 from tlkeras.export.convert import convert_variant
 from tlkeras.export.result import ExportCheckError, ExportResult, compare_outputs, primary_metric, unknown_threshold
 from tlkeras.export.variants import VARIANTS
-from tlkeras.export.web import add_web_page, find_mediapipe_web, text_calls
+from tlkeras.export.web import add_web_page, check_web_options, text_calls
 
 __all__ = ["TEXT_VARIANTS", "export_text_model", "text_inputs", "run_text_model"]
 
@@ -175,9 +175,7 @@ def export_text_model(model, bundle: DataBundle, output_dir: Path, options, *, n
     if (options.metadata == "on" or options.web) and not tflite_metadata.available():
         raise TLKerasError(f"--{'web' if options.web else 'metadata on'} needs the mediapipe package (pip install mediapipe) for its metadata writers")
     if options.web:
-        if options.metadata == "off" or bundle.head == "regression":
-            raise TLKerasError("--web classifies with MediaPipe, which needs the TFLite metadata of a softmax or sigmoid head; drop --metadata off")
-        find_mediapipe_web("text")  # fail before converting anything
+        check_web_options(options, bundle.head, "text")  # fail before converting anything
     layer = tokenizer_layer(model)
     length = int(layer.sequence_length)
     split_name, split = bundle.eval_split

@@ -1,6 +1,7 @@
 """A bundle's web page (MediaPipe Tasks for Web) and its check in a real headless browser.
 
-``web/`` in a bundle holds ``index.html`` and ``app.mjs`` (from ``templates/web``), ``bundle.json``
+``web/`` in a bundle holds ``index.html`` and ``app.mjs`` (``templates/web/image.*`` or ``text.*``)
+with the ``page.mjs`` and ``page.css`` both pages share, ``bundle.json``
 (variants, labels, threshold, the MediaPipe version) and ``mediapipe/``: ``vision_bundle.mjs`` and
 the SIMD WebAssembly pair copied from the npm package ``@mediapipe/tasks-vision`` (every browser
 released since 2021 runs Wasm SIMD; the page names the files, so nothing else is fetched). The page
@@ -30,7 +31,7 @@ from tlkeras.errors import TLKerasError
 from tlkeras.export.tflite_metadata import TOP1_TIE
 
 __all__ = ["WebRuntime", "RUNTIMES", "MIN_WEB_AGREEMENT", "find_mediapipe_web", "write_web_page", "verify_web", "page_bytes",
-           "add_web_page", "image_calls", "text_calls"]
+           "add_web_page", "check_web_options", "image_calls", "text_calls"]
 
 MIN_WEB_AGREEMENT = 0.99
 _TEMPLATES = Path(__file__).resolve().parent / "templates" / "web"
@@ -101,6 +102,19 @@ def find_mediapipe_web(modality: str = "image") -> tuple[Path, str]:
                        f"`npm install {runtime.package}` here, or set TLKERAS_MEDIAPIPE_WEB to the folder holding node_modules")
 
 
+def check_web_options(options, head: str, modality: str = "image") -> None:
+    """Refuses ``--web`` where MediaPipe cannot classify (no metadata, a regression head) or the npm
+    package is missing, before anything is converted.
+
+    Raises:
+        TLKerasError: one line that says what to change or install.
+    """
+    if options.metadata == "off" or head == "regression":
+        raise TLKerasError("--web classifies with MediaPipe, which needs the TFLite metadata of a softmax or sigmoid head; "
+                           "drop --metadata off (regression heads have no page)")
+    find_mediapipe_web(modality)
+
+
 def write_web_page(stage: str | os.PathLike, *, name: str, class_names: Sequence[str], variants: dict[str, dict[str, Any]],
                    recommended: str, threshold: float | None, modality: str = "image") -> dict[str, Any]:
     """Writes ``<stage>/web/``: the page, its scripts, ``bundle.json`` and the MediaPipe files.
@@ -127,7 +141,8 @@ def write_web_page(stage: str | os.PathLike, *, name: str, class_names: Sequence
         shutil.copyfile(source / rel, web / "mediapipe" / rel)
     shutil.copyfile(_TEMPLATES / f"{runtime.page}.html", web / "index.html")
     shutil.copyfile(_TEMPLATES / f"{runtime.page}.mjs", web / "app.mjs")
-    shutil.copyfile(_TEMPLATES / "page.mjs", web / "page.mjs")
+    for shared in ("page.mjs", "page.css"):
+        shutil.copyfile(_TEMPLATES / shared, web / shared)
     config = {
         "format": "tlkeras-web", "modality": modality, "name": name, "labels": [str(c) for c in class_names],
         "variants": {k: {"file": v["file"], "bytes": int(v["bytes"])} for k, v in variants.items()},

@@ -65,7 +65,7 @@ def quickstart_configs(sample: Sample, base=None, explicit: set[str] | None = No
     time budget usually stops it first). Fields the user set on the command line (``explicit``:
     "section.field" names) apply to both, except the data, backbone and weights.
     """
-    from tlkeras.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tlkeras.config import DataConfig, ModelConfig, RunConfig, TrainConfig, apply_explicit
 
     base = base or RunConfig()
     transfer = RunConfig(
@@ -74,10 +74,7 @@ def quickstart_configs(sample: Sample, base=None, explicit: set[str] | None = No
         train=TrainConfig(verbose=base.train.verbose),
         output_dir=base.output_dir, name=base.name, seed=base.seed,
     )
-    for dest in explicit or ():
-        section, _, field = dest.partition(".")
-        if field and section in ("data", "model", "train") and dest not in _FIXED:
-            setattr(getattr(transfer, section), field, getattr(getattr(base, section), field))
+    apply_explicit(transfer, base, explicit, fixed=_FIXED)
     scratch = copy.deepcopy(transfer)
     scratch.model.weights = "none"
     scratch.train.phase1_epochs = 0

@@ -193,7 +193,7 @@ def demo_configs(weights: str, base=None, explicit: set[str] | None = None):
     """
     import copy
 
-    from tlkeras.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tlkeras.config import DataConfig, ModelConfig, RunConfig, TrainConfig, apply_explicit
 
     base = base or RunConfig()
     transfer = RunConfig(
@@ -204,10 +204,7 @@ def demo_configs(weights: str, base=None, explicit: set[str] | None = None):
                           verbose=base.train.verbose if "train.verbose" in (explicit or ()) else 0),
         output_dir=base.output_dir, name=base.name, seed=base.seed,
     )
-    for dest in explicit or ():
-        section, _, field = dest.partition(".")
-        if field and section in ("data", "model", "train") and field not in ("weights", "source"):
-            setattr(getattr(transfer, section), field, getattr(getattr(base, section), field))
+    apply_explicit(transfer, base, explicit, fixed=("data.source", "model.weights"))
     scratch = copy.deepcopy(transfer)
     scratch.model.weights = "none"
     scratch.train.phase1_epochs = 0
