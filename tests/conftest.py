@@ -115,6 +115,7 @@ def tiny_config(**overrides):
         data=DataConfig(image_size=32, batch_size=16, augment="off"),
         model=ModelConfig(backbone="mobilenet", alpha=0.25, weights=str(calibrated_weights(32)), dropout=0.0),
         train=TrainConfig(phase1_epochs=2, phase2_epochs=1, verbose=0, early_stopping_patience=0),
+        report=False,  # the page costs seconds per run; the tests that check it turn it on
     )
     for key, value in overrides.items():
         section, _, name = key.partition("__")

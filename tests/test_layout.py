@@ -5,6 +5,7 @@ Layers, bottom to top (a module may import its own layer's package and any layer
 
     base       errors, _backend, config, runs, cli
     core       tlkeras.core.*
+    render     report (renders run folders into pages; every stage may write one)
     stage      train, evaluate, export, benchmark, doctor
     technique  optimize, adapt, distill, explain, heads, audit
     workflow   quickstart (composes stages and techniques into one run)
@@ -26,14 +27,14 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "tlkeras"
 
 LAYERS = {
-    "base": 0, "core": 1, "stage": 2, "technique": 3, "workflow": 4, "search": 5, "cli": 6,
+    "base": 0, "core": 1, "render": 2, "stage": 3, "technique": 4, "workflow": 5, "search": 6, "cli": 7,
 }
 GROUP_LAYER = {
     "errors": "base", "_backend": "base", "config": "base", "runs": "base", "cli": "base", "__init__": "base",
     "core": "core",
     "train": "stage", "evaluate": "stage", "export": "stage", "benchmark": "stage", "doctor": "stage",
     "optimize": "technique", "adapt": "technique", "distill": "technique", "explain": "technique",
-    "heads": "technique", "audit": "technique", "report": "stage",
+    "heads": "technique", "audit": "technique", "report": "render",
     "quickstart": "workflow",
     "tune": "search",
 }

@@ -40,6 +40,9 @@ MAX_VOCABULARY = 1_000_000
 # Limits that keep a typo (or a hostile config) from asking for terabytes of memory.
 MAX_IMAGE_SIZE = 2048  # pixels per side; pretrained backbones use 224-600
 MAX_BATCH_SIZE = 65536
+# From here DataConfig.stream "auto" decodes in the background: about 20 s of decoding at the
+# 500 images/s this pipeline reaches on 2 cores (BENCHMARKS.md), worth not waiting for.
+STREAM_AUTO_MIN = 10_000
 MAX_HIDDEN_UNITS = 65536
 MAX_EPOCHS = 100_000
 MAX_SEED = 2**32 - 1  # NumPy and TensorFlow seeds are unsigned 32-bit
@@ -93,6 +96,11 @@ class DataConfig:
         cache_memory: memory for the decoded images, e.g. ``2GB``, ``512MB`` or ``0`` (``auto``:
             a quarter of the available RAM, at most 1 GiB); larger sets go to a disk cache.
         cache_dir: folder of the disk cache (None: ``$TLKERAS_CACHE`` or ``~/.cache/tlkeras``).
+        stream: decode the images in the background and start training on the first ones
+            (``on``), decode them all first (``off``), or ``auto``: in the background from
+            :data:`STREAM_AUTO_MIN` images, when ``on_corrupt`` is ``skip`` and the source is a
+            folder or CSV. The training split then decodes first, in a seeded random order, and
+            its first epoch reads the images as they arrive.
         modality: ``image``, ``text`` or ``auto`` (decided from the source: a CSV with a ``path``
             column or a folder of images is image data, a CSV with a text column or a folder of
             ``.txt`` files is text; a source that could be either is refused, naming this flag).
@@ -113,6 +121,7 @@ class DataConfig:
     split_seed: int | None = None
     cache_memory: str = "auto"
     cache_dir: str | None = None
+    stream: str = "auto"
     modality: str = "auto"
     text_column: str = "text"
     sequence_length: int | None = None
@@ -125,6 +134,11 @@ class DataConfig:
         if not str(self.text_column).strip():
             raise ConfigError("text_column must name a CSV column, e.g. --text-column text")
         _choice(self.on_corrupt, ("skip", "error"), "on_corrupt")
+        _choice(self.stream, ("auto", "on", "off"), "stream")
+        if self.stream == "on" and self.on_corrupt == "error":
+            # A file found unreadable in the background would stop the epoch mid-way with a
+            # pipeline error instead of the one-line error --on-corrupt error promises.
+            raise ConfigError("stream on decodes in the background, where an unreadable image cannot stop the run cleanly; pass --on-corrupt skip, or --stream off")
         _choice(self.class_weight, ("auto", "balanced", "none"), "class_weight")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
@@ -345,6 +359,8 @@ class RunConfig:
         output_dir: parent folder of run directories.
         name: run directory name (default: ``<backbone>-<timestamp>``).
         seed: seeds the split, shuffling, augmentation and weight initialization.
+        report: write ``report.html`` into the run folder (metrics, curves, the confusion matrix,
+            the misclassified examples; the train CLI adds their Grad-CAM overlays).
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -353,6 +369,7 @@ class RunConfig:
     output_dir: str = "runs"
     name: str | None = None
     seed: int = 42
+    report: bool = True
 
     def validate(self) -> "RunConfig":
         """Checks every section; raises TLKerasError naming the bad key. Returns self."""

@@ -41,6 +41,17 @@ class Split:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
+    @property
+    def count_hint(self) -> int:
+        """How many examples the split holds, without waiting for a split still decoding in the
+        background (:class:`tlkeras.core.pending.PendingSplit`: an upper bound until it ends)."""
+        return len(self)
+
+    @property
+    def labels_hint(self) -> np.ndarray:
+        """``y``, or for a split still decoding every given file's label (see :attr:`count_hint`)."""
+        return self.y
+
 
 @dataclass
 class DataBundle:
@@ -142,14 +153,16 @@ def check_classes(class_names: list[str], where) -> None:
 
 def check_nonempty(bundle: DataBundle) -> None:
     what = "texts" if bundle.modality == "text" else "images"
-    if len(bundle.train) == 0:
+    # The hints do not wait for splits still decoding in the background (files given, not yet
+    # known readable); those splits' unreadable files are counted when decoding ends.
+    if bundle.train.count_hint == 0:
         raise TLKerasError(f"no readable training {what} in {bundle.source}")
-    if len(bundle.val) == 0:
+    if bundle.val.count_hint == 0:
         raise TLKerasError(
             f"no validation {what} in {bundle.source}; add a val/ folder or set --val-fraction > 0"
         )
     if bundle.head == "softmax":
-        missing = sorted(set(range(bundle.num_outputs)) - set(bundle.train.y.tolist()))
+        missing = sorted(set(range(bundle.num_outputs)) - set(bundle.train.labels_hint.tolist()))
         if missing:
             names = [bundle.class_names[i] for i in missing]
             raise TLKerasError(f"class(es) {names} have no readable training {what}; add {what}")

@@ -161,7 +161,10 @@ class StoreWriter:
         else:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._tmp = self.folder / f".data.bin.{os.getpid()}.partial"
-            self._fh = open(self._tmp, "wb")
+            # Unbuffered: every write reaches the page cache at once, so a reader (read_written)
+            # sees the rows while later ones are still being decoded.
+            self._fh = open(self._tmp, "wb", buffering=0)
+        self._reader: int | None = None
 
     def write(self, rows: np.ndarray) -> None:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
@@ -171,14 +174,44 @@ class StoreWriter:
         if self._fh is None:
             self._array[self.count:self.count + n] = rows
         else:
-            self._fh.write(memoryview(rows).cast("B"))
+            data = memoryview(rows).cast("B")
+            while len(data):  # a raw (unbuffered) write may take part of the bytes
+                data = data[self._fh.write(data):]
         self.count += n
+
+    def read_written(self, start: int, stop: int) -> np.ndarray:
+        """A copy of rows ``start:stop`` already written (safe while another thread writes more).
+
+        Side effects: a disk store opens one read-only descriptor, closed by :meth:`finish` or
+        :meth:`abort`.
+        """
+        stop = min(int(stop), self.count)
+        if self._fh is None:
+            return self._array[start:stop].copy()
+        out = np.empty((max(stop - start, 0),) + self.row_shape, self.dtype)
+        if self._reader is None:
+            self._reader = os.open(self._tmp, os.O_RDONLY)
+        row = out.itemsize * int(np.prod(self.row_shape, dtype=np.int64))
+        view = memoryview(out).cast("B")
+        done = 0
+        while done < len(view):  # pread may return less than asked
+            got = os.preadv(self._reader, [view[done:]], start * row + done)
+            if got <= 0:
+                raise OSError(f"short read from {self._tmp}: rows {start}:{stop}")
+            done += got
+        return out
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            os.close(self._reader)
+            self._reader = None
 
     def finish(self, meta: dict | None = None) -> np.ndarray:
         """Closes the store; returns its rows (a view, or a read-only ``np.memmap``)."""
         if self._fh is None:
             return self._array[: self.count]
         self._fh.close()
+        self._close_reader()
         meta = dict(meta or {}, count=self.count, row_shape=list(self.row_shape), dtype=self.dtype.str)
         os.replace(self._tmp, self.folder / "data.bin")
         tmp_meta = self.folder / f".meta.json.{os.getpid()}.partial"
@@ -190,6 +223,7 @@ class StoreWriter:
         """Drops a disk store's partial file (after an error)."""
         if self._fh is not None:
             self._fh.close()
+            self._close_reader()
             self._tmp.unlink(missing_ok=True)
 
 

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tlkeras.config import DataConfig
+from tlkeras.config import STREAM_AUTO_MIN, DataConfig
 from tlkeras.core.bundle import IMAGE_EXTENSIONS, DataBundle, Split, csv_labels, csv_split_index, find_split_dirs
 from tlkeras.core.bundle import check_classes as _check_classes
 from tlkeras.core.bundle import check_nonempty as _check_nonempty
@@ -37,9 +37,11 @@ from tlkeras.core.cache import (
     default_cache_dir,
     format_bytes,
     memory_budget,
+    open_store,
     store_key,
 )
 from tlkeras.core.paths import read_csv_rows, resolve_inside
+from tlkeras.core.pending import BackgroundDecode, PendingSplit
 from tlkeras.core.stream import encode_labels, image_batches, make_dataset  # noqa: F401  (public here)
 from tlkeras.errors import TLKerasError
 
@@ -93,14 +95,19 @@ def decode_all(paths: Sequence[str], size: int, on_corrupt: str) -> tuple[np.nda
 
 def _decode_splits(
     parts: dict[str, tuple[list[str], np.ndarray]], size: int, config: DataConfig, *, shard: tuple[int, int] | None = None,
-    encoded=None,
+    encoded=None, seed: int = 42,
 ) -> tuple[dict[str, Split], list[str], str]:
     """Decodes each split's files into memory or, beyond the memory budget, into disk stores.
 
     ``encoded`` (optional) maps a split's names to a tf.data.Dataset of their encoded bytes.
+    With ``config.stream`` (see :func:`_streams`) the decoding runs in the background
+    (:mod:`tlkeras.core.pending`), the training files first in an order drawn from ``seed``, and
+    the splits come back as :class:`~tlkeras.core.pending.PendingSplit` at once; the skipped
+    list then fills when the decoding ends.
 
     Returns (splits, skipped paths, a description of the store and why). Side effects: prints
-    one line saying which store was chosen; writes disk stores under the cache folder.
+    one line saying which store was chosen; writes disk stores under the cache folder; may start
+    the background decoding thread.
     """
     from tlkeras.core.decode import decode_groups
 
@@ -115,18 +122,42 @@ def _decode_splits(
         store = f"disk: {format_bytes(needed)} > {why}; stored under {root}"
     else:
         store = f"memory: {format_bytes(needed)} <= {why}"
-    print(f"tlkeras: {count:,} images at {size} px decode into {store}", flush=True)
+    streaming = _streams(config, count, encoded)
+    if streaming:
+        # A pass over the training store in store order is then a shuffled pass already.
+        order = np.random.default_rng(seed).permutation(len(parts["train"][0]))
+        parts = dict(parts, train=_pick(parts["train"], order))
     groups = [
         (paths, root / store_key(paths, size) if on_disk else None, encoded(paths) if encoded is not None else None)
         for paths, _ in parts.values()
     ]
-    decoded = decode_groups(groups, size, on_corrupt=config.on_corrupt, label=f"decoding {', '.join(parts)}")
-    splits: dict[str, Split] = {}
     skipped: list[str] = []
+    splits: dict[str, Split] = {}
+    if streaming and not all(folder is not None and open_store(folder) is not None for _, folder, _ in groups):
+        print(f"tlkeras: {count:,} images at {size} px decode in the background into {store}; training starts on the "
+              f"first ones", flush=True)
+
+        def ended(seconds: float, bad: list[str]) -> None:
+            print(f"tlkeras: the background decoding of {count:,} images ended after {seconds:.0f}s", flush=True)
+            warn_skipped(bad)
+
+        decoder = BackgroundDecode(groups, size, on_corrupt=config.on_corrupt, skipped=skipped, on_done=ended)
+        for (name, (paths, labels)), rows in zip(parts.items(), decoder.rows):
+            splits[name] = PendingSplit(rows, labels, paths, shard if name == "train" else None)
+        return splits, skipped, store
+    print(f"tlkeras: {count:,} images at {size} px decode into {store}", flush=True)
+    decoded = decode_groups(groups, size, on_corrupt=config.on_corrupt, label=f"decoding {', '.join(parts)}")
     for (name, (paths, labels)), (x, kept, bad) in zip(parts.items(), decoded):
         skipped += bad
         splits[name] = Split(x, labels[kept], [paths[i] for i in kept], shard if name == "train" else None)
     return splits, skipped, store
+
+
+def _streams(config: DataConfig, count: int, encoded) -> bool:
+    """Whether the images decode in the background (``DataConfig.stream``)."""
+    if config.stream == "off" or encoded is not None or config.on_corrupt == "error":
+        return False  # TFDS sets read their records in their own order
+    return config.stream == "on" or count >= STREAM_AUTO_MIN
 
 
 def worker_shard(tf_config: str | None = None) -> tuple[int, int] | None:
@@ -241,20 +272,20 @@ def _load_folder(root: Path, config: DataConfig, size: int, head: str, seed: int
         parts = {"train": _pick((paths, labels), tr), "val": _pick((paths, labels), va)}
         if len(te):
             parts["test"] = _pick((paths, labels), te)
-    bundle = _bundle_from_parts(parts, config, size, head, class_names, str(root), shard)
+    bundle = _bundle_from_parts(parts, config, size, head, class_names, str(root), shard, seed=seed)
     warn_skipped(bundle.skipped)
     _check_nonempty(bundle)
     return bundle
 
 
-def _bundle_from_parts(parts, config: DataConfig, size: int, head: str, class_names, source: str, shard, encoded=None) -> DataBundle:
+def _bundle_from_parts(parts, config: DataConfig, size: int, head: str, class_names, source: str, shard, encoded=None, seed: int = 42) -> DataBundle:
     """Decodes split file lists (train sharded to this worker) into a DataBundle."""
     if shard is not None:
         paths, labels = parts["train"]
         parts = dict(parts, train=_pick(parts["train"], _shard_index(np.arange(len(paths)), shard)))
         print(f"tlkeras: worker {shard[0]} of {shard[1]} reads its shard: {len(parts['train'][0]):,} of {len(paths):,} training files",
               flush=True)
-    splits, skipped, store = _decode_splits(parts, size, config, shard=shard, encoded=encoded)
+    splits, skipped, store = _decode_splits(parts, size, config, shard=shard, encoded=encoded, seed=seed)
     return DataBundle(
         splits["train"], splits["val"], splits.get("test"), list(class_names), head, size, skipped, source, store,
     )
@@ -276,7 +307,7 @@ def _load_csv(path: Path, config: DataConfig, size: int, head: str, seed: int, s
     parts = {"train": _pick((paths, labels), tr), "val": _pick((paths, labels), va)}
     if len(te):
         parts["test"] = _pick((paths, labels), te)
-    bundle = _bundle_from_parts(parts, config, size, head, class_names, str(path), shard)
+    bundle = _bundle_from_parts(parts, config, size, head, class_names, str(path), shard, seed=seed)
     warn_skipped(bundle.skipped)
     _check_nonempty(bundle)
     return bundle
@@ -473,11 +504,13 @@ def class_weights(bundle: DataBundle, mode: str) -> dict[int, float] | None:
     """
     if mode == "none" or bundle.head != "softmax":
         return None
-    counts = np.bincount(bundle.train.y, minlength=bundle.num_outputs)
+    # Every given file's label while the split still decodes (unreadable files are too few to matter).
+    labels = bundle.train.labels_hint
+    counts = np.bincount(labels, minlength=bundle.num_outputs)
     if mode == "auto" and counts.max() < 1.5 * max(counts.min(), 1):
         return None
     from sklearn.utils.class_weight import compute_class_weight
 
-    present = np.unique(bundle.train.y)
-    weights = compute_class_weight("balanced", classes=present, y=bundle.train.y)
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
     return {int(c): float(w) for c, w in zip(present, weights)}

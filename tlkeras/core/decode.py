@@ -181,12 +181,21 @@ def decode_groups(
     size: int,
     *,
     on_corrupt: str = "skip",
-    label: str = "decoding",
+    label: str | None = "decoding",
     batch_size: int = 64,
+    listener=None,
 ) -> list[tuple[np.ndarray, list[int], list[str]]]:
     """:func:`decode_files` for several ``(paths, folder, encoded)`` groups (e.g. the splits)
     in ONE pipeline, so its start-up cost is paid once; groups with a complete disk store
-    are reused, not decoded. Returns one (images, kept, skipped) per group."""
+    are reused, not decoded. Returns one (images, kept, skipped) per group.
+
+    ``label`` None draws no progress line. ``listener`` (for decoding in the background, see
+    :mod:`tlkeras.core.pending`) is told as rows arrive: ``started(group, writer)`` once per
+    group that is decoded, ``wrote(group, kept)`` after each write of that group's rows (``kept``:
+    the group's file indices written so far) and ``finished(group, result)`` as soon as every
+    file of the group has been seen, before later groups end; its ``stop`` (a
+    ``threading.Event``) ends the decoding early with KeyboardInterrupt, dropping partial stores.
+    """
     from tlkeras._backend import tf
 
     results: list = [None] * len(groups)
@@ -218,6 +227,24 @@ def decode_groups(
         for j in range(expected, stop):
             skipped[owner[j]].append(names[j])
 
+    done_groups = 0
+
+    def finish_ready(upto: int) -> None:  # groups whose every file has been seen are complete
+        nonlocal done_groups
+        while done_groups < len(pending) and starts[done_groups + 1] <= upto:
+            k = done_groups
+            rows = writers[k].finish({"size": size, "kept": kept[k], "skipped": skipped[k]})
+            results[pending[k]] = (rows, kept[k], skipped[k])
+            if listener is not None:
+                listener.finished(pending[k], results[pending[k]])
+            done_groups += 1
+
+    if listener is not None:
+        for k, g in enumerate(pending):
+            listener.started(g, writers[k])
+        for g, result in enumerate(results):
+            if result is not None:  # reused stores are complete before anything is decoded
+                listener.finished(g, result)
     try:
         if n:
             from_bytes = groups[pending[0]][2] is not None
@@ -238,8 +265,16 @@ def decode_groups(
             ds = ds.map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             # A file that fails to decode raises inside the map; dropping it here is the skip.
             ds = ds.ignore_errors().batch(batch_size).prefetch(2)
-            with Progress(n, label) as progress:
+            if listener is not None:
+                # Its own threads: training pipelines that wait for these rows block threads of
+                # TensorFlow's shared pool, which must not be the ones that decode them.
+                options = tf.data.Options()
+                options.threading.private_threadpool_size = max(2, os.cpu_count() or 2)
+                ds = ds.with_options(options)
+            with Progress(n if label else 0, label or "") as progress:
                 for index, images in ds:
+                    if listener is not None and listener.stop.is_set():
+                        raise KeyboardInterrupt("decoding stopped")
                     # np.asarray shares the tensor's buffer (.numpy() would copy every batch);
                     # the writer copies the rows once, into its array or file.
                     index, images = np.asarray(index), np.asarray(images)
@@ -254,16 +289,17 @@ def decode_groups(
                         mine = slice(None) if whole else who == k
                         writers[k].write(images[mine])
                         kept[k].extend((index[mine] - starts[k]).tolist())
+                        if listener is not None:
+                            listener.wrote(pending[k], kept[k])
+                    finish_ready(expected)
                     progress.update(expected - progress.done)
                 progress.update(n - progress.done)
         drop(n)
+        finish_ready(n)
     except BaseException:
-        for writer in writers:
+        for writer in writers[done_groups:]:
             writer.abort()
         raise
-    for k, g in enumerate(pending):
-        rows = writers[k].finish({"size": size, "kept": kept[k], "skipped": skipped[k]})
-        results[g] = (rows, kept[k], skipped[k])
     return results
 
 

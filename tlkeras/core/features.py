@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tlkeras.core.cache import StoreWriter, check_disk_space, default_cache_dir, format_bytes, memory_budget
+from tlkeras.core.pending import PendingRows
 from tlkeras.core.progress import Progress
 from tlkeras.core.stream import image_batches
 
@@ -25,7 +26,7 @@ __all__ = ["feature_store"]
 
 def feature_store(
     extractor,
-    x: np.ndarray,
+    x: "np.ndarray | PendingRows",
     batch_size: int,
     *,
     augment: str = "off",
@@ -48,7 +49,8 @@ def feature_store(
     """
     from tlkeras.core.augment import augment_batches
 
-    n = len(x)
+    # A store still decoding (PendingRows) streams in as it decodes; its file count bounds its rows.
+    n = x.capacity if isinstance(x, PendingRows) else len(x)
     base = image_batches(x, batch_size)
     # Each extra view is its own stateless draw (seed, view), so a run's features do not depend
     # on which store the images came from or on the order tf.data maps the batches in.

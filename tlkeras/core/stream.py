@@ -15,9 +15,13 @@ import numpy as np
 
 from tlkeras.core.bundle import is_text
 from tlkeras.core.cache import is_disk_backed, read_rows
+from tlkeras.core.pending import PendingRows, pending_rows
 from tlkeras.errors import TLKerasError
 
-__all__ = ["encode_labels", "make_dataset", "image_batches", "indexed_batches", "row_reader", "keep_worker_shard", "shard_count"]
+__all__ = [
+    "encode_labels", "make_dataset", "image_batches", "indexed_batches", "pending_batches", "row_reader", "keep_worker_shard",
+    "shard_count",
+]
 
 _FDS: dict[tuple[str, int], int] = {}  # one read-only descriptor per store file and process
 
@@ -68,6 +72,11 @@ def image_batches(x: np.ndarray, batch_size: int):
     """
     from tlkeras._backend import tf
 
+    if isinstance(x, PendingRows):
+        x = pending_rows(x) or x.result()[0]
+    if isinstance(x, PendingRows):  # still decoding: read each batch as its rows arrive
+        ds = pending_batches(x, batch_size).map(lambda images, _: tf.cast(images, tf.float32), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
     if is_text(x):
         return tf.data.Dataset.from_tensor_slices(tf.constant([str(t) for t in x], dtype=tf.string)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
     if not is_disk_backed(x):
@@ -115,6 +124,44 @@ def indexed_batches(
     return index.batch(batch_size, drop_remainder=drop_remainder).map(batch, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def pending_batches(rows: PendingRows, batch_size: int, *, shuffle: bool = False, seed: int = 42):
+    """Batches ``(uint8 images, file indices)`` of a store that may still be decoding.
+
+    While the store is decoding, a pass reads it in store order, each batch as soon as its rows
+    are written (the training split decodes in a random order, so this order is shuffled
+    already). A pass that starts after the store is complete reads it in a fresh permutation
+    per pass (``shuffle``, from ``seed``) or in order. The file indices pick each row's label
+    out of the labels of every file given (unreadable files have no row).
+    """
+    from tlkeras._backend import tf
+
+    passes = iter(range(1 << 62))
+
+    def generate():
+        number = next(passes)
+        if not rows.done:
+            start = 0
+            while True:
+                stop = min(rows.wait(start + batch_size), start + batch_size)
+                if stop <= start:
+                    return
+                yield rows.read(start, stop)
+                start = stop
+        count = len(rows.result()[1])
+        order = np.random.default_rng([seed, number]).permutation(count) if shuffle else np.arange(count)
+        kept = np.asarray(rows.result()[1], np.int64)
+        for begin in range(0, count, batch_size):
+            index = order[begin:begin + batch_size]
+            yield rows.take(index), kept[index]
+
+    return tf.data.Dataset.from_generator(
+        generate,
+        output_signature=(
+            tf.TensorSpec((None,) + rows.row_shape, tf.as_dtype(rows.dtype)), tf.TensorSpec((None,), tf.int64),
+        ),
+    )
+
+
 def make_dataset(
     split,
     *,
@@ -136,11 +183,19 @@ def make_dataset(
     """
     from tlkeras._backend import tf
 
-    if targets is None:
-        targets = encode_labels(split.y, head, num_outputs)
-    elif len(targets) != len(split):
-        raise TLKerasError(f"{len(targets)} targets for {len(split)} images")
-    ds = indexed_batches(split.x, batch_size, extras=(targets,), shuffle=shuffle, seed=seed)
+    rows = pending_rows(split) if targets is None else None
+    if rows is not None:
+        # Still decoding: the first pass runs at the decoder's pace instead of waiting for it.
+        every = tf.constant(encode_labels(split.labels_all, head, num_outputs))
+        ds = pending_batches(rows, batch_size, shuffle=shuffle, seed=seed).map(
+            lambda images, index: (tf.cast(images, tf.float32), tf.gather(every, index)), num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    else:
+        if targets is None:
+            targets = encode_labels(split.y, head, num_outputs)
+        elif len(targets) != len(split):
+            raise TLKerasError(f"{len(targets)} targets for {len(split)} images")
+        ds = indexed_batches(split.x, batch_size, extras=(targets,), shuffle=shuffle, seed=seed)
     from tlkeras.core.augment import augmenter
 
     aug = None if is_text(split.x) else augmenter(augment, seed)  # augmentation presets are image transforms

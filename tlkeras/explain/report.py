@@ -30,14 +30,7 @@ def write_train_report(run_dir: str | os.PathLike, result=None) -> Path:
 
     Side effects: writes ``report.html`` atomically; runs the model on the evaluated split.
     """
-    from tlkeras.report.html import examples_from, write_run_report
+    from tlkeras.explain.gradcam import gradcam_overlays
+    from tlkeras.report.html import write_result_report
 
-    examples = overlays = None
-    if result is not None and result.config.model.head == "softmax" and result.data is not None:
-        from tlkeras.explain.gradcam import gradcam_overlays
-
-        name, split = result.data.eval_split
-        examples = examples_from(result.model, split, name, result.config.data.batch_size)
-        # Grad-CAM explains image models; a text run's gallery quotes its misclassified texts.
-        overlays = None if result.data.modality == "text" else functools.partial(gradcam_overlays, result.model)
-    return write_run_report(run_dir, examples, overlays)
+    return write_result_report(run_dir, result, lambda model: functools.partial(gradcam_overlays, model))

@@ -38,6 +38,7 @@ __all__ = [
     "Examples",
     "OverlayMaker",
     "examples_from",
+    "write_result_report",
     "misclassified",
     "confused_pairs",
     "render",
@@ -383,6 +384,25 @@ def run_report_html(run_dir: str | os.PathLike, examples: Examples | None = None
         nav.append(("config", "config"))
     context["nav"] = nav
     return render(context)
+
+
+def write_result_report(run_dir: str | os.PathLike, result=None, overlays_for: Callable[[Any], Overlays] | None = None) -> Path:
+    """Writes ``<run_dir>/report.html`` for a finished training ``result`` (a
+    :class:`tlkeras.train.run.TrainResult`; None: from the run folder's files alone).
+
+    A softmax run that kept its data gets the gallery of its evaluated split's misclassified
+    examples; ``overlays_for(model)`` (image runs only) adds an overlay per example, e.g.
+    Grad-CAM (:func:`tlkeras.explain.report.write_train_report`).
+
+    Side effects: runs the model on the evaluated split; writes ``report.html`` atomically.
+    """
+    examples = overlays = None
+    if result is not None and result.config.model.head == "softmax" and result.data is not None:
+        name, split = result.data.eval_split
+        examples = examples_from(result.model, split, name, result.config.data.batch_size)
+        if overlays_for is not None and result.data.modality != "text":  # a text gallery quotes the texts
+            overlays = overlays_for(result.model)
+    return write_run_report(run_dir, examples, overlays)
 
 
 def write_run_report(run_dir: str | os.PathLike, examples: Examples | None = None, overlays: Overlays = None, *,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from tlkeras import cli
@@ -73,6 +74,8 @@ def _print_summary(result) -> None:
     print(f"phase 1 {t['phase1']:.1f}s | phase 2 {t['phase2']:.1f}s | total {t['total']:.1f}s")
     if result.run_dir is not None:
         print(f"run directory: {result.run_dir}")
+        if (Path(result.run_dir) / "report.html").is_file():
+            print(f"report: {Path(result.run_dir) / 'report.html'}")
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -98,8 +101,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.resume:
         from tlkeras.train.run import train_model
 
-        _print_summary(result := train_model(config, resume=True))
-        _write_report(result.run_dir, result)
+        _print_summary(train_model(config, resume=True, report_writer=_grad_cam_report))
         return 0
     if args.demo is not None and config.data.source is not None:
         from tlkeras.errors import TLKerasError
@@ -108,8 +110,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if config.data.source is None and args.demo == "shapes":
         from tlkeras.train.demo import run_demo
 
-        demo = run_demo(config, explicit=set(vars(args)))
-        _write_report(demo["run_dir"])
+        run_demo(config, explicit=set(vars(args)))  # its run writes report.html, as every train_model run does
         return 0
     if config.data.source is None:
         if os.environ.get("TF_CONFIG"):
@@ -122,28 +123,23 @@ def _main(argv: Sequence[str] | None) -> int:
         return 0
     from tlkeras.train.run import train_model
 
-    _print_summary(result := train_model(config))
-    _write_report(result.run_dir, result)
+    _print_summary(train_model(config, report_writer=_grad_cam_report))
     return 0
 
 
-def _write_report(run_dir, result=None) -> None:
-    """``report.html`` of a finished run; with the run's ``result`` (a TrainResult that kept its
-    data), Grad-CAM overlays of its mistakes too (softmax runs)."""
-    if run_dir is None:
-        return
-    if os.environ.get("TF_CONFIG"):
-        # Predicting for the gallery is a collective op under MultiWorkerMirroredStrategy: the
-        # chief alone would wait for workers that have already exited.
-        print("report.html skipped in a multi-worker run; write it with python -m tlkeras.evaluate", file=sys.stderr)
-        return
-    from tlkeras.errors import TLKerasError
+def _grad_cam_report(run_dir, result):
+    """The CLI's ``report.html``: the library's page plus Grad-CAM overlays of the mistakes."""
     from tlkeras.explain.report import write_train_report
 
-    try:
-        print(f"report: {write_train_report(run_dir, result)}")
-    except TLKerasError as exc:  # the run itself is complete; say why its page is missing
-        print(f"report.html not written: {exc}", file=sys.stderr)
+    return write_train_report(run_dir, result)
+
+
+def _write_report(run_dir, result) -> None:
+    """``report.html`` of a run trained outside :func:`train_model` (the techniques' runs)."""
+    if run_dir is not None and result.config.report:
+        from tlkeras.train.run import write_report
+
+        write_report(run_dir, result, _grad_cam_report)
 
 
 def _train_with_unlabeled(config, technique, unlabeled, target_test, *, resume: bool) -> int:

@@ -59,6 +59,7 @@ Why these choices (all measured with MobileNet(alpha=0.25) from random init at 3
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -281,4 +282,6 @@ def run_demo(base=None, explicit: set[str] | None = None) -> dict:
     else:
         print(f"transfer wins by {100 * (t['test_accuracy'] - sc['test_accuracy']):.1f} points of test accuracy")
     print(f"run directory: {transfer.run_dir}")
+    if (Path(transfer.run_dir) / "report.html").is_file():
+        print(f"report: {Path(transfer.run_dir) / 'report.html'}")
     return {"transfer": t, "scratch": sc, "run_dir": str(transfer.run_dir)}

@@ -23,6 +23,7 @@ from tlkeras.config import RunConfig
 from tlkeras.core.data import DataBundle, class_weights, encode_labels, make_dataset
 from tlkeras.core.features import feature_store
 from tlkeras.core.models import feature_extractor, freeze_backbone, head_model, unfreeze_backbone
+from tlkeras.core.pending import images_of
 from tlkeras.core.probe import fit_logistic
 from tlkeras.core.stream import keep_worker_shard, shard_count
 from tlkeras.core.text.probe import fit_word_probe, is_word_model
@@ -323,7 +324,8 @@ def fit_two_phase(
     # A worker's shard: each optimizer step takes batch_size images across all workers, so an
     # epoch (and the schedule) counts the whole training split, not this worker's share.
     workers = shard_count(bundle.train)
-    steps = steps_per_epoch(len(bundle.train) * workers, bs)
+    # count_hint: a split still decoding in the background is not waited for here.
+    steps = steps_per_epoch(bundle.train.count_hint * workers, bs)
     val_ds = make_dataset(bundle.val, head=bundle.head, num_outputs=n, batch_size=bs)
 
     def ckpt(phase: int) -> Path | None:
@@ -341,8 +343,8 @@ def fit_two_phase(
         # The closed-form probe fits on this process's features alone: with shards it would give
         # each worker a different head, so sharded runs train the head with synced gradients.
         if uses_linear_probe(model, config, bundle.head) and workers == 1:
-            train_feats = cached_features(model, bundle.train.x, bs, augment1, views, config.seed, **store)
-            val_feats = cached_features(model, bundle.val.x, bs, "off", 1, config.seed, **store)
+            train_feats = cached_features(model, images_of(bundle.train), bs, augment1, views, config.seed, **store)
+            val_feats = cached_features(model, images_of(bundle.val), bs, "off", 1, config.seed, **store)
             if is_word_model(model):  # the word model's probe also fits the bag of words (core/text/probe.py)
                 logs = fit_word_probe(model, bundle.train.x, bundle.train.y, bundle.val.x, bundle.val.y, train_feats, val_feats, n, weights)
             else:
@@ -351,8 +353,8 @@ def fit_two_phase(
                 print(f"phase 1 linear probe (C={logs['probe_C'][0]}) - val_loss {logs['val_loss'][0]:.4f} - val_accuracy {logs['val_accuracy'][0]:.4f}", flush=True)
         else:
             if uses_feature_cache(config):
-                train_feats = cached_features(model, bundle.train.x, bs, augment1, views, config.seed, **store)
-                val_feats = cached_features(model, bundle.val.x, bs, "off", 1, config.seed, **store)
+                train_feats = cached_features(model, images_of(bundle.train), bs, augment1, views, config.seed, **store)
+                val_feats = cached_features(model, images_of(bundle.val), bs, "off", 1, config.seed, **store)
                 targets = np.tile(encode_labels(bundle.train.y, bundle.head, n), (views, 1))
                 with strategy.scope():
                     fit_model = head_model(model)

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,15 +26,17 @@ from tlkeras.core.calibration import calibrate_model
 from tlkeras.core.data import DataBundle, load_data, worker_shard
 from tlkeras.core.metrics import evaluate_model
 from tlkeras.core.models import build_model, build_text_classifier, check_model_config, trainable_backbone_layers
+from tlkeras.core.pending import wait_for_decoding
 from tlkeras.core.plots import write_reports
 from tlkeras.core.stream import shard_count
 from tlkeras.core.text.data import detect_modality
 from tlkeras.core.versions import versions
 from tlkeras.errors import TLKerasError
+from tlkeras.report.html import write_result_report
 from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, directory_lock, ensure_unlocked, write_json
 from tlkeras.train.recipe import fit_two_phase, uses_feature_cache
 
-__all__ = ["TrainResult", "train_model", "select_strategy", "precision_policy", "is_chief"]
+__all__ = ["TrainResult", "train_model", "write_report", "select_strategy", "precision_policy", "is_chief"]
 
 
 @dataclass
@@ -117,6 +120,7 @@ def train_model(
     extra_files: dict[str, Callable[[Path], None]] | None = None,
     model=None,
     resume: bool = False,
+    report_writer: Callable[[Path, "TrainResult"], Path] | None = None,
 ) -> TrainResult:
     """Loads data, builds the model, trains both phases, evaluates, and writes the run directory.
 
@@ -132,6 +136,10 @@ def train_model(
         resume: continue the interrupted run ``<output_dir>/.<name>.partial`` from its last
             completed epoch, with the config stored there (only ``output_dir`` and ``name`` of
             ``config`` are used).
+        report_writer: what writes ``report.html`` when ``config.report`` is on: a function of
+            (run folder, this run's TrainResult) that returns the page's path; None writes the
+            page of :func:`write_report` (with the misclassified examples, without Grad-CAM:
+            :func:`tlkeras.explain.report.write_train_report` adds it and the CLI passes it).
 
     Returns:
         A :class:`TrainResult`.
@@ -139,7 +147,9 @@ def train_model(
     Raises:
         TLKerasError: for bad input; nothing is left in ``output_dir`` then.
 
-    Side effects: seeds Python, NumPy and TensorFlow from ``config.seed``. The run is assembled
+    Side effects: seeds Python, NumPy and TensorFlow from ``config.seed``; writes
+    ``report.html`` unless ``config.report`` is off (a page that cannot be written is said in
+    one line on stderr; the run stays complete). The run is assembled
     in ``<output_dir>/.<name>.partial/`` with a checkpoint after every epoch, and renamed to
     ``<output_dir>/<name>/`` when complete. If training dies, the partial directory stays (when
     at least one epoch finished) so ``resume=True`` can continue it; a bad input leaves nothing.
@@ -175,7 +185,7 @@ def train_model(
         config.data.image_size = size
     per_class = data.num_outputs if data.head == "softmax" else None
     workers = shard_count(data.train)
-    train_count = len(data.train) * workers
+    train_count = data.train.count_hint * workers  # does not wait for images decoding in the background
     recipe = apply_recipe_defaults(config, train_count=train_count, num_classes=per_class)
     if config.train.verbose:
         _say_recipe(recipe)
@@ -201,6 +211,7 @@ def train_model(
                 lr_finder_dir=run_dir,
             )
             history, timings = fitted
+            wait_for_decoding(data)  # val and test may still be decoding in the background
             split_name, split = data.eval_split
             # Temperature scaling lives in the last Dense layer: calibrate before evaluating and saving.
             calibration = _calibrate(model, data, config)
@@ -214,7 +225,7 @@ def train_model(
             info = {
                 "versions": versions(),
                 "data": {
-                    "source": data.source, "train": train_count, "val": len(data.val), "workers": workers,
+                    "source": data.source, "train": len(data.train) * workers, "val": len(data.val), "workers": workers,
                     "test": len(data.test) if data.test is not None else 0, "skipped": data.skipped,
                 },
                 "modality": data.modality,
@@ -244,6 +255,9 @@ def train_model(
                 write_reports(run_dir, metrics, data.class_names, data.head, history)
                 for filename, writer in (extra_files or {}).items():
                     writer(Path(run_dir) / filename)
+                if config.report:
+                    result = TrainResult(model, history, metrics, timings, Path(run_dir), config, info, data)
+                    write_report(run_dir, result, report_writer)
                 shutil.rmtree(checkpoints, ignore_errors=True)
             elif scratch is not None:
                 # Saving a MultiWorkerMirroredStrategy model runs collective ops: every worker
@@ -251,6 +265,27 @@ def train_model(
                 scratch.mkdir(parents=True, exist_ok=True)
                 model.save(scratch / "model.keras")
     return TrainResult(model, history, metrics, timings, stage.final if write and chief else None, config, info, data)
+
+
+def write_report(run_dir: Path, result: TrainResult, writer=None) -> Path | None:
+    """Writes ``<run_dir>/report.html`` with ``writer(run_dir, result)``, by default
+    :func:`tlkeras.report.html.write_result_report` (the evaluated split's misclassified examples).
+
+    Returns the page's path, or None when it was not written: in a multi-worker run (predicting
+    for the gallery is a collective op there: the chief alone would wait for workers that have
+    already exited), or when the run folder lacks what the page needs (said on stderr).
+
+    Side effects: writes ``report.html``.
+    """
+    if os.environ.get("TF_CONFIG"):
+        print("report.html skipped in a multi-worker run; write it with python -m tlkeras.evaluate", file=sys.stderr)
+        return None
+    try:
+        path = (writer or write_result_report)(run_dir, result)
+    except TLKerasError as exc:  # the run itself is complete; say why its page is missing
+        print(f"report.html not written: {exc}", file=sys.stderr)
+        return None
+    return path
 
 
 def _is_text(config: RunConfig, data: DataBundle | None) -> bool:
