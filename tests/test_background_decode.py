@@ -56,23 +56,26 @@ def test_a_split_decoding_in_the_background_ends_as_a_plain_load_and_streams_ali
     np.testing.assert_array_equal(again, np.asarray(streamed.val.x, np.float32))
 
 
-def test_a_pass_over_a_store_still_decoding_reads_each_batch_as_its_rows_are_written():
-    # The writer is this test: nothing is timed, the reader must get batch k before row 4(k+1)+1 exists.
+def test_a_pass_over_a_split_still_decoding_reads_each_batch_as_its_rows_are_written():
+    # The writer is this test: nothing is timed, the reader must get batch k before the rows of
+    # batch k+1 exist, through make_dataset (nothing in it may wait for the whole split).
     rows = PendingRows(10, (2, 2, 3))
     writer = StoreWriter(10, (2, 2, 3), np.uint8)
     rows.started(writer)
+    split = PendingSplit(rows, np.arange(10) % 3, [f"file{i}" for i in range(10)])
     kept: list[int] = []
     got, wanted = [], threading.Semaphore(0)
 
     def read():
-        for images, index in pending_batches(rows, 4).as_numpy_iterator():
-            got.append((images[:, 0, 0, 0].tolist(), index.tolist()))
+        ds = make_dataset(split, head="softmax", num_outputs=3, batch_size=4, shuffle=True, augment="light", seed=0)
+        for images, targets in ds.as_numpy_iterator():
+            got.append((images.shape[0], targets.argmax(1).tolist()))
             wanted.release()
 
     reader = threading.Thread(target=read)
     reader.start()
     for start in (0, 4):
-        writer.write(np.full((4, 2, 2, 3), 0, np.uint8) + np.arange(start, start + 4, dtype=np.uint8)[:, None, None, None])
+        writer.write(np.zeros((4, 2, 2, 3), np.uint8) + np.arange(start, start + 4, dtype=np.uint8)[:, None, None, None])
         kept.extend(range(start, start + 4))
         rows.wrote(kept)
         assert wanted.acquire(timeout=60), f"no batch after rows {start}..{start + 3} were written"
@@ -82,10 +85,12 @@ def test_a_pass_over_a_store_still_decoding_reads_each_batch_as_its_rows_are_wri
     rows.wrote(kept)
     rows.finished((writer.finish(), list(kept), ["file8"]))
     reader.join(60)
-    assert got == [([0, 1, 2, 3], [0, 1, 2, 3]), ([4, 5, 6, 7], [4, 5, 6, 7]), ([9], [9])]
-    # Later passes read the complete store, reshuffled per pass.
-    passes = [np.concatenate([i for _, i in pending_batches(rows, 4, shuffle=True, seed=2)]) for _ in range(1)]
-    assert sorted(passes[0].tolist()) == [0, 1, 2, 3, 4, 5, 6, 7, 9]
+    # Each row's label is its own file's (file i has label i % 3), the unreadable file has none.
+    assert got == [(4, [0, 1, 2, 0]), (4, [1, 2, 0, 1]), (1, [0])]
+    assert split.paths == [f"file{i}" for i in (0, 1, 2, 3, 4, 5, 6, 7, 9)] and split.y.tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 0]
+    # A pass that starts after the store is complete reads it whole, reshuffled per pass.
+    passes = [np.concatenate([i for _, i in pending_batches(rows, 4, shuffle=True, seed=2)]) for _ in range(2)]
+    assert sorted(passes[0].tolist()) == sorted(passes[1].tolist()) == [0, 1, 2, 3, 4, 5, 6, 7, 9]
 
 
 def test_stream_on_refuses_on_corrupt_error_in_one_line():

@@ -239,7 +239,7 @@ for flag, value, needle in [
     ("--label-smoothing", "nan", "not a finite number"), ("--weight-decay", "inf", "not a finite number"),
     ("--phase2-lr-factor", "nan", "not a finite number"), ("--val-fraction", "nan", "not a finite number"),
     ("--phase1-epochs", "1000000000", "at most"), ("--output-dir", "", "output_dir"), ("--augment", "extreme", "augment"),
-    ("--data", "bad\0path", "NUL"),
+    ("--data", "bad\0path", "NUL"), ("--stream", "sometimes", "stream"), ("--report", "maybe", "unrecognized arguments: maybe"),
 ]:
     case(f"train: {flag} {value!r}", "train", lambda w, f=flag, v=value: _train(w, f, v), needle)
 
@@ -297,6 +297,7 @@ case("export: --output-dir under a file", "export",
 
 # This round's flags: the quickstart's --demo, the export's --web page and --serve.
 case("train: --demo shapes with --data", "train", lambda w: _train(w, "--demo", "shapes"), "drop --data")
+case("train: --stream on --on-corrupt error", "train", lambda w: _train(w, "--stream", "on", "--on-corrupt", "error"), "--stream off")
 case("train: --demo bogus", "train", lambda w: ["--demo", "bogus", "--output-dir", str(w["out"])], "invalid choice")
 case("export: no run directory", "export", lambda w: ["--quantize", "float32"], "pass a run directory")
 case("export: --serve a missing folder", "export", lambda w: ["--serve", str(w["d"] / "nowhere")], "does not exist")

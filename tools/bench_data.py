@@ -9,6 +9,8 @@ subprocess, which reports its own peak resident memory (``ru_maxrss``):
 - ``tlkeras-memory``: the same with ``cache_memory`` large enough to keep everything in memory
   (only up to ``--memory-max`` images: the point is what the budget avoids);
 - ``tlkeras-disk``: the same with ``cache_memory=0`` (always the disk store);
+- ``tlkeras-wait``: the same with ``stream="off"`` (every split decoded before the first batch,
+  as before issue 27);
 - ``tlkeras-reuse``: a second run over the same files and cache folder (the disk store is
   reused, nothing is decoded), when the first run chose the disk;
 - ``keras``: ``image_dataset_from_directory`` (decodes every epoch), two epochs.
@@ -77,7 +79,7 @@ def make_images(root: Path, n: int, seed: int = 0, photo: tuple[int, int] = (320
 _CASE = r"""
 import json, os, resource, sys, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-case, folder, size, batch, cache = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+case, folder, size, batch, cache, n_epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
 from tlkeras._backend import keras, tf  # imports are not timed: both pipelines need TensorFlow
 t0 = time.perf_counter()
 out = {"case": case}
@@ -87,10 +89,10 @@ if case.startswith("tlkeras"):
     from tlkeras import DataConfig, load_data
     from tlkeras.core.data import make_dataset
     memory = {"tlkeras-memory": "1000GB", "tlkeras-disk": "0"}.get(case, "auto")
-    config = DataConfig(source=folder, val_fraction=0.15, test_fraction=0.15, cache_memory=memory, cache_dir=cache)
+    stream = "off" if case == "tlkeras-wait" else "auto"
+    config = DataConfig(source=folder, val_fraction=0.15, test_fraction=0.15, cache_memory=memory, cache_dir=cache, stream=stream)
     bundle = load_data(config, size, seed=1)
     out["load_s"] = time.perf_counter() - t0
-    out["decoded"] = len(bundle.train) + len(bundle.val) + (len(bundle.test) if bundle.test is not None else 0)
     out["store"] = bundle.cache.split(":")[0]
     ds = make_dataset(bundle.train, head="softmax", num_outputs=len(bundle.class_names), batch_size=batch, shuffle=True, seed=1)
 else:
@@ -98,7 +100,7 @@ else:
     ds = ds.prefetch(tf.data.AUTOTUNE)
 epochs = []
 start = t0
-for epoch in range(2):
+for epoch in range(n_epochs):
     count = 0
     for i, (x, y) in enumerate(ds):
         if epoch == 0 and i == 0:
@@ -108,16 +110,21 @@ for epoch in range(2):
     epochs.append({"images": count, "seconds": now - start})
     start = now
 out["epochs"] = epochs
+if case.startswith("tlkeras"):
+    from tlkeras.core.pending import wait_for_decoding
+    wait_for_decoding(bundle)  # background decoding (stream): when every split was decoded
+    out["all_decoded_s"] = time.perf_counter() - t0
+    out["decoded"] = len(bundle.train) + len(bundle.val) + (len(bundle.test) if bundle.test is not None else 0)
 out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print("RESULT " + json.dumps(out))
 """
 
 
-def run_case(case: str, folder: Path, size: int, batch: int, cache: Path, timeout: int) -> dict:
+def run_case(case: str, folder: Path, size: int, batch: int, cache: Path, timeout: int, epochs: int = 2) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", _CASE, case, str(folder), str(size), str(batch), str(cache)],
+        [sys.executable, "-c", _CASE, case, str(folder), str(size), str(batch), str(cache), str(epochs)],
         capture_output=True, text=True, timeout=timeout, env=env,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -128,13 +135,23 @@ def run_case(case: str, folder: Path, size: int, batch: int, cache: Path, timeou
     return result
 
 
+def _drop_page_cache() -> None:
+    subprocess.run(["sync"], check=False)
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as exc:
+        print(f"<!-- could not empty the page cache: {exc} -->", flush=True)
+
+
 def _row(n: int, r: dict) -> str:
     if "error" in r:
         return f"| {n:,} | {r['case']} | failed: {r['error'].strip().splitlines()[-1][:80]} | | | | | | |"
-    e1, e2 = r["epochs"]
+    e1, e2 = r["epochs"][0], r["epochs"][-1]
     # Images decoded per second before the first batch (tlkeras decodes every split up front);
     # Keras decodes while it iterates, so its epoch-1 rate is its decoding rate.
-    decoded = f"{r['decoded'] / r['load_s']:,.0f}" if r.get("decoded") and r.get("load_s") else "-"
+    # With background decoding, load_s is near zero: count until every split was decoded.
+    seconds = max(r.get("load_s") or 0, r.get("all_decoded_s") or 0)
+    decoded = f"{r['decoded'] / seconds:,.0f}" if r.get("decoded") and seconds else "-"
     return (
         f"| {n:,} | {r['case']} | {r.get('store', 'decode every epoch')} | {r['peak_rss_mb'] / 1024:.2f} | "
         f"{r['first_batch_s']:.1f} | {decoded} | {e1['images'] / e1['seconds']:,.0f} | {e2['images'] / e2['seconds']:,.0f} | "
@@ -149,17 +166,22 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/tlkeras_bench_data"))
     parser.add_argument("--cases", nargs="+", default=["tlkeras", "tlkeras-memory", "tlkeras-reuse", "keras"],
-                        help="tlkeras, tlkeras-memory, tlkeras-disk, tlkeras-reuse, keras")
+                        help="tlkeras, tlkeras-wait, tlkeras-memory, tlkeras-disk, tlkeras-reuse, keras")
     parser.add_argument("--memory-max", type=int, default=20000, help="largest N for the tlkeras-memory case")
     parser.add_argument("--timeout", type=int, default=1800)
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--cold", action="store_true",
+                        help="empty the page cache before each case (root on Linux), so each reads the files from disk")
+    parser.add_argument("--repeat", type=int, default=1, help="run the cases this many times, interleaved")
+    parser.add_argument("--epochs", type=int, default=2, choices=(2, 3),
+                        help="epochs per case; 3 shows the epochs after a background decoding has ended")
     parser.add_argument("--photo", default="320x240", help="generated image size WIDTHxHEIGHT, e.g. 4032x3024 (a phone's 12 MP)")
     args = parser.parse_args(argv)
     photo = tuple(int(v) for v in args.photo.lower().split("x"))
     suffix = "" if photo == (320, 240) else f"_{args.photo}"
 
     results = []
-    header = ("| N | pipeline | store | peak RSS (GB) | first batch (s) | decoded img/s | epoch 1 img/s | epoch 2 img/s | wall (s) |\n"
+    header = (f"| N | pipeline | store | peak RSS (GB) | first batch (s) | decoded img/s | epoch 1 img/s | epoch {args.epochs} img/s | wall (s) |\n"
               "|---|---|---|---|---|---|---|---|---|")
     print(header, flush=True)
     for n in args.n:
@@ -169,12 +191,16 @@ def main(argv=None) -> int:
         cache = args.workdir / f"cache_{n}"
         shutil.rmtree(cache, ignore_errors=True)
         first = None
-        for case in args.cases:
+        for case in [c for _ in range(args.repeat) for c in args.cases]:
             if case == "tlkeras-memory" and n > args.memory_max:
                 continue
             if case == "tlkeras-reuse" and (first is None or first.get("store") != "disk"):
                 continue
-            result = run_case(case, folder, args.size, args.batch_size, cache, args.timeout)
+            if case != "tlkeras-reuse":  # every other case decodes from scratch
+                shutil.rmtree(cache, ignore_errors=True)
+            if args.cold:
+                _drop_page_cache()
+            result = run_case(case, folder, args.size, args.batch_size, cache, args.timeout, args.epochs)
             result["n"] = n
             if case == "tlkeras":
                 first = result

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import weakref
 from pathlib import Path
 from typing import Sequence
 
@@ -161,10 +162,9 @@ class StoreWriter:
         else:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._tmp = self.folder / f".data.bin.{os.getpid()}.partial"
-            # Unbuffered: every write reaches the page cache at once, so a reader (read_written)
+            # Unbuffered: every write reaches the page cache at once, so a reader (row_reader)
             # sees the rows while later ones are still being decoded.
             self._fh = open(self._tmp, "wb", buffering=0)
-        self._reader: int | None = None
 
     def write(self, rows: np.ndarray) -> None:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
@@ -179,39 +179,31 @@ class StoreWriter:
                 data = data[self._fh.write(data):]
         self.count += n
 
-    def read_written(self, start: int, stop: int) -> np.ndarray:
-        """A copy of rows ``start:stop`` already written (safe while another thread writes more).
+    def row_reader(self):
+        """A function ``index array -> copies of those rows`` for rows already written, safe while
+        another thread writes more and still valid after :meth:`finish` (it reads the same array,
+        or the same file through its own descriptor, which a rename does not disturb).
 
-        Side effects: a disk store opens one read-only descriptor, closed by :meth:`finish` or
-        :meth:`abort`.
+        Side effects: a disk store opens one read-only descriptor, closed when the function is
+        garbage-collected.
         """
-        stop = min(int(stop), self.count)
         if self._fh is None:
-            return self._array[start:stop].copy()
-        out = np.empty((max(stop - start, 0),) + self.row_shape, self.dtype)
-        if self._reader is None:
-            self._reader = os.open(self._tmp, os.O_RDONLY)
-        row = out.itemsize * int(np.prod(self.row_shape, dtype=np.int64))
-        view = memoryview(out).cast("B")
-        done = 0
-        while done < len(view):  # pread may return less than asked
-            got = os.preadv(self._reader, [view[done:]], start * row + done)
-            if got <= 0:
-                raise OSError(f"short read from {self._tmp}: rows {start}:{stop}")
-            done += got
-        return out
+            array = self._array
+            return lambda index: array[np.asarray(index, dtype=np.int64).reshape(-1)]
+        fd = os.open(self._tmp, os.O_RDONLY)
+        shape, dtype = self.row_shape, self.dtype
 
-    def _close_reader(self) -> None:
-        if self._reader is not None:
-            os.close(self._reader)
-            self._reader = None
+        def read(index):
+            return pread_rows(fd, index, shape, dtype, self._tmp)
+
+        weakref.finalize(read, os.close, fd)
+        return read
 
     def finish(self, meta: dict | None = None) -> np.ndarray:
         """Closes the store; returns its rows (a view, or a read-only ``np.memmap``)."""
         if self._fh is None:
             return self._array[: self.count]
         self._fh.close()
-        self._close_reader()
         meta = dict(meta or {}, count=self.count, row_shape=list(self.row_shape), dtype=self.dtype.str)
         os.replace(self._tmp, self.folder / "data.bin")
         tmp_meta = self.folder / f".meta.json.{os.getpid()}.partial"
@@ -223,7 +215,6 @@ class StoreWriter:
         """Drops a disk store's partial file (after an error)."""
         if self._fh is not None:
             self._fh.close()
-            self._close_reader()
             self._tmp.unlink(missing_ok=True)
 
 
@@ -273,11 +264,17 @@ def read_rows(x: np.ndarray, index: np.ndarray, fd: int | None = None) -> np.nda
     index = np.asarray(index, dtype=np.int64).reshape(-1)
     if fd is None or not is_disk_backed(x):
         return np.asarray(x[index])
-    out = np.empty((len(index),) + x.shape[1:], x.dtype)
-    row = x.itemsize * int(np.prod(x.shape[1:], dtype=np.int64))
+    return pread_rows(fd, index, x.shape[1:], x.dtype, x.filename)
+
+
+def pread_rows(fd: int, index: np.ndarray, row_shape: tuple[int, ...], dtype, name="store") -> np.ndarray:
+    """Rows ``index`` of a raw row file open as ``fd``, read with ``pread`` into a new array."""
+    index = np.asarray(index, dtype=np.int64).reshape(-1)
+    out = np.empty((len(index),) + tuple(row_shape), dtype)
+    row = out.itemsize * int(np.prod(row_shape, dtype=np.int64))
     for j, i in enumerate(index):
         view = memoryview(out[j]).cast("B")
         got = os.preadv(fd, [view], int(i) * row)
         if got != row:
-            raise OSError(f"short read from {x.filename}: row {i}")
+            raise OSError(f"short read from {name}: row {i}")
     return out

@@ -9,6 +9,11 @@ budget (:mod:`tlkeras.core.cache`): a NumPy array in memory, or beyond the budge
 way ``split.x`` is an N x S x S x 3 uint8 array; :func:`make_dataset` and :func:`image_batches`
 read it by index one batch at a time, so a disk store never comes into memory whole.
 
+From :data:`tlkeras.config.STREAM_AUTO_MIN` images (or with ``stream="on"``) the decoding runs
+in the background instead (:mod:`tlkeras.core.pending`): ``load_data`` returns once the files
+are listed and split, the training split decodes first in a seeded random order, and the first
+epoch reads its images as they arrive; what needs a whole split waits for it.
+
 Unreadable images (corrupt, truncated, zero bytes) are skipped with a warning that counts them and
 names the first few (``on_corrupt="skip"``, the default), or stop the run naming the file
 (``on_corrupt="error"``). Grayscale, palette, RGBA (composited on white) and animated images (first
@@ -208,14 +213,34 @@ def warn_skipped(skipped: list[str]) -> None:
 # Image folders
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-    )
+def _image_files(folder: Path) -> list[str]:
+    """The image files under ``folder`` at any depth, sorted by path components.
+
+    As ``Path.rglob`` with ``is_file``, but on ``os.scandir`` entries, whose types come with the
+    listing: at 100,000 files this takes a fraction of a second instead of seconds. Symlinked
+    folders are not followed (as rglob), symlinked files are; hidden files are left out.
+    """
+    found: list[str] = []
+    pending = [os.fspath(folder)]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as listing:
+                entries = list(listing)
+        except PermissionError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif (not entry.name.startswith(".") and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
+                      and entry.is_file()):
+                    found.append(entry.path)
+            except OSError:  # vanished or unreadable entry: not an image we can use
+                continue
+    return sorted(found, key=lambda path: path.split(os.sep))
 
 
-def _class_folders(root: Path) -> dict[str, list[Path]]:
+def _class_folders(root: Path) -> dict[str, list[str]]:
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise TLKerasError(

@@ -20,6 +20,7 @@ event checked by the decoder), and the partial store is removed, as a failed loa
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 import weakref
@@ -46,20 +47,19 @@ class PendingRows:
         self.capacity = int(capacity)
         self.row_shape = tuple(int(s) for s in row_shape)
         self.dtype = np.dtype(dtype)
+        self.decoder: BackgroundDecode | None = None
         self._cond = threading.Condition()
-        self._writer: StoreWriter | None = None
+        self._reader = None  # index array -> rows, the same before and after the store completes
         self._kept: list[int] = []
         self._count = 0
         self._result: tuple[np.ndarray, list[int], list[str]] | None = None
         self._error: BaseException | None = None
-        self._fd: int | None = None
-        self.decoder: BackgroundDecode | None = None
 
     # The decoder's side ------------------------------------------------------------------------
 
     def started(self, writer: StoreWriter) -> None:
         with self._cond:
-            self._writer = writer
+            self._reader = writer.row_reader()
 
     def wrote(self, kept: list[int]) -> None:
         with self._cond:
@@ -68,6 +68,10 @@ class PendingRows:
 
     def finished(self, result: tuple[np.ndarray, list[int], list[str]]) -> None:
         with self._cond:
+            if self._reader is None:  # a store made earlier and reused: nothing was written here
+                x = result[0]
+                fd = os.open(x.filename, os.O_RDONLY) if is_disk_backed(x) else None
+                self._reader = lambda index: read_rows(x, index, fd)
             self._result, self._kept, self._count = result, list(result[1]), len(result[1])
             self._cond.notify_all()
 
@@ -100,24 +104,14 @@ class PendingRows:
             self._check()
             return self._count
 
-    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``start:stop`` (written ones) and the file indices they came from."""
+    def read(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows at ``index`` (all already written: see :meth:`wait`) and the file indices they
+        came from. Safe from several threads at once."""
+        index = np.asarray(index, np.int64).reshape(-1)
         with self._cond:
             self._check()
-            result, writer, kept = self._result, self._writer, self._kept
-        positions = np.asarray(kept[start:stop], np.int64)
-        if result is None:
-            return writer.read_written(start, stop), positions
-        return self.take(np.arange(start, min(stop, len(result[1])))), positions
-
-    def take(self, index: np.ndarray) -> np.ndarray:
-        """Rows at ``index`` of the complete store (a disk store is read with ``pread``)."""
-        x = self.result()[0]
-        if is_disk_backed(x) and self._fd is None:
-            import os
-
-            self._fd = os.open(x.filename, os.O_RDONLY)
-        return read_rows(x, index, self._fd)
+            reader, kept = self._reader, self._kept
+        return reader(index), np.asarray([kept[i] for i in index], np.int64)
 
     def result(self) -> tuple[np.ndarray, list[int], list[str]]:
         """(rows, file indices kept, paths skipped) once the store is complete (waits for it)."""

@@ -130,8 +130,9 @@ def pending_batches(rows: PendingRows, batch_size: int, *, shuffle: bool = False
     While the store is decoding, a pass reads it in store order, each batch as soon as its rows
     are written (the training split decodes in a random order, so this order is shuffled
     already). A pass that starts after the store is complete reads it in a fresh permutation
-    per pass (``shuffle``, from ``seed``) or in order. The file indices pick each row's label
-    out of the labels of every file given (unreadable files have no row).
+    per pass (``shuffle``, from ``seed``) or in order. Only row indices come from Python (where
+    the waiting happens); the rows are read in a parallel map. The file indices pick each row's
+    label out of the labels of every file given (unreadable files have no row).
     """
     from tlkeras._backend import tf
 
@@ -145,21 +146,21 @@ def pending_batches(rows: PendingRows, batch_size: int, *, shuffle: bool = False
                 stop = min(rows.wait(start + batch_size), start + batch_size)
                 if stop <= start:
                     return
-                yield rows.read(start, stop)
+                yield np.arange(start, stop, dtype=np.int64)
                 start = stop
         count = len(rows.result()[1])
         order = np.random.default_rng([seed, number]).permutation(count) if shuffle else np.arange(count)
-        kept = np.asarray(rows.result()[1], np.int64)
         for begin in range(0, count, batch_size):
-            index = order[begin:begin + batch_size]
-            yield rows.take(index), kept[index]
+            yield order[begin:begin + batch_size]
 
-    return tf.data.Dataset.from_generator(
-        generate,
-        output_signature=(
-            tf.TensorSpec((None,) + rows.row_shape, tf.as_dtype(rows.dtype)), tf.TensorSpec((None,), tf.int64),
-        ),
-    )
+    def load(index):
+        images, files = tf.numpy_function(rows.read, [index], (tf.as_dtype(rows.dtype), tf.int64), stateful=False)
+        images.set_shape((None,) + rows.row_shape)
+        files.set_shape((None,))
+        return images, files
+
+    index = tf.data.Dataset.from_generator(generate, output_signature=tf.TensorSpec((None,), tf.int64))
+    return index.map(load, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def make_dataset(
@@ -198,7 +199,8 @@ def make_dataset(
         ds = indexed_batches(split.x, batch_size, extras=(targets,), shuffle=shuffle, seed=seed)
     from tlkeras.core.augment import augmenter
 
-    aug = None if is_text(split.x) else augmenter(augment, seed)  # augmentation presets are image transforms
+    # Augmentation presets are image transforms (a split still decoding holds images: no wait here).
+    aug = None if rows is None and is_text(split.x) else augmenter(augment, seed)
     if aug is not None:
         ds = ds.map(lambda x, y: (tf.clip_by_value(aug(x, training=True), 0.0, 255.0), y), num_parallel_calls=tf.data.AUTOTUNE)
     if shard_count(split) > 1:
