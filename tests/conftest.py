@@ -170,3 +170,21 @@ def needs_web_runtime(modality: str = "image") -> None:
         find_mediapipe_web(modality)
     except TLKerasError as exc:
         pytest.skip(str(exc))
+
+
+# Files whose tests are long and share only cheap fixtures: under pytest-xdist each of their tests
+# may run on any worker. Every other file stays on one worker (its module fixtures, such as the
+# hostile-input world or the browser bundles, are built once).
+_SPREAD = {"test_notebooks", "test_quickstart", "test_resume"}
+# The longest files start first, so no worker is left alone with one at the end.
+_FIRST = ["test_notebooks", "test_quickstart", "test_resume", "test_optimize", "test_text", "test_web", "test_tune", "test_export"]
+
+
+def pytest_collection_modifyitems(config, items):
+    def module(item) -> str:
+        return item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
+
+    for item in items:
+        name = module(item)
+        item.add_marker(pytest.mark.xdist_group(item.nodeid if name in _SPREAD else name))
+    items.sort(key=lambda item: _FIRST.index(module(item)) if module(item) in _FIRST else len(_FIRST))
