@@ -94,15 +94,22 @@ if case.startswith("tlkeras"):
     bundle = load_data(config, size, seed=1)
     out["load_s"] = time.perf_counter() - t0
     out["store"] = bundle.cache.split(":")[0]
-    ds = make_dataset(bundle.train, head="softmax", num_outputs=len(bundle.class_names), batch_size=batch, shuffle=True, seed=1)
+    # A pipeline per epoch, as the training engine builds them (recipe.make_phase2_ds): an epoch
+    # that starts once the store is complete reads it like any store.
+    def epoch_ds(epoch):
+        return make_dataset(bundle.train, head="softmax", num_outputs=len(bundle.class_names), batch_size=batch, shuffle=True,
+                            seed=1 + epoch)
 else:
     ds = keras.utils.image_dataset_from_directory(folder, image_size=(size, size), batch_size=batch, shuffle=True, seed=1)
     ds = ds.prefetch(tf.data.AUTOTUNE)
+
+    def epoch_ds(epoch):
+        return ds
 epochs = []
 start = t0
 for epoch in range(n_epochs):
     count = 0
-    for i, (x, y) in enumerate(ds):
+    for i, (x, y) in enumerate(epoch_ds(epoch)):
         if epoch == 0 and i == 0:
             out["first_batch_s"] = time.perf_counter() - t0
         count += int(x.shape[0])
