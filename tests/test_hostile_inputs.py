@@ -549,6 +549,28 @@ def test_staged_directory_maps_a_full_disk_and_cleans_up(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_interrupt_that_surfaces_as_another_error_is_still_an_interrupt(capsys):
+    """Ctrl-C inside TensorFlow's graph building once surfaced as a SystemError raised while the
+    KeyboardInterrupt was handled (a clean-clone CI run): exit 130 and one line, as any Ctrl-C.
+    An error with no interrupt behind it stays a bug with its traceback."""
+    from tlkeras import cli
+
+    def interrupted(argv):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemError("Objects/listobject.c:338: bad argument to internal function") from None
+
+    assert cli.run("tlkeras.export", interrupted, []) == 130
+    assert capsys.readouterr().err.strip().splitlines()[0].startswith("tlkeras.export: interrupted")
+
+    def bug(argv):
+        raise SystemError("a bug")
+
+    with pytest.raises(SystemError, match="a bug"):
+        cli.run("tlkeras.export", bug, [])
+
+
 def test_export_gate_failure_maps_to_exit_3(capsys):
     from tlkeras import cli
     from tlkeras.errors import ExportCheckFailed

@@ -296,6 +296,17 @@ def _fail(prog: str, message: str, code: int) -> int:
     return code
 
 
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is in ``exc``'s chain of causes and contexts."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def run(
     prog: str,
     main: Callable[[Sequence[str] | None], int | None],
@@ -321,7 +332,15 @@ def run(
     restore = _terminate_as_interrupt()
     try:
         quiet_tensorflow()
-        return int(main(argv) or 0)
+        try:
+            return int(main(argv) or 0)
+        except Exception as exc:
+            # Ctrl-C lands between any two bytecodes; inside TensorFlow's graph building it can
+            # surface as another error raised while handling it (seen: a SystemError from a list
+            # operation cut short). That is still the user's interrupt, not a bug.
+            if _caused_by_interrupt(exc):
+                raise KeyboardInterrupt from None
+            raise
     except TLKerasError as exc:
         return _fail(prog, str(exc), exc.exit_code)
     except KeyboardInterrupt:
