@@ -142,4 +142,5 @@ def test_train_cli_runs_a_technique_and_rejects_incomplete_flags(tmp_path, capsy
     out = capsys.readouterr()
     assert rc == 0, out.err
     assert "round 1:" in out.out and "run directory" in out.out
+    assert f"report: {tmp_path / 'runs' / 'pl' / 'report.html'}" in out.out  # a technique's run gets its page too
     assert json.loads((tmp_path / "runs" / "pl" / "unlabeled.json").read_text())["method"] == "pseudo_label"

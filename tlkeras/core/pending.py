@@ -206,7 +206,6 @@ class BackgroundDecode:
             rows.decoder = self  # so a split's readers can wait for the whole decoding (join)
         _register_exit_handler()
         self.stop = threading.Event()
-        self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="tlkeras-decode", daemon=True)
         _LIVE.add(self)
         self._thread.start()
@@ -230,7 +229,6 @@ class BackgroundDecode:
         try:
             results = decode_groups(self.groups, self.size, on_corrupt=self.on_corrupt, label=None, listener=self)
         except BaseException as exc:  # noqa: BLE001 - handed to the readers, who raise it
-            self.error = exc
             for rows in self.rows:
                 rows.failed(exc)
             return

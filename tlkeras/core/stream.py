@@ -73,10 +73,10 @@ def image_batches(x: np.ndarray, batch_size: int):
     from tlkeras._backend import tf
 
     if isinstance(x, PendingRows):
-        x = pending_rows(x) or x.result()[0]
-    if isinstance(x, PendingRows):  # still decoding: read each batch as its rows arrive
-        ds = pending_batches(x, batch_size).map(lambda images, _: tf.cast(images, tf.float32), num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        if not x.done:  # still decoding: read each batch as its rows arrive
+            ds = pending_batches(x, batch_size).map(lambda images, _: tf.cast(images, tf.float32), num_parallel_calls=tf.data.AUTOTUNE)
+            return ds.prefetch(tf.data.AUTOTUNE)
+        x = x.result()[0]
     if is_text(x):
         return tf.data.Dataset.from_tensor_slices(tf.constant([str(t) for t in x], dtype=tf.string)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
     if not is_disk_backed(x):

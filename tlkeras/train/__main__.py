@@ -74,8 +74,13 @@ def _print_summary(result) -> None:
     print(f"phase 1 {t['phase1']:.1f}s | phase 2 {t['phase2']:.1f}s | total {t['total']:.1f}s")
     if result.run_dir is not None:
         print(f"run directory: {result.run_dir}")
-        if (Path(result.run_dir) / "report.html").is_file():
-            print(f"report: {Path(result.run_dir) / 'report.html'}")
+        _say_report(result.run_dir)
+
+
+def _say_report(run_dir) -> None:
+    page = Path(run_dir) / "report.html"
+    if page.is_file():
+        print(f"report: {page}")
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -140,6 +145,7 @@ def _write_report(run_dir, result) -> None:
         from tlkeras.train.run import write_report
 
         write_report(run_dir, result, _grad_cam_report)
+        _say_report(run_dir)
 
 
 def _train_with_unlabeled(config, technique, unlabeled, target_test, *, resume: bool) -> int:
