@@ -33,6 +33,11 @@ __all__ = [
 
 AUGMENT_PRESETS = ("off", "light", "strong")
 HEADS = ("softmax", "sigmoid", "regression")
+# The classification family: each task and the ``head`` value that named it before tasks existed.
+# ``head`` stays the stored form for these three (run folders and YAML files of every release load);
+# ``task`` names the others (detection, segmentation), which tlkeras.core.tasks registers.
+HEAD_OF_TASK = {"classification": "softmax", "multilabel": "sigmoid", "regression": "regression"}
+TASK_OF_HEAD = {head: task for task, head in HEAD_OF_TASK.items()}
 MODALITIES = ("auto", "image", "text")
 MAX_SEQUENCE_LENGTH = 4096  # tokens; BERT-family encoders stop at 512
 MAX_VOCABULARY = 1_000_000
@@ -173,7 +178,11 @@ class ModelConfig:
         weights: ``imagenet`` (Keras' download cache), ``none`` (random init) or a path to a
             weights file made for this backbone.
         alpha: width multiplier for the MobileNet families (None: the family's default, 1.0).
-        head: ``softmax`` (single-label), ``sigmoid`` (multi-label) or ``regression``.
+        task: what the model predicts: ``classification``, ``multilabel``, ``regression`` (the
+            classification family, stored as ``head``), or a task registered in
+            ``tlkeras.core.tasks`` such as ``detection`` or ``segmentation``. None: ``head`` decides.
+        head: the classification family's older name for the task, kept as an alias:
+            ``softmax`` (classification), ``sigmoid`` (multilabel) or ``regression``.
         dropout: dropout rate before the output layer (None: the family's recipe default).
         hidden_units: sizes of optional hidden Dense layers in the head.
         word_vectors: text, ``word_embedding`` encoder: a pretrained word-vectors file in the
@@ -194,6 +203,7 @@ class ModelConfig:
     backbone: str = "mobilenet_v2"
     weights: str = "imagenet"
     alpha: float | None = None
+    task: str | None = None
     head: str = "softmax"
     dropout: float | None = None
     hidden_units: list[int] = field(default_factory=list)
@@ -203,8 +213,27 @@ class ModelConfig:
     embedding_dim: int | None = None
     ngram_buckets: int | None = None
 
+    @property
+    def task_name(self) -> str:
+        """The task this config asks for: ``task`` when set, else the one ``head`` names."""
+        return self.task if self.task is not None else TASK_OF_HEAD.get(self.head, self.head)
+
     def validate(self) -> None:
-        _choice(self.head, HEADS, "head")
+        """Checks every field; folds a classification-family ``task`` into ``head`` (its stored form).
+
+        Side effects: ``task: multilabel`` becomes ``head: sigmoid`` with ``task`` None, so a config
+        written by this release and one written before tasks existed read the same.
+        """
+        if self.task is not None:
+            task = str(self.task).strip().lower()
+            if not task.isidentifier():
+                raise ConfigError(f"task {self.task!r} is not a task name; e.g. --task classification or --task detection")
+            if task in HEAD_OF_TASK:
+                self.head, self.task = HEAD_OF_TASK[task], None
+            else:
+                self.task = task
+        if self.task is None:
+            _choice(self.head, HEADS, "head")
         if not 1 <= int(self.vocab_size) <= MAX_VOCABULARY:
             raise ConfigError(f"vocab_size must be in [1, {MAX_VOCABULARY}], got {self.vocab_size}; e.g. --vocab-size 20000")
         if self.embedding_dim is not None and not 1 <= int(self.embedding_dim) <= 4096:

@@ -23,7 +23,13 @@ def _main(argv: Sequence[str] | None) -> int:
                         "measure their rejection (AUROC, false-accept rate at the run's unknown threshold)")
     parser.add_argument("--no-write", action="store_true", help="print only; write nothing into the run")
     args = parser.parse_args(argv)
+    from tlkeras.core.tasks import task_of_run
     from tlkeras.evaluate.run import evaluate_split, write_evaluation
+
+    task = task_of_run(args.run_dir)
+    if task.owns_pipeline:  # detection, segmentation: the task evaluates, prints and writes its own
+        task.evaluate_run(args.run_dir, data_source=args.data, split=args.split, write=not args.no_write, verbose=True)
+        return 0
 
     evaluation = evaluate_split(args.run_dir, args.data, args.split, unknown=args.unknown)
     metrics, final = evaluation.metrics, evaluation.metrics["final"]

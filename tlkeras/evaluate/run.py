@@ -138,6 +138,11 @@ def evaluate_run(run_dir: str | os.PathLike, data_source: str | None = None, spl
     Raises:
         TLKerasError: a bad run directory, a data source whose classes differ from the run's.
     """
+    from tlkeras.core.tasks import task_of_run
+
+    task = task_of_run(run_dir)
+    if task.owns_pipeline:
+        return task.evaluate_run(run_dir, data_source=data_source, split=split, write=write)
     evaluation = evaluate_split(run_dir, data_source, split, unknown=unknown)
     if write:
         write_evaluation(run_dir, evaluation)

@@ -35,6 +35,7 @@ import numpy as np
 
 from tlkeras.core import litert
 from tlkeras.core.data import DataBundle
+from tlkeras.core.tasks import task_of_run
 from tlkeras.core.versions import versions
 from tlkeras.errors import TLKerasError
 from tlkeras.export import onnx_export, tflite_metadata
@@ -566,6 +567,10 @@ def export_run(
     run_dir = Path(run_dir)
     options = (options or ExportOptions()).validate()
     target = Path(output_dir) if output_dir is not None else Path("export") / run_dir.resolve().name
+    task = task_of_run(run_dir) if (run_dir / "config.yaml").is_file() else None
+    if task is not None and task.owns_pipeline:
+        # Detection and segmentation convert with their own serving signature and MediaPipe metadata.
+        return task.export_run(run_dir, target, options=options, data_source=data_source, progress=progress)
     # Fail on the cheap checks before loading TensorFlow models and data.
     if not (run_dir / "model.keras").is_file():
         if not run_dir.is_dir():

@@ -29,6 +29,7 @@ from tlkeras.core.models import build_model, build_text_classifier, check_model_
 from tlkeras.core.pending import wait_for_decoding
 from tlkeras.core.plots import write_reports
 from tlkeras.core.stream import shard_count
+from tlkeras.core.tasks import task_for_data
 from tlkeras.core.text.data import detect_modality
 from tlkeras.core.versions import versions
 from tlkeras.errors import TLKerasError
@@ -154,6 +155,11 @@ def train_model(
     ``<output_dir>/<name>/`` when complete. If training dies, the partial directory stays (when
     at least one epoch finished) so ``resume=True`` can continue it; a bad input leaves nothing.
     """
+    owner = _pipeline_owner(config, data, resume)
+    if owner is not None:
+        # Detection and segmentation own their data, model, loop and evaluation; the task writes the
+        # same run folder (config, model, metrics, report) through the same stage conventions.
+        return owner.train(config, data, write=write, callbacks=callbacks, resume=resume, report_writer=report_writer)
     t0 = time.perf_counter()
     chief = is_chief()
     text = None if resume else _is_text(config, data)  # a resumed run decides on its stored config, below
@@ -265,6 +271,22 @@ def train_model(
                 scratch.mkdir(parents=True, exist_ok=True)
                 model.save(scratch / "model.keras")
     return TrainResult(model, history, metrics, timings, stage.final if write and chief else None, config, info, data)
+
+
+def _pipeline_owner(config: RunConfig, data, resume: bool):
+    """The task that trains this run on its own (detection, segmentation), or None for the shared engine."""
+    model_config = config.model
+    if resume and config.name:
+        stored = Path(config.output_dir) / f".{config.name}.partial" / "config.yaml"
+        if not stored.is_file():
+            return None  # _Stage says what is wrong
+        from tlkeras.config import load_config
+
+        model_config = load_config(stored).model
+    if data is not None and getattr(data, "task", None) is not None:
+        return data.task if data.task.owns_pipeline else None
+    task = task_for_data(model_config, None if data is not None else config.data.source)
+    return task if task.owns_pipeline else None
 
 
 def write_report(run_dir: Path, result: TrainResult, writer=None) -> Path | None:
