@@ -112,6 +112,8 @@ class DataConfig:
         text_column: the CSV column that holds the texts (text data).
         sequence_length: tokens per text the model reads, start/special tokens included; longer
             texts are truncated and the run counts them (None: the text encoder's default, 128).
+        ignore_index: segmentation: a mask id left out of the loss and the metrics (e.g. 255 for
+            "void" borders); None: every id is a class.
     """
 
     source: str | None = None
@@ -130,10 +132,13 @@ class DataConfig:
     modality: str = "auto"
     text_column: str = "text"
     sequence_length: int | None = None
+    ignore_index: int | None = None
 
     def validate(self) -> None:
         _choice(self.augment, AUGMENT_PRESETS, "augment")
         _choice(self.modality, MODALITIES, "modality")
+        if self.ignore_index is not None and not 0 <= int(self.ignore_index) <= 65535:
+            raise ConfigError(f"ignore_index must be a mask id in [0, 65535], got {self.ignore_index}; e.g. --ignore-index 255")
         if self.sequence_length is not None and not 2 <= self.sequence_length <= MAX_SEQUENCE_LENGTH:
             raise ConfigError(f"sequence_length must be in [2, {MAX_SEQUENCE_LENGTH}] tokens, got {self.sequence_length}; BERT-family encoders take up to 512, e.g. --sequence-length 128")
         if not str(self.text_column).strip():
