@@ -205,3 +205,39 @@ def test_every_cli_is_a_console_script():
 
     scripts = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]["scripts"]
     assert {f"tlkeras-{c}": f"tlkeras.{c}.__main__:main" for c in CLIS}.items() <= scripts.items()
+
+
+def _module_aliases(module: str) -> dict[str, str]:
+    """Local name -> tlkeras module for every module bound by an import in ``module`` (nested ones too)."""
+    aliases = {}
+    tree = ast.parse(MODULES[module].read_text())
+    package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in MODULES and alias.asname:
+                    aliases[alias.asname] = alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                if f"{base}.{alias.name}" in MODULES:
+                    aliases[alias.asname or alias.name] = f"{base}.{alias.name}"
+    return aliases
+
+
+def test_no_private_attributes_across_packages():
+    """``litert._describe(...)`` from another package is the same breach as ``from litert import _describe``."""
+    problems = []
+    for module, path in MODULES.items():
+        aliases = _module_aliases(module)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)):
+                continue
+            target = aliases.get(node.value.id)
+            if target is None or _group(target) == _group(module):
+                continue
+            if node.attr.startswith("_") and not node.attr.startswith("__"):
+                problems.append(f"{module}:{node.lineno} uses {node.value.id}.{node.attr} of {target}")
+    assert not problems, "\n".join(problems)

@@ -30,6 +30,7 @@ from tlkeras.errors import TLKerasError
 __all__ = [
     "load_interpreter",
     "io_details",
+    "describe_tensor",
     "quantize",
     "dequantize",
     "run_model",
@@ -100,7 +101,8 @@ def load_interpreter(model: bytes | str | os.PathLike, num_threads: int | None =
     return interpreter
 
 
-def _describe(detail: dict) -> dict[str, Any]:
+def describe_tensor(detail: dict) -> dict[str, Any]:
+    """One interpreter tensor detail as JSON-safe facts: name, index, shape, dtype, scale, zero_point."""
     scale, zero_point = detail.get("quantization", (0.0, 0))
     dtype = np.dtype(detail["dtype"]).name
     return {
@@ -117,8 +119,8 @@ def _describe(detail: dict) -> dict[str, Any]:
 def io_details(interpreter) -> dict[str, list[dict[str, Any]]]:
     """The model's inputs and outputs: name, shape, dtype name, scale and zero point (or None)."""
     return {
-        "inputs": [_describe(d) for d in interpreter.get_input_details()],
-        "outputs": [_describe(d) for d in interpreter.get_output_details()],
+        "inputs": [describe_tensor(d) for d in interpreter.get_input_details()],
+        "outputs": [describe_tensor(d) for d in interpreter.get_output_details()],
     }
 
 
@@ -164,7 +166,7 @@ def run_model(model, images: np.ndarray, num_threads: int | None = None) -> np.n
     interpreter = model if hasattr(model, "invoke") else load_interpreter(model, num_threads)
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
-    i_desc, o_desc = _describe(inp), _describe(out)
+    i_desc, o_desc = describe_tensor(inp), describe_tensor(out)
     images = np.asarray(images)
     expected = tuple(i_desc["shape"][1:])
     if images.ndim != 4 or tuple(images.shape[1:]) != expected:
@@ -182,7 +184,7 @@ def run_model(model, images: np.ndarray, num_threads: int | None = None) -> np.n
 def set_random_input(interpreter, seed: int = 0) -> None:
     """Fills the model's first input with random pixels (quantized if the input is integer)."""
     detail = interpreter.get_input_details()[0]
-    desc = _describe(detail)
+    desc = describe_tensor(detail)
     pixels = np.random.default_rng(seed).integers(0, 256, size=desc["shape"]).astype(np.float32)
     interpreter.set_tensor(detail["index"], quantize(pixels, desc["dtype"], desc["scale"], desc["zero_point"]))
 

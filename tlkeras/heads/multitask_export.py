@@ -73,7 +73,7 @@ def run_signature(model, images: np.ndarray, num_threads: int | None = None) -> 
     sig = _signature_map(interpreter)
     by_index = {d["index"]: d for d in interpreter.get_input_details() + interpreter.get_output_details()}
     (in_name, in_index), = sig["inputs"].items()
-    i_desc = litert._describe(by_index[in_index])  # noqa: SLF001
+    i_desc = litert.describe_tensor(by_index[in_index])
     expected = tuple(i_desc["shape"][1:])
     images = np.asarray(images)
     if images.ndim != 4 or tuple(images.shape[1:]) != expected:
@@ -83,7 +83,7 @@ def run_signature(model, images: np.ndarray, num_threads: int | None = None) -> 
         interpreter.set_tensor(in_index, litert.quantize(image[None].astype(np.float32), i_desc["dtype"], i_desc["scale"], i_desc["zero_point"]))
         interpreter.invoke()
         for name, index in sig["outputs"].items():
-            d = litert._describe(by_index[index])  # noqa: SLF001
+            d = litert.describe_tensor(by_index[index])
             outs[name].append(litert.dequantize(interpreter.get_tensor(index), d["scale"], d["zero_point"])[0])
     return {k: np.stack(v) for k, v in outs.items()}
 
@@ -196,7 +196,7 @@ def export_multitask(
             if not outputs_meta:
                 sig = _signature_map(interpreter)
                 order = [d["index"] for d in interpreter.get_output_details()]
-                details = {d["index"]: litert._describe(d) for d in interpreter.get_output_details()}  # noqa: SLF001
+                details = {d["index"]: litert.describe_tensor(d) for d in interpreter.get_output_details()}
                 for t in tasks:
                     index = sig["outputs"][t.name]
                     outputs_meta.append({
