@@ -27,6 +27,7 @@ from tlkeras.core.metrics import evaluate_model
 from tlkeras.core.models import check_model_config
 from tlkeras.core.plots import write_reports
 from tlkeras.core.stream import indexed_batches
+from tlkeras.core.tasks import task_of, task_of_head
 from tlkeras.errors import TLKerasError
 from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, staged_directory, write_json
 from tlkeras.train.optim import compile_model
@@ -173,7 +174,7 @@ def prepare_data(config: RunConfig, data: DataBundle | None, unlabeled=None, *, 
     TensorFlow from ``config.seed``.
     """
     config.validate()
-    if config.model.head != "softmax":
+    if not task_of(config.model).exclusive_classes:
         raise TLKerasError(
             f"the unlabelled-data techniques need single-label classes (model.head softmax), got {config.model.head}"
         )
@@ -184,7 +185,7 @@ def prepare_data(config: RunConfig, data: DataBundle | None, unlabeled=None, *, 
     images = load_unlabeled(unlabeled, size, what=what, on_corrupt=config.data.on_corrupt)
     if data is None:
         data = require_images(load_data(config.data, size, config.model.head, config.seed), "--technique")
-    elif data.head != "softmax":
+    elif not task_of_head(data.head).exclusive_classes:
         raise TLKerasError(f"the data is labelled for a {data.head} head; these techniques need softmax labels")
     config.data.image_size = size
     from tlkeras.core.backbones import apply_recipe_defaults

@@ -14,6 +14,7 @@ import numpy as np
 
 from tlkeras.config import DataConfig
 from tlkeras.core.paths import check_class_names
+from tlkeras.core.tasks import task_of_head
 from tlkeras.errors import TLKerasError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -161,7 +162,7 @@ def check_nonempty(bundle: DataBundle) -> None:
         raise TLKerasError(
             f"no validation {what} in {bundle.source}; add a val/ folder or set --val-fraction > 0"
         )
-    if bundle.head == "softmax":
+    if task_of_head(bundle.head).exclusive_classes:
         missing = sorted(set(range(bundle.num_outputs)) - set(bundle.train.labels_hint.tolist()))
         if missing:
             names = [bundle.class_names[i] for i in missing]
@@ -179,43 +180,12 @@ def pick(part: tuple[list[str], np.ndarray], index: np.ndarray) -> tuple[list[st
 
 
 def csv_labels(rows: list[dict[str, str]], path: Path, config: DataConfig, head: str):
-    """Parses the ``label`` column of CSV rows for ``head``; returns (labels, class_names, strata).
+    """Parses the ``label`` column of CSV rows for the task of ``head``; returns (labels, class_names, strata).
 
     ``strata`` are the class indices to stratify the split by (None for sigmoid and regression).
     """
     raw = [(r["label"] or "").strip() for r in rows]
-    if any(not label for label in raw) and head != "sigmoid":
-        line = raw.index("") + 2
-        raise TLKerasError(f"CSV {path} line {line} has an empty label; fill it in or drop the row")
-    if head == "regression":
-        try:
-            values = [[float(v) for v in label.split(config.label_separator)] for label in raw]
-        except ValueError:
-            raise TLKerasError(f"CSV {path}: a regression head needs numeric labels") from None
-        width = {len(v) for v in values}
-        if len(width) != 1:
-            raise TLKerasError(f"CSV {path}: every row needs the same number of regression targets")
-        labels = np.array(values, np.float32)
-        class_names = [f"target_{i}" for i in range(labels.shape[1])] if labels.shape[1] > 1 else ["target"]
-        strat = None
-    elif head == "sigmoid":
-        tags = [[t.strip() for t in label.split(config.label_separator) if t.strip()] for label in raw]
-        class_names = sorted({t for ts in tags for t in ts})
-        if not class_names:
-            raise TLKerasError(f"CSV {path} has no labels")
-        check_class_names(class_names, path)
-        lookup = {c: i for i, c in enumerate(class_names)}
-        labels = np.zeros((len(tags), len(class_names)), np.float32)
-        for i, ts in enumerate(tags):
-            labels[i, [lookup[t] for t in ts]] = 1.0
-        strat = None
-    else:
-        class_names = sorted(set(raw))
-        check_classes(class_names, path)
-        lookup = {c: i for i, c in enumerate(class_names)}
-        labels = np.array([lookup[c] for c in raw], np.int64)
-        strat = labels
-    return labels, class_names, strat
+    return task_of_head(head).csv_labels(raw, path, config.label_separator)
 
 
 def csv_split_index(rows: list[dict[str, str]], path: Path, strat, config: DataConfig, seed: int):

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from tlkeras.core.data import Split
+from tlkeras.core.tasks import task_of_head
 from tlkeras.errors import TLKerasError
 
 __all__ = [
@@ -257,7 +258,7 @@ def calibrate_model(model, val_split: Split, head: str = "softmax", *, target_re
         TLKerasError: a head other than softmax, an empty val split, a model without a final
             softmax Dense layer.
     """
-    if head != "softmax":
+    if not task_of_head(head).exclusive_classes:
         raise TLKerasError(f"calibration applies to softmax heads; this run's head is {head}")
     if val_split is None or len(val_split) == 0:
         raise TLKerasError("calibration needs a non-empty val split")

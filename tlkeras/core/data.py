@@ -48,6 +48,7 @@ from tlkeras.core.cache import (
 from tlkeras.core.paths import read_csv_rows, resolve_inside
 from tlkeras.core.pending import BackgroundDecode, PendingSplit
 from tlkeras.core.stream import encode_labels, image_batches, make_dataset  # noqa: F401  (public here)
+from tlkeras.core.tasks import task_of_head
 from tlkeras.errors import TLKerasError
 
 __all__ = [
@@ -258,7 +259,7 @@ def _class_folders(root: Path) -> dict[str, list[str]]:
 
 
 def _load_folder(root: Path, config: DataConfig, size: int, head: str, seed: int, shard=None) -> DataBundle:
-    if head != "softmax":
+    if not task_of_head(head).exclusive_classes:
         raise TLKerasError(
             f"an image folder gives single-label classes; for a {head} head use a CSV of path,label"
         )
@@ -354,7 +355,7 @@ def _load_tfds(name: str, config: DataConfig, size: int, head: str, seed: int, s
         ) from None
     from tlkeras._backend import tf
 
-    if head != "softmax":
+    if not task_of_head(head).exclusive_classes:
         raise TLKerasError(f"tfds:{name} gives single-label classes; for a {head} head use a CSV of path,label")
     try:
         ds, info = tfds.load(
@@ -439,24 +440,17 @@ def from_arrays(
     """
     config = config or DataConfig()
     x = as_rgb_uint8(x, image_size)
-    y = np.asarray(y)
-    if head == "softmax":
-        y = y.astype(np.int64).reshape(-1)
-        count = int(y.max()) + 1 if y.size else 0
-    else:
-        y = y.astype(np.float32)
-        if y.ndim == 1:
-            y = y[:, None]
-        count = y.shape[1]
+    task = task_of_head(head)
+    y, count = task.array_labels(y)
     if len(x) != len(y):
         raise TLKerasError(f"{len(x)} images but {len(y)} labels")
     names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(count)]
-    if head == "softmax":
+    if task.exclusive_classes:
         _check_classes(names, source)
     everything = Split(x, y)
     if val is None:
-        strat = y if head == "softmax" else np.zeros(len(y), np.int64)
-        tr, va, te = _stratified_split(strat, config, seed, head == "softmax")
+        strata = task.strata(y) if task.exclusive_classes else None
+        tr, va, te = _stratified_split(np.zeros(len(y), np.int64) if strata is None else strata, config, seed, strata is not None)
         train, val_split = _take(everything, tr), _take(everything, va)
         test_split = _take(everything, te) if len(te) else None
     else:
@@ -527,7 +521,7 @@ def class_weights(bundle: DataBundle, mode: str) -> dict[int, float] | None:
     ``auto`` returns balanced weights only when the largest class has 1.5x the images of the
     smallest; ``none`` and non-softmax heads return None.
     """
-    if mode == "none" or bundle.head != "softmax":
+    if mode == "none" or not task_of_head(bundle.head).exclusive_classes:
         return None
     # Every given file's label while the split still decodes (unreadable files are too few to matter).
     labels = bundle.train.labels_hint

@@ -13,6 +13,7 @@ from pathlib import Path
 from tlkeras._backend import keras
 from tlkeras.config import ModelConfig, parse_unfreeze
 from tlkeras.core.backbones import BackboneSpec, block_ids, build_hub_backbone, get_backbone, load_backbone_weights, preprocessing_layers
+from tlkeras.core.tasks import task_of
 from tlkeras.errors import TLKerasError
 
 __all__ = [
@@ -97,7 +98,7 @@ def _output_layers(config: ModelConfig, num_outputs: int):
     if dropout > 0:
         layers.append(keras.layers.Dropout(dropout, name="head_dropout"))
     layers.append(keras.layers.Dense(num_outputs, name="head_dense"))
-    activation = {"softmax": "softmax", "sigmoid": "sigmoid", "regression": "linear"}[config.head]
+    activation = task_of(config).activation()
     # float32 output keeps the loss numerically sane under mixed precision.
     layers.append(keras.layers.Activation(activation, dtype="float32", name="head_output"))
     return layers

@@ -88,7 +88,7 @@ def write_reports(run_dir: str | os.PathLike, metrics: dict[str, Any], class_nam
     run_dir = Path(run_dir)
     write_json(run_dir / f"{prefix}metrics.json", metrics)
     final = metrics.get("final", metrics)
-    if head == "softmax" and "confusion_matrix" in final:
+    if "confusion_matrix" in final:  # only tasks with exclusive classes compute one
         plot_confusion_matrix(final["confusion_matrix"], class_names, run_dir / f"{prefix}confusion_matrix.png")
     if history:
         plot_history(history, run_dir / f"{prefix}training_curves.png")

@@ -16,6 +16,7 @@ import numpy as np
 from tlkeras.core.bundle import is_text
 from tlkeras.core.cache import is_disk_backed, read_rows
 from tlkeras.core.pending import PendingRows, pending_rows
+from tlkeras.core.tasks import task_of_head
 from tlkeras.errors import TLKerasError
 
 __all__ = [
@@ -27,10 +28,8 @@ _FDS: dict[tuple[str, int], int] = {}  # one read-only descriptor per store file
 
 
 def encode_labels(y: np.ndarray, head: str, num_outputs: int) -> np.ndarray:
-    """Model targets: one-hot rows for softmax (so label smoothing works), floats otherwise."""
-    if head == "softmax":
-        return np.eye(num_outputs, dtype=np.float32)[y]
-    return y.astype(np.float32)
+    """Model targets as the task of ``head`` encodes them (one-hot for classification, floats otherwise)."""
+    return task_of_head(head).encode_labels(y, num_outputs)
 
 
 def row_reader(x: np.ndarray):

@@ -37,6 +37,7 @@ import numpy as np
 from tlkeras._backend import keras, tf
 from tlkeras.config import RunConfig, load_config, save_config
 from tlkeras.core.data import DataBundle, Split, class_weights, load_data, make_dataset
+from tlkeras.core.tasks import task_of
 from tlkeras.errors import TLKerasError
 
 __all__ = [
@@ -530,10 +531,10 @@ def distill(teacher_run: str | Path, config: RunConfig | None = None, options: D
         raise TLKerasError(f"{teacher_run} is not a run directory with model.keras; pass a run written by tlkeras.train")
     teacher_cfg = load_config(teacher_run / "config.yaml")
     labels = read_labels(teacher_run)
-    if teacher_cfg.model.head != "softmax":
+    if not task_of(teacher_cfg.model).exclusive_classes:
         raise TLKerasError(f"the teacher {teacher_run} has a {teacher_cfg.model.head} head; distillation needs a softmax classifier")
     config = (config or student_config(teacher_cfg)).validate()
-    if config.model.head != "softmax":
+    if not task_of(config.model).exclusive_classes:
         raise TLKerasError("the student needs a softmax head like its teacher")
     if write and config.name and (Path(config.output_dir) / config.name).exists():
         raise TLKerasError(f"{Path(config.output_dir) / config.name} already exists; choose another --name or remove it")

@@ -50,10 +50,11 @@ def _write_report(run_dir, evaluation):
     """report.html of the evaluation, with Grad-CAM overlays of the mistakes (softmax runs)."""
     import functools
 
+    from tlkeras.core.tasks import task_of_head
     from tlkeras.explain.gradcam import gradcam_overlays
     from tlkeras.report.html import Examples, write_run_report
 
-    if evaluation.head != "softmax":
+    if not task_of_head(evaluation.head).exclusive_classes:
         return write_run_report(run_dir, metrics_file="eval_metrics.json")
     e = evaluation
     examples = Examples(e.split.x, e.split.y, e.outputs, e.split.paths, e.split_name)

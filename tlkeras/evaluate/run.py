@@ -15,6 +15,7 @@ from tlkeras.core.data import Split
 from tlkeras.core.loading import load_run_model
 from tlkeras.core.metrics import compute_metrics, predict
 from tlkeras.core.plots import write_reports
+from tlkeras.core.tasks import task_of
 from tlkeras.errors import TLKerasError
 
 __all__ = ['Evaluation', 'evaluate_split', 'write_evaluation', 'evaluate_run', 'unknown_images']
@@ -92,7 +93,7 @@ def evaluate_split(run_dir: str | os.PathLike, data_source: str | None = None, s
     model = load_run_model(run_dir)
     config = load_config(run_dir / "config.yaml")
     labels = read_labels(run_dir)
-    if unknown is not None and config.model.head != "softmax":
+    if unknown is not None and not task_of(config.model).exclusive_classes:
         raise TLKerasError(f"--unknown needs a softmax classifier; {run_dir} has a {config.model.head} head")
     if data_source is not None:
         config.data.source = data_source

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tlkeras.core.tasks import task_of
 from tlkeras.errors import TLKerasError
 
 __all__ = [
@@ -344,7 +345,7 @@ def mistakes_gallery(run_dir: str | os.PathLike, *, split: str = "test", top: in
     run_dir = Path(run_dir)
     model, labels = _run_parts(run_dir)
     config = load_config(run_dir / "config.yaml")
-    if config.model.head != "softmax":
+    if not task_of(config.model).exclusive_classes:
         raise TLKerasError(f"the gallery of mistakes needs a softmax classifier; {run_dir} has a {config.model.head} head")
     if data_source is not None:
         config.data.source = data_source

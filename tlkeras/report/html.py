@@ -31,6 +31,7 @@ import numpy as np
 
 from tlkeras.core.bundle import is_text
 from tlkeras.core.data import Split
+from tlkeras.core.tasks import task_of
 from tlkeras.errors import TLKerasError
 from tlkeras.report import figures
 
@@ -397,7 +398,7 @@ def write_result_report(run_dir: str | os.PathLike, result=None, overlays_for: C
     Side effects: runs the model on the evaluated split; writes ``report.html`` atomically.
     """
     examples = overlays = None
-    if result is not None and result.config.model.head == "softmax" and result.data is not None:
+    if result is not None and task_of(result.config.model).exclusive_classes and result.data is not None:
         name, split = result.data.eval_split
         examples = examples_from(result.model, split, name, result.config.data.batch_size)
         if overlays_for is not None and result.data.modality != "text":  # a text gallery quotes the texts

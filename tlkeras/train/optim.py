@@ -11,6 +11,7 @@ import math
 
 from tlkeras._backend import keras
 from tlkeras.config import RunConfig
+from tlkeras.core.tasks import task_of_head
 
 __all__ = [
     "make_optimizer",
@@ -82,16 +83,8 @@ def phase_optimizer(config: RunConfig, learning_rate: float, total_steps: int, w
 
 
 def loss_and_metrics(head: str, num_outputs: int, label_smoothing: float):
-    """The loss and Keras metrics of a ``softmax``, ``sigmoid`` or ``regression`` head."""
-    if head == "softmax":
-        k = min(5, num_outputs - 1) if num_outputs > 2 else 1
-        return (
-            keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-            [keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.TopKCategoricalAccuracy(k=k, name=f"top{k}")],
-        )
-    if head == "sigmoid":
-        return keras.losses.BinaryCrossentropy(), [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(multi_label=True, name="auc")]
-    return keras.losses.MeanSquaredError(), [keras.metrics.MeanAbsoluteError(name="mae")]
+    """The loss and Keras metrics of the task a ``softmax``, ``sigmoid`` or ``regression`` head names."""
+    return task_of_head(head).loss_and_metrics(num_outputs, label_smoothing)
 
 
 def compile_model(model, config: RunConfig, num_outputs: int, learning_rate, jit: bool | None = None) -> None:

@@ -26,6 +26,7 @@ from tlkeras.core.bundle import require_images
 from tlkeras.core.data import DataBundle, Split, load_data
 from tlkeras.core.metrics import compute_metrics, predict
 from tlkeras.core.models import HUB_PREFIX, backbone_layers, build_model
+from tlkeras.core.tasks import task_of_head
 from tlkeras.errors import TLKerasError
 from tlkeras.tune.device import effective_alpha
 from tlkeras.tune.space import HYPERPARAMETERS, SearchSpace, canonical_backbone
@@ -229,15 +230,7 @@ class _FeatureCache:
 
 
 def _val_loss(head: str, y: np.ndarray, outputs: np.ndarray, num_outputs: int) -> float:
-    eps = 1e-7
-    if head == "softmax":
-        p = np.clip(outputs[np.arange(len(y)), y.astype(int)], eps, 1.0)
-        return float(-np.mean(np.log(p)))
-    if head == "sigmoid":
-        p = np.clip(outputs, eps, 1 - eps)
-        t = y.astype(np.float32).reshape(p.shape)
-        return float(-np.mean(t * np.log(p) + (1 - t) * np.log(1 - p)))
-    return float(np.mean((outputs - y.reshape(outputs.shape)) ** 2))
+    return task_of_head(head).loss_value(y, outputs)
 
 
 class TransferHyperModel(kt.HyperModel):

@@ -14,9 +14,9 @@ for.
 
 from __future__ import annotations
 
-from tlkeras.core.tasks.base import Task, get_task, register_task, task_for_data, task_names, task_of, task_of_run
+from tlkeras.core.tasks.base import Task, get_task, register_task, task_for_data, task_names, task_of, task_of_head, task_of_run
 
-__all__ = ["Task", "get_task", "register_task", "task_for_data", "task_names", "task_of", "task_of_run"]
+__all__ = ["Task", "get_task", "register_task", "task_for_data", "task_names", "task_of", "task_of_head", "task_of_run"]
 
 # Built-in tasks: name -> "module:attribute" of a zero-argument factory (a Task subclass).
 register_task("classification", "tlkeras.core.tasks.classification:Classification")

@@ -30,6 +30,9 @@ class Task:
         primary_metric: the key of :meth:`metrics` that picks models and judges exports
             (accuracy, AP50, mIoU, ...).
         higher_is_better: whether a larger primary metric is better.
+        exclusive_classes: one class per example out of C (labels are class ids): class weights,
+            stratified splits, calibration, the confusion matrix, unknown rejection and Grad-CAM
+            apply.
         owns_pipeline: True for tasks whose data, model, training loop, evaluation and export are
             their own (detection, segmentation): the stages then call :meth:`train`,
             :meth:`evaluate_run` and :meth:`export_run`. False for the classification family,
@@ -43,6 +46,7 @@ class Task:
     primary_metric: str = ""
     higher_is_better: bool = True
     owns_pipeline: bool = False
+    exclusive_classes: bool = False
     techniques: frozenset[str] = frozenset()
 
     # ---- the classification family's hooks (the shared engine and export pipeline call these)
@@ -57,6 +61,25 @@ class Task:
 
     def metrics(self, y_true: np.ndarray, outputs: np.ndarray, class_names: list[str]) -> dict[str, Any]:
         """Metrics of model outputs against labels (a JSON-safe dict with :attr:`primary_metric`)."""
+        raise NotImplementedError
+
+    def csv_labels(self, raw: list[str], path, separator: str):
+        """Parses a CSV's ``label`` column; returns (labels, class_names, strata or None)."""
+        raise TLKerasError(f"the {self.name} task does not read labels from a CSV label column")
+
+    def array_labels(self, y) -> tuple[np.ndarray, int]:
+        """Labels handed over as an array, in their stored form; returns (labels, number of outputs)."""
+        y = np.asarray(y).astype(np.float32)
+        if y.ndim == 1:
+            y = y[:, None]
+        return y, int(y.shape[1])
+
+    def encode_labels(self, y: np.ndarray, num_outputs: int) -> np.ndarray:
+        """The training targets of stored labels (one-hot, multi-hot, values)."""
+        return np.asarray(y, np.float32)
+
+    def loss_value(self, y: np.ndarray, outputs: np.ndarray) -> float:
+        """The training loss of stored labels ``y`` against model outputs, in NumPy (no smoothing)."""
         raise NotImplementedError
 
     def agreement(self, a: np.ndarray, b: np.ndarray) -> float | None:
@@ -151,6 +174,13 @@ def task_for_data(model_config: "ModelConfig", source: str | None) -> Task:
                 model_config.task = name
                 return task
     return task_of(model_config)
+
+
+def task_of_head(head: str) -> Task:
+    """The classification-family task that an older ``head`` value names (``softmax`` -> classification)."""
+    from tlkeras.config import TASK_OF_HEAD
+
+    return get_task(TASK_OF_HEAD.get(head, head))
 
 
 def task_of_run(run_dir) -> Task:

@@ -11,6 +11,15 @@ from typing import Any
 import numpy as np
 
 from tlkeras.core.tasks.base import Task
+from tlkeras.errors import TLKerasError
+
+
+def _no_empty_label(raw: list[str], path) -> None:
+    if any(not label for label in raw):
+        line = raw.index("") + 2
+        raise TLKerasError(f"CSV {path} line {line} has an empty label; fill it in or drop the row")
+
+_EPS = 1e-7  # probabilities are clipped this far from 0 and 1 before a log
 
 # Every technique was written for these three; the ones that refuse a flavour say so themselves.
 _ALL = frozenset({"optimize", "adapt", "distill", "explain", "tune", "audit", "multitask", "fewshot", "trainable"})
@@ -22,7 +31,28 @@ class Classification(Task):
     name = "classification"
     head = "softmax"
     primary_metric = "accuracy"
+    exclusive_classes = True
     techniques = _ALL
+
+    def encode_labels(self, y: np.ndarray, num_outputs: int) -> np.ndarray:
+        """One-hot rows (so label smoothing works)."""
+        return np.eye(num_outputs, dtype=np.float32)[y]
+
+    def array_labels(self, y) -> tuple[np.ndarray, int]:
+        """Class ids as int64, one per example; the number of classes is the largest id + 1."""
+        y = np.asarray(y).astype(np.int64).reshape(-1)
+        return y, int(y.max()) + 1 if y.size else 0
+
+    def csv_labels(self, raw: list[str], path, separator: str):
+        """One class name per row; the classes are the sorted distinct names (strata: the class ids)."""
+        from tlkeras.core.bundle import check_classes
+
+        _no_empty_label(raw, path)
+        class_names = sorted(set(raw))
+        check_classes(class_names, path)
+        lookup = {c: i for i, c in enumerate(class_names)}
+        labels = np.array([lookup[c] for c in raw], np.int64)
+        return labels, class_names, labels
 
     def activation(self) -> str:
         return "softmax"
@@ -59,6 +89,11 @@ class Classification(Task):
             "count": int(len(y_true)),
         }
 
+    def loss_value(self, y: np.ndarray, outputs: np.ndarray) -> float:
+        """Mean cross-entropy of the true classes."""
+        p = np.clip(outputs[np.arange(len(y)), y.astype(int)], _EPS, 1.0)
+        return float(-np.mean(np.log(p)))
+
     def agreement(self, a: np.ndarray, b: np.ndarray) -> float | None:
         """The share of examples with the same top class."""
         return float(np.mean(a.argmax(1) == b.argmax(1)))
@@ -81,6 +116,21 @@ class MultiLabel(Task):
     def activation(self) -> str:
         return "sigmoid"
 
+    def csv_labels(self, raw: list[str], path, separator: str):
+        """``separator``-joined tags per row (an empty label: no tag); multi-hot rows, no strata."""
+        from tlkeras.core.paths import check_class_names
+
+        tags = [[t.strip() for t in label.split(separator) if t.strip()] for label in raw]
+        class_names = sorted({t for ts in tags for t in ts})
+        if not class_names:
+            raise TLKerasError(f"CSV {path} has no labels")
+        check_class_names(class_names, path)
+        lookup = {c: i for i, c in enumerate(class_names)}
+        labels = np.zeros((len(tags), len(class_names)), np.float32)
+        for i, ts in enumerate(tags):
+            labels[i, [lookup[t] for t in ts]] = 1.0
+        return labels, class_names, None
+
     def loss_and_metrics(self, num_outputs: int, label_smoothing: float):
         from tlkeras._backend import keras
 
@@ -100,6 +150,12 @@ class MultiLabel(Task):
             "per_class_f1": {c: float(v) for c, v in zip(class_names, per)},
             "count": int(len(truth)),
         }
+
+    def loss_value(self, y: np.ndarray, outputs: np.ndarray) -> float:
+        """Mean binary cross-entropy over every label."""
+        p = np.clip(outputs, _EPS, 1 - _EPS)
+        t = y.astype(np.float32).reshape(p.shape)
+        return float(-np.mean(t * np.log(p) + (1 - t) * np.log(1 - p)))
 
     def agreement(self, a: np.ndarray, b: np.ndarray) -> float | None:
         """The share of examples with the same set of labels at 0.5."""
@@ -126,10 +182,27 @@ class Regression(Task):
     def activation(self) -> str:
         return "linear"
 
+    def csv_labels(self, raw: list[str], path, separator: str):
+        """One or more ``separator``-joined numbers per row (the same count in every row); no strata."""
+        _no_empty_label(raw, path)
+        try:
+            values = [[float(v) for v in label.split(separator)] for label in raw]
+        except ValueError:
+            raise TLKerasError(f"CSV {path}: a regression head needs numeric labels") from None
+        if len({len(v) for v in values}) != 1:
+            raise TLKerasError(f"CSV {path}: every row needs the same number of regression targets")
+        labels = np.array(values, np.float32)
+        class_names = [f"target_{i}" for i in range(labels.shape[1])] if labels.shape[1] > 1 else ["target"]
+        return labels, class_names, None
+
     def loss_and_metrics(self, num_outputs: int, label_smoothing: float):
         from tlkeras._backend import keras
 
         return keras.losses.MeanSquaredError(), [keras.metrics.MeanAbsoluteError(name="mae")]
+
+    def loss_value(self, y: np.ndarray, outputs: np.ndarray) -> float:
+        """Mean squared error."""
+        return float(np.mean((outputs - y.reshape(outputs.shape)) ** 2))
 
     def metrics(self, y_true: np.ndarray, outputs: np.ndarray, class_names: list[str]) -> dict[str, Any]:
         """MAE, RMSE and R^2."""

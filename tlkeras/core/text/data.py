@@ -32,6 +32,7 @@ from tlkeras.core.bundle import (
     stratified_split,
 )
 from tlkeras.core.paths import read_csv_rows
+from tlkeras.core.tasks import task_of_head
 from tlkeras.errors import DataError, TLKerasError
 
 __all__ = ["load_text_data", "from_texts", "detect_modality", "clean_text", "TEXT_EXTENSIONS", "MAX_TEXT_BYTES"]
@@ -171,7 +172,7 @@ def _read_files(layout: dict[str, list[Path]], class_names: list[str]) -> tuple[
 
 
 def _load_folder(root: Path, config: DataConfig, head: str, seed: int) -> DataBundle:
-    if head != "softmax":
+    if not task_of_head(head).exclusive_classes:
         raise TLKerasError(f"a folder of .txt files gives single-label classes; for a {head} head use a CSV of text,label")
     found = find_split_dirs(root)
     layouts = {name: _class_files(folder) for name, folder in found.items()} if found else {"all": _class_files(root)}
@@ -285,7 +286,8 @@ def from_texts(
     labels = list(labels)
     if len(texts) != len(labels):
         raise TLKerasError(f"{len(texts)} texts but {len(labels)} labels")
-    if head == "softmax" and labels and all(isinstance(v, str) for v in labels):
+    exclusive = task_of_head(head).exclusive_classes
+    if exclusive and labels and all(isinstance(v, str) for v in labels):
         names = list(class_names) if class_names is not None else sorted(set(labels))
         lookup = {c: i for i, c in enumerate(names)}
         unknown = sorted(set(labels) - set(lookup))
@@ -293,12 +295,12 @@ def from_texts(
             raise TLKerasError(f"labels {unknown[:3]} are not in class_names; add them or fix the labels")
         encode = lambda ys: np.array([lookup[v] for v in ys], np.int64)  # noqa: E731
     else:
-        dtype = np.int64 if head == "softmax" else np.float32
+        dtype = np.int64 if exclusive else np.float32
         encode = lambda ys: np.asarray(list(ys), dtype)  # noqa: E731
         y = encode(labels)
-        count = int(y.max()) + 1 if head == "softmax" and y.size else (y.shape[1] if y.ndim > 1 else 1)
+        count = int(y.max()) + 1 if exclusive and y.size else (y.shape[1] if y.ndim > 1 else 1)
         names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(count)]
-    if head == "softmax":
+    if exclusive:
         check_classes(names, source)
 
     def clean(items):
@@ -310,8 +312,8 @@ def from_texts(
     all_texts, y = clean(texts), encode(labels)
     ids = [f"{source}[{i}]" for i in range(len(all_texts))]
     if val is None:
-        strat = y if head == "softmax" else np.zeros(len(y), np.int64)
-        tr, va, te = stratified_split(strat, config, seed, head == "softmax")
+        strat = y if exclusive else np.zeros(len(y), np.int64)
+        tr, va, te = stratified_split(strat, config, seed, exclusive)
         chunks = {"train": tr, "val": va, "test": te}
         raw = {name: ([all_texts[i] for i in index], y[index], [ids[i] for i in index]) for name, index in chunks.items() if name != "test" or len(index)}
     else:
