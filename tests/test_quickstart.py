@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tlkeras._backend import keras
 from tlkeras.errors import TLKerasError
+from tlkeras.quickstart.run import TimeBudget
 from tlkeras.quickstart.sample import DATA_DIR, WEIGHTS_FILE, load_sample
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,6 +93,64 @@ def test_demo_with_data_is_refused(tmp_path):
     assert code == 2
 
 
+class FakeClock:
+    """A clock that moves only when the test says so."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Tick(keras.callbacks.Callback):
+    """Advances the fake clock by ``step`` seconds during every epoch (before TimeBudget looks)."""
+
+    def __init__(self, clock: FakeClock, step: float):
+        super().__init__()
+        self.clock, self.step = clock, step
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.clock.now += self.step
+
+
+@pytest.fixture(scope="module")
+def tiny_fit():
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("float32")
+    model = keras.Sequential([keras.layers.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile("sgd", "binary_crossentropy")
+    return lambda epochs, callbacks: model.fit(x, y, epochs=epochs, batch_size=8, verbose=0, callbacks=callbacks)
+
+
+def test_time_budget_stops_at_the_first_epoch_past_the_budget(tiny_fit):
+    clock = FakeClock()
+    budget = TimeBudget(25.0, clock=clock)
+    history = tiny_fit(20, [Tick(clock, 10.0), budget])
+    # Epochs end at 10, 20, 30 s: the third is the first at or past 25 s, and training stops there.
+    assert len(history.history["loss"]) == 3 and budget.epochs == 3
+    assert budget.seconds == 30.0 and budget.stopped
+
+
+def test_time_budget_spans_both_phases(tiny_fit):
+    clock = FakeClock()
+    budget = TimeBudget(45.0, clock=clock)
+    first = tiny_fit(2, [Tick(clock, 10.0), budget])  # "phase 1": 20 s of the budget, schedule ends first
+    assert len(first.history["loss"]) == 2 and not budget.stopped
+    second = tiny_fit(20, [Tick(clock, 10.0), budget])
+    # The clock did not restart at the second fit: 20 s spent, so 3 more epochs reach 50 s >= 45 s.
+    assert len(second.history["loss"]) == 3 and budget.epochs == 5 and budget.seconds == 50.0 and budget.stopped
+
+
+def test_time_budget_reports_a_schedule_that_ends_first(tiny_fit):
+    clock = FakeClock()
+    budget = TimeBudget(1e6, clock=clock)
+    history = tiny_fit(4, [Tick(clock, 1.0), budget])
+    assert len(history.history["loss"]) == 4 and budget.epochs == 4 and not budget.stopped
+
+
 @pytest.mark.slow
 def test_main_job_runs_the_real_thing(tmp_path):
     """The README's first command, with a shorter phase 2: transfer beats scratch on real photos,
@@ -103,7 +163,10 @@ def test_main_job_runs_the_real_thing(tmp_path):
     result = json.loads((run / "comparison.json").read_text())
     transfer, scratch = result["models"]["transfer (two-phase)"], result["models"]["from scratch (same time)"]
     assert transfer["test_accuracy"] >= 0.7 and scratch["test_accuracy"] <= 0.4, result["models"]
-    assert scratch["train_seconds"] >= transfer["train_seconds"] and scratch["epochs"] >= 1  # the same time budget, spent
+    # Which limit ended the baseline, never two wall-clock timings compared (the machine is shared):
+    # the budget logic itself is checked with a fake clock in test_time_budget_*.
+    assert scratch["epochs"] >= 1 and scratch["stopped_by"] in {"time budget", "schedule"}, scratch
+    assert scratch["stopped_by"] == "time budget" or scratch["epochs"] == scratch["schedule_epochs"], scratch
     int8 = result["int8"]
     assert Path(tmp_path / int8["file"]).is_file() and int8["agreement_with_keras"] >= 0.95
     assert abs(int8["test_accuracy"] - transfer["test_accuracy"]) <= 0.03

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -88,14 +87,12 @@ def report_run(tiny_run, tmp_path_factory):
         # Stand-in for Grad-CAM (the CLIs pass tlkeras.explain's): a red tint, one per image.
         return [np.clip(img * 0.5 + np.array([120, 0, 0]), 0, 255).astype("uint8") for img in images]
 
-    started = time.perf_counter()
     path = write_run_report(run, examples, overlays)
-    return {"run": run, "path": path, "seconds": time.perf_counter() - started, "examples": examples}
+    return {"run": run, "path": path, "examples": examples}
 
 
 def test_report_content(report_run):
     html = report_run["path"].read_text()
-    assert report_run["seconds"] < 10
     for section in ("summary", "metrics", "per-class", "confusion", "curves", "gallery", "calibration", "config"):
         assert f'id="{section}"' in html, section
     # Self-contained: no URL other than inline data and in-page anchors.

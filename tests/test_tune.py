@@ -234,9 +234,9 @@ def test_time_budget_stops_the_search_cleanly(images, tmp_path):
     from tlkeras.tune.search import SearchOptions, run_search
 
     base = _base(images, tmp_path, "budget", phase1_epochs=1000, phase2_epochs=0)
-    start = time.monotonic()
+    # Phase 1 alone would run 1,000 epochs: only the budget can have ended this search (no wall-clock
+    # assertion; pytest-timeout catches a budget that never fires).
     result = run_search(base, CHEAP, SearchOptions(tuner="random", max_trials=5, time_budget=2, verbose=0))
-    assert time.monotonic() - start < 60
     assert result.info["stopped_by"] == "time_budget"
     assert result.trials[0]["status"] == "STOPPED" and "time budget" in result.trials[0]["note"]
     assert result.best_values is None and not (result.directory / "best.yaml").exists()
@@ -274,9 +274,7 @@ def test_a_worker_waits_for_the_chief_port_and_says_so_once(monkeypatch, capsys)
         server.bind(("127.0.0.1", 0))
         server.listen()
         monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(server.getsockname()[1]))
-        started = time.monotonic()
-        wait_for_chief(timeout=5, poll=0.2)
-        assert time.monotonic() - started < 1
+        wait_for_chief(timeout=5, poll=0.2)  # returns at once: no "waiting" line below
     assert "waiting" not in capsys.readouterr().out
 
 
