@@ -167,6 +167,8 @@ def get_backbone(name: str) -> BackboneSpec:
     Raises:
         TLKerasError: for an unknown name, listing the closest registered names.
     """
+    if str(name).startswith("hf:"):  # a Hugging Face BERT-family checkpoint folder (tlkeras.core.text.hf)
+        return _HF_SPEC
     key = str(name).strip().lower().replace("-", "_")
     key = _ALIASES.get(key, key)
     if key in _REGISTRY:
@@ -253,6 +255,11 @@ _BERT_RECIPE = Recipe(phase2_lr_factor=0.01, unfreeze="all", batch_size=32, drop
                       basis="the TensorFlow tutorial 'Classify text with BERT' (whole encoder, ~3e-5 with warm-up)")
 _SENTENCE_RECIPE = Recipe(phase2_lr_factor=0.03, unfreeze="all", batch_size=32, dropout=0.2, warmup_epochs=1.0,
                           basis="the TensorFlow tutorial 'Text classification with TF Hub' (trainable nnlm at a low rate)")
+# hf: checkpoints (BERT, MiniLM): the whole encoder at 0.02 x the head's rate with one warm-up epoch;
+# MiniLM-size encoders take higher rates than BERT-base (sentence-transformers fine-tunes at 2e-5..1e-4).
+_HF_RECIPE = Recipe(phase2_lr_factor=0.02, unfreeze="all", batch_size=32, dropout=0.1, warmup_epochs=1.0,
+                    basis="BERT fine-tuning (whole encoder, low rate with warm-up), measured on data/sentences with MiniLM (docs/bert.md)")
+_HF_SPEC = BackboneSpec("hf", "", 128, 2, "builtin", modality="text", recipe=_HF_RECIPE)
 _UNCASED = "https://tfhub.dev/tensorflow/bert_en_uncased_preprocess/3"
 for _spec in [
     BackboneSpec("word_embedding", "", 128, 2, "builtin", modality="text", aliases=("average_word_embedding", "awe", "word_vectors"),

@@ -12,6 +12,10 @@ vector) -> head_*``. Phase 1 fits the head on cached ``head_pool`` features of t
 - BERT family (TF-Hub / Kaggle handle or local SavedModel with a preprocessing model): the
   preprocessing model's ``tokenize`` and ``bert_pack_inputs`` give ids / mask / segment ids at the
   run's sequence length; the encoder's ``pooled_output`` is the feature vector.
+- Hugging Face BERT-family checkpoint (``hf:DIR``, :mod:`tlkeras.core.text.hf`): MediaPipe's own
+  BERT tokenizer rule (:class:`~tlkeras.core.text.wordpiece.MediaPipeBertTokenizer`) with the
+  checkpoint's vocabulary gives ids / mask / segment ids; :class:`~tlkeras.core.text.hf_encoder.BertEncoder`
+  (checked against a NumPy forward pass at load) pools them as the checkpoint's files say.
 - Sentence encoders (nnlm, Universal Sentence Encoder): raw strings in, a vector out.
 """
 
@@ -24,8 +28,10 @@ import numpy as np
 from tlkeras._backend import keras, tf
 from tlkeras.config import ModelConfig
 from tlkeras.core.backbones import HUB_URL_PREFIXES, get_backbone, hub_location, is_hub_url
+from tlkeras.core.text.hf_encoder import BertEncoder  # noqa: F401  (registers the hf: encoder layer for loading)
 from tlkeras.core.text.tokenize import DELIMITER, RegexTokenizer, build_vocabulary, text_ids, token_counts, vocabulary_index
 from tlkeras.core.text.vectors import embedding_matrix, read_word_vectors
+from tlkeras.core.text.wordpiece import MediaPipeBertTokenizer
 from tlkeras.errors import TLKerasError
 
 __all__ = [
@@ -65,6 +71,8 @@ def resolve_text_encoder(config: ModelConfig) -> TextEncoder:
         TLKerasError: an image backbone, an unknown name, a local path that is not a SavedModel.
     """
     backbone = str(config.backbone)
+    if backbone.startswith("hf:"):
+        return _resolve_hf(config, backbone)
     if backbone.startswith("hub:"):
         handle = backbone[4:]
         preprocess = config.preprocess or _default_preprocess(handle)
@@ -89,6 +97,18 @@ def resolve_text_encoder(config: ModelConfig) -> TextEncoder:
     if kind != "word" and config.word_vectors:
         raise TLKerasError(f"--word-vectors initializes the word_embedding encoder; {name} has its own embeddings: drop --word-vectors or use --backbone word_embedding")
     return TextEncoder(kind, name, handle, preprocess)
+
+
+def _resolve_hf(config: ModelConfig, backbone: str) -> TextEncoder:
+    """An ``hf:`` checkpoint: its folder found (a zip extracted once), its options checked."""
+    from tlkeras.core.text.hf import hf_folder
+
+    if config.word_vectors:
+        raise TLKerasError("--word-vectors initializes the word_embedding encoder; an hf: checkpoint has its own embeddings: drop --word-vectors")
+    if config.preprocess:
+        raise TLKerasError("--preprocess pairs a TF-Hub encoder with its preprocessing model; an hf: checkpoint tokenizes with its own "
+                           "vocabulary: drop --preprocess")
+    return TextEncoder("hf", "hf", str(hf_folder(backbone)))
 
 
 def _default_preprocess(handle: str) -> str:
@@ -117,7 +137,8 @@ def text_kind(model) -> str:
 
 
 def tokenizer_layer(model):
-    """The model's tokenizer layer (``preprocess_tokenizer`` or ``preprocess_bert``), or None."""
+    """The model's tokenizer layer (``preprocess_tokenizer`` or ``preprocess_bert``: TF-Hub's
+    :class:`BertPreprocess` or an ``hf:`` model's :class:`MediaPipeBertTokenizer`), or None."""
     for name in ("preprocess_tokenizer", "preprocess_bert"):
         try:
             return model.get_layer(name)
@@ -383,6 +404,8 @@ def build_text_model(config: ModelConfig, num_outputs: int, train_texts: Sequenc
     text = keras.Input(shape=(), dtype=tf.string, name="text")
     if encoder.kind == "word":
         features = _word_encoder(config, text, train_texts, length, seed, num_outputs)
+    elif encoder.kind == "hf":
+        features = _hf_encoder(encoder, text, train_texts, length)
     elif encoder.kind == "bert":
         packed = BertPreprocess(encoder.preprocess, length, name="preprocess_bert")(text)
         pooled = TextHubEncoder(encoder.handle, "bert", name="backbone_hub", trainable=False)(packed)
@@ -398,9 +421,28 @@ def build_text_model(config: ModelConfig, num_outputs: int, train_texts: Sequenc
     model = keras.Model(text, y, name=f"tlkeras_text_{encoder.name}")
     for layer in model.layers:  # phase 1: the encoder is frozen
         layer.trainable = layer.name.startswith("head_")
-    if encoder.kind != "word":
+    if encoder.kind not in ("word", "hf"):  # hf: checked against NumPy at load instead
         _probe(model, encoder, list(train_texts[:8]) or ["a"])
     return model
+
+
+def _hf_encoder(encoder: TextEncoder, text, train_texts: Sequence[str], length: int):
+    """``text -> preprocess_bert -> backbone_hf -> head_pool`` for an ``hf:`` checkpoint.
+
+    Side effect: prints one line with the checkpoint's shape, pooling and the NumPy check's result.
+    """
+    from tlkeras.core.text.hf import load_hf_checkpoint
+    from tlkeras.core.text.hf_encoder import build_hf_encoder
+
+    checkpoint = load_hf_checkpoint(encoder.handle)
+    tokenizer = MediaPipeBertTokenizer(checkpoint.vocab, length, checkpoint.lower_case, name="preprocess_bert")
+    packed = tokenizer(text)
+    layer, check = build_hf_encoder(checkpoint, tokenizer, [str(t) for t in train_texts[:4]])
+    c = checkpoint.config
+    print(f"hf checkpoint {checkpoint.folder}: BERT {c['num_hidden_layers']} layers x {c['hidden_size']}, {len(checkpoint.vocab)} wordpieces, "
+          f"{'uncased' if checkpoint.lower_case else 'cased'}, pooling {checkpoint.pooling} ({checkpoint.pooling_source}); "
+          f"Keras vs NumPy max abs difference {check['max_abs_diff']:.2g} on {check['sentences']} sentences", flush=True)
+    return keras.layers.Activation("linear", name="head_pool")(layer(packed))
 
 
 def _probe(model, encoder: TextEncoder, texts: list[str]) -> None:
