@@ -88,6 +88,26 @@ def bundle(small_run, tmp_path_factory):
 # Variants, metadata, accuracy
 
 
+def test_image_bundle_validates_against_the_shipped_schema(bundle):
+    """metadata.json follows bundle.schema.json: every top-level and per-variant key, nothing else."""
+    from tlkeras.export.pipeline import TOP_LEVEL_KEYS, VARIANT_KEYS, load_schema, validate_metadata
+
+    on_disk = json.loads((bundle.bundle_dir / "metadata.json").read_text())
+    validate_metadata(on_disk)
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(on_disk, load_schema())
+    assert list(on_disk) == list(TOP_LEVEL_KEYS)
+    for name, entry in on_disk["variants"].items():
+        assert list(entry) == list(VARIANT_KEYS), name
+        assert entry["file"] == f"{name}.tflite" and "litert" in entry["verified_on"]
+    broken = json.loads(json.dumps(on_disk))
+    del broken["variants"]["float32"]["verified_on"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, load_schema())
+    with pytest.raises(TLKerasError, match="verified_on"):
+        validate_metadata(broken)
+
+
 def test_every_variant_converts_runs_and_agrees_with_keras(bundle, small_run):
     from tlkeras.core.metrics import predict
     from tlkeras.export.variants import VARIANTS
@@ -112,7 +132,7 @@ def test_metadata_matches_the_models(bundle):
     from tlkeras.export.variants import VARIANTS
 
     meta = bundle.metadata
-    assert meta["format"] == "tlkeras-bundle" and meta["format_version"] == 1
+    assert meta["format"] == "tlkeras-bundle" and meta["format_version"] == 2
     assert meta["task"]["class_names"] == sorted(CLASSES)
     assert (bundle.bundle_dir / "labels.txt").read_text().split() == meta["task"]["class_names"]
     assert meta["input"]["shape"] == [1, SIZE, SIZE, 3] and meta["input"]["value_range"] == [0, 255]

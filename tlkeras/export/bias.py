@@ -52,7 +52,7 @@ def bias_correct(model, images: np.ndarray, batch_size: int = 32, activations: b
     Returns:
         ``(corrected_model, corrected_layer_names)``.
     """
-    return _bias_corrected(model, images, batch_size, (activations,))[activations]
+    return bias_corrected(model, images, batch_size, (activations,))[activations]
 
 
 def _correctable_layers(model) -> list:
@@ -64,7 +64,7 @@ def _correctable_layers(model) -> list:
             and getattr(l, "groups", 1) == 1 and len(l.inbound_nodes) == 1]
 
 
-def _bias_corrected(model, images: np.ndarray, batch_size: int, modes: Sequence[bool]) -> dict[bool, tuple[Any, list[str]]]:
+def bias_corrected(model, images: np.ndarray, batch_size: int, modes: Sequence[bool]) -> dict[bool, tuple[Any, list[str]]]:
     """Bias-corrected copies of ``model``: ``{activations: (copy, layer names)}`` for each mode.
 
     The input statistics are measured once and shared by the modes.

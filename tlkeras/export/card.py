@@ -11,7 +11,8 @@ def _fmt(value, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def _model_card(meta: dict[str, Any]) -> str:
+def model_card(meta: dict[str, Any]) -> str:
+    """The Markdown model card of a bundle, from its metadata.json content (image or text)."""
     ev = meta["evaluation"]
     key = ev["primary_metric"]
     source = meta.get("source_run") or {}
@@ -27,13 +28,14 @@ def _model_card(meta: dict[str, Any]) -> str:
     micro = meta.get("micro")
     micro_text = ""
     runtime_lines = []
+    examples = "texts" if meta.get("modality") == "text" else "images"
     for name, v in meta["variants"].items():
         mp = v.get("mediapipe") or {}
         note = ""
         if mp and not mp.get("loaded"):
             note = f"; MediaPipe Tasks does not load it: {mp.get('error')}"
         elif mp:
-            note = f"; MediaPipe Tasks top-1 agrees with LiteRT on {mp['agreement']:.3f} of images"
+            note = f"; MediaPipe Tasks agrees with LiteRT on {mp['agreement']:.3f} of {examples}"
         guard = v.get("guardrail")
         if guard and guard.get("passed"):
             lat = guard.get("latency") or {}
@@ -77,21 +79,27 @@ def _model_card(meta: dict[str, Any]) -> str:
             f"{trainable.get('train_step_max_error_vs_numpy', float('nan')):.1e}.\n"
         )
     keras_metric = ev["keras"].get(key)
+    text = meta.get("modality") == "text"
+    examples = "texts" if text else "images"
+    inp = meta["input"]
+    input_line = (f"{inp.get('dtype')} token ids, sequence length {inp.get('sequence_length')} (tokenizer: {(inp.get('tokenizer') or {}).get('type')}, "
+                  f"vocabulary in vocab.txt and in the TFLite metadata)" if text
+                  else f"{inp.get('shape')} RGB pixels 0..255 ({inp.get('preprocessing')})")
     return f"""# Model card: {meta['name']}
 
-Image classifier exported by tlkeras {meta['versions']['tlkeras']} on {meta['created'][:10]}.
+{'Text' if text else 'Image'} classifier exported by tlkeras {meta['versions']['tlkeras']} on {meta['created'][:10]}.
 
 ## Task and model
 
 - Head: {meta['task']['head']} over {len(meta['task']['class_names'])} classes: {classes}.
 - Backbone: {source.get('backbone', 'unknown')}{f" (alpha {source['alpha']})" if source.get('alpha') else ''}, weights: {source.get('weights', 'unknown')}.
 - Source run: `{source.get('path', 'n/a')}`; training data: `{source.get('data', 'n/a')}`.
-- Input: {meta['input']['shape']} RGB pixels 0..255 ({meta['input']['preprocessing']}).
-- Output: {meta['output']['meaning']}.
+- Input: {input_line}.
+- Output: {meta['outputs'][0]['meaning']}.
 
 ## Verification
 
-Every variant was run with the LiteRT interpreter on the {ev['split']} split ({ev['count']} images of
+Every variant was run with the LiteRT interpreter on the {ev['split']} split ({ev['count']} {examples} of
 `{ev['data']}`) and compared with the Keras model ({key} {_fmt(keras_metric)}). The export fails when a
 variant drops more than {ev['max_drop_points']} points of {key}.
 
@@ -101,9 +109,9 @@ variant drops more than {ev['max_drop_points']} points of {key}.
 {runtime_text}{micro_text}
 ## Intended use and limits
 
-Use on images like the training data (same classes, similar cameras and framing). The
-{ev['split']} split is small ({ev['count']} images), so accuracy has a standard error of about
+Use on {examples} like the training data (same classes, similar sources). The
+{ev['split']} split is small ({ev['count']} {examples}), so accuracy has a standard error of about
 {100 * np.sqrt(max(keras_metric or 0.5, 1e-3) * (1 - min(keras_metric or 0.5, 1 - 1e-3)) / max(ev['count'], 1)):.1f} points;
-one image is {100 / max(ev['count'], 1):.1f} points. Images of other classes still get one of
+one example is {100 / max(ev['count'], 1):.1f} points. Inputs of other classes still get one of
 these labels: set a confidence threshold in the app if that matters.
 """

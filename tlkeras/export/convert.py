@@ -34,21 +34,20 @@ def representative_indices(y: np.ndarray, size: int, seed: int = 42, head: str =
     """Indices of up to ``size`` training images, stratified by class.
 
     Each class gets a share proportional to its frequency (largest remainders, at least one
-    image per class while ``size`` allows), drawn at random with ``seed``; sigmoid heads stratify
-    by the first positive label, regression heads draw uniformly.
+    image per class while ``size`` allows), drawn at random with ``seed``. The strata are the
+    task's (:meth:`tlkeras.core.tasks.Task.strata`: the class for classification, the first positive
+    label for multi-label); a task without strata (regression) draws uniformly.
     """
+    from tlkeras.export.pipeline import head_task
+
     rng = np.random.default_rng(seed)
     n = len(y)
     if n == 0 or size < 1:
         return np.zeros(0, np.int64)
     if size >= n:
         return rng.permutation(n)
-    if head == "softmax":
-        strata = np.asarray(y).astype(np.int64).reshape(-1)
-    elif head == "sigmoid":
-        y2 = np.asarray(y).reshape(n, -1)
-        strata = np.where(y2.any(axis=1), y2.argmax(axis=1), -1)
-    else:
+    strata = head_task(head).strata(y)
+    if strata is None:
         return np.sort(rng.choice(n, size, replace=False))
     classes, counts = np.unique(strata, return_counts=True)
     quota = counts / n * size
@@ -65,7 +64,7 @@ def representative_indices(y: np.ndarray, size: int, seed: int = 42, head: str =
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-def _check_images(x: np.ndarray, size: int, what: str) -> np.ndarray:
+def check_images(x: np.ndarray, size: int, what: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 4 or x.shape[0] == 0:
         raise TLKerasError(f"the {what} is empty or not a batch of images (shape {x.shape}); pass N x {size} x {size} x 3 pixels with N >= 1")
@@ -80,10 +79,6 @@ def _check_images(x: np.ndarray, size: int, what: str) -> np.ndarray:
 # Conversion
 
 
-def _output_name(head: str) -> str:
-    return {"softmax": "probabilities", "sigmoid": "probabilities"}.get(head, "predictions")
-
-
 def save_serving_model(model, directory: str | os.PathLike, head: str = "softmax", batch: int | None = 1) -> Path:
     """Saves a SavedModel with one ``serving_default`` signature: ``image`` -> outputs.
 
@@ -94,7 +89,7 @@ def save_serving_model(model, directory: str | os.PathLike, head: str = "softmax
     Args:
         model: a single-input Keras model taking N x S x S x 3 raw pixels.
         directory: where to write (created).
-        head: names the output ``probabilities`` (softmax/sigmoid) or ``predictions``.
+        head: the task's head value; the output is named by the task (``probabilities`` or ``predictions``).
         batch: the batch dimension (1 for TFLite, None for a serving SavedModel).
 
     Side effects: writes ``directory``.
@@ -102,7 +97,9 @@ def save_serving_model(model, directory: str | os.PathLike, head: str = "softmax
     from tlkeras._backend import tf
 
     shape = [batch] + [int(d) for d in model.inputs[0].shape[1:]]
-    out_name = _output_name(head)
+    from tlkeras.export.pipeline import head_task
+
+    out_name = head_task(head).output_name()
     module = tf.Module()
     module.variables_ = list(model.variables)  # tracked, so the SavedModel stores the weights
 

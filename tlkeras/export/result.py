@@ -1,7 +1,7 @@
 """What an export returns and the checks every bundle (image or text) shares.
 
 :class:`ExportResult` and :class:`ExportCheckError` are the result and the exit-3 failure of
-:func:`tlkeras.export.bundle.export_model` and :func:`tlkeras.export.text.export_text_model`;
+every bundle export (:mod:`tlkeras.export.pipeline`);
 :func:`compare_outputs` scores a variant's outputs against the Keras model's.
 """
 
@@ -54,25 +54,30 @@ class ExportCheckError(ExportCheckFailed):
 
 
 def primary_metric(head: str) -> str:
-    return {"softmax": "accuracy", "sigmoid": "subset_accuracy"}.get(head, "mae")
+    """The primary metric of the task a ``head`` value names (accuracy, subset_accuracy, mae)."""
+    from tlkeras.export.pipeline import head_task
+
+    return head_task(head).primary_metric
 
 
 def compare_outputs(y: np.ndarray, keras_out: np.ndarray, out: np.ndarray, class_names: list[str], head: str, keras_metrics: dict) -> dict[str, Any]:
-    from tlkeras.core.metrics import compute_metrics
+    """A variant's metrics against the labels and its agreement with the Keras outputs, by the task's rules.
 
-    metrics = compute_metrics(y, out, class_names, head)
-    key = primary_metric(head)
+    ``drop_points`` is the loss of the task's primary metric in points: for a metric where higher is
+    better, 100 x (Keras - variant); for an error (regression's MAE), the relative increase in percent.
+    ``agreement`` is the task's agreement rule (None where the task defines none).
+    """
+    from tlkeras.export.pipeline import head_task
+
+    task = head_task(head)
+    metrics = task.metrics(y, out, class_names)
+    key = task.primary_metric
     result: dict[str, Any] = {k: metrics[k] for k in ("accuracy", "subset_accuracy", "f1_macro", "f1_micro", "mae", "rmse", "count") if k in metrics}
-    if head == "softmax":
-        result["agreement"] = float(np.mean(out.argmax(1) == keras_out.argmax(1)))
-        result["drop_points"] = 100.0 * (keras_metrics[key] - metrics[key])
-    elif head == "sigmoid":
-        result["agreement"] = float(np.mean(np.all((out >= 0.5) == (keras_out >= 0.5), axis=1)))
+    result["agreement"] = task.agreement(out, keras_out)
+    if task.higher_is_better:
         result["drop_points"] = 100.0 * (keras_metrics[key] - metrics[key])
     else:
-        base = max(keras_metrics[key], 1e-12)
-        result["agreement"] = None
-        result["drop_points"] = 100.0 * (metrics[key] - keras_metrics[key]) / base
+        result["drop_points"] = 100.0 * (metrics[key] - keras_metrics[key]) / max(keras_metrics[key], 1e-12)
     result["max_abs_diff"] = float(np.max(np.abs(out - keras_out))) if len(out) else 0.0
     if "confusion_matrix" in metrics:
         result["confusion_matrix"] = metrics["confusion_matrix"]

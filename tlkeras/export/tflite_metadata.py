@@ -29,7 +29,7 @@ import numpy as np
 
 from tlkeras.errors import TLKerasError
 
-__all__ = ["available", "add_metadata", "populate_metadata", "verify_mediapipe", "open_classifier", "MEDIAPIPE_MIN_AGREEMENT", "mediapipe_version"]
+__all__ = ["available", "add_metadata", "populate_metadata", "verify_mediapipe", "mediapipe_agreement", "open_classifier", "MEDIAPIPE_MIN_AGREEMENT", "mediapipe_version"]
 
 # Variants MediaPipe Tasks' ImageClassifier must agree with LiteRT on (top-1 share).
 MEDIAPIPE_MIN_AGREEMENT = 0.99
@@ -132,26 +132,30 @@ def add_metadata(
         content: the ``.tflite`` flatbuffer.
         name, description, version, author: the model's general information.
         class_names: the labels, in output order (written as the associated ``labels.txt``).
-        head: ``softmax`` and ``sigmoid`` heads get a classification output with labels;
-            ``regression`` heads a plain feature output (MediaPipe Tasks has no regression task).
+        head: the task's ``head`` value: a task with classes (classification, multi-label) gets a
+            classification output with labels, the others (regression) a plain feature output
+            (MediaPipe Tasks has no regression task).
         score_threshold: the default score threshold apps (MediaPipe) apply; None writes none.
 
     Raises:
         TLKerasError: mediapipe is not installed, or the writer rejects the model (the message
             names why).
     """
+    from tlkeras.export.pipeline import OUTPUT_MEANING, has_classes, head_task
+
     writer_mod, info = _import_writers()
+    task = head_task(head)
 
     def tensors(writer):
         writer.add_image_input(norm_mean=[0.0], norm_std=[1.0], color_space_type=writer_mod.MetadataWriter.color_space_types.RGB,
                                name="image", description="RGB image, raw pixel values 0..255 (preprocessing is inside the model)")
-        if head in ("softmax", "sigmoid"):
+        meaning = OUTPUT_MEANING.get(task.name, task.name).replace("task.class_names", "labels.txt")
+        if has_classes(task):
             thresholding = writer_mod.ScoreThresholding(float(score_threshold)) if score_threshold is not None else None
-            meaning = "softmax probabilities" if head == "softmax" else "independent sigmoid probabilities (multi-label)"
             writer.add_classification_output(writer_mod.Labels().add(list(class_names)), score_thresholding=thresholding,
-                                             name="probabilities", description=f"{meaning} over the classes in labels.txt")
+                                             name=task.output_name(), description=meaning)
         else:
-            writer.add_feature_output(name="predictions", description=f"regression values: {', '.join(class_names)}")
+            writer.add_feature_output(name=task.output_name(), description=f"{meaning}: {', '.join(class_names)}")
 
     return populate_metadata(content, writer_mod, info, tensors, name=name, description=description, version=version, author=author)
 
@@ -192,16 +196,12 @@ def open_classifier(task, options_cls, base_options_cls, content: bytes, classes
         return None, {"loaded": False, "error": first[:300], "agreement": None, "names_match": None, "max_score_diff": None, "count": 0}
 
 
-def verify_mediapipe(content: bytes, images: np.ndarray, litert_out: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+def verify_mediapipe(content: bytes, images: np.ndarray, litert_out: np.ndarray, class_names: Sequence[str],
+                     head: str = "softmax") -> dict[str, Any]:
     """Runs a model with metadata in MediaPipe Tasks' ImageClassifier and compares with LiteRT.
 
-    Images are given at the model's input size, so MediaPipe does not resize them.
-
-    Returns:
-        ``{"loaded": bool, "error": str | None, "agreement": share of images whose top category is
-        LiteRT's top-1 (or tied with it, :data:`TOP1_TIE`),
-        "names_match": every top category's name is labels.txt's name of its index,
-        "max_score_diff": largest |MediaPipe score - LiteRT score| of the top category}``.
+    Images are given at the model's input size, so MediaPipe does not resize them. The comparison
+    is :func:`mediapipe_agreement` (the task's agreement rule, top-1 ties count as agreement).
     """
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions, vision
@@ -209,16 +209,57 @@ def verify_mediapipe(content: bytes, images: np.ndarray, litert_out: np.ndarray,
     classifier, failure = open_classifier(vision.ImageClassifier, vision.ImageClassifierOptions, BaseOptions, content, len(class_names))
     if failure is not None:
         return failure
-    agree, names_ok, diff = 0, True, 0.0
+
+    def frame(image):
+        return mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(np.asarray(image, np.uint8)))
+
+    return mediapipe_agreement(classifier, images, litert_out, class_names, head, to_input=frame)
+
+
+def mediapipe_agreement(classifier, samples, expected: np.ndarray, class_names: Sequence[str], head: str = "softmax",
+                        to_input=lambda sample: sample) -> dict[str, Any]:
+    """THE MediaPipe comparison of image and text bundles: a classifier's categories against expected scores.
+
+    Every sample's categories (all classes are asked for) become a score row, compared with the
+    expected row by the task's agreement rule (:meth:`tlkeras.core.tasks.Task.agreement`: the same
+    top class for classification, the same label set at 0.5 for multi-label). Expected scores
+    within :data:`TOP1_TIE` of their row's maximum tie: MediaPipe may list any of them first. A
+    sample MediaPipe returns no category for disagrees.
+
+    Args:
+        classifier: an open MediaPipe Tasks classifier (closed here).
+        samples: what it classifies (``to_input`` turns one into MediaPipe's input).
+        expected: ``[len(samples), len(class_names)]`` scores (LiteRT's or Keras').
+        head: names the task whose agreement rule applies.
+
+    Returns:
+        ``{"loaded": True, "error": None, "agreement": share of samples that agree, "names_match":
+        every returned category's name is ``class_names`` of its index, "max_score_diff": largest
+        |MediaPipe score - expected score| over the returned categories, "count": samples}``.
+    """
+    from tlkeras.export.pipeline import head_task
+
+    names = [str(n) for n in class_names]
+    expected = np.array(expected, np.float64).reshape(len(samples), len(names))
+    scores = np.zeros_like(expected)
+    answered = np.zeros(len(samples), bool)
+    names_ok, diff = True, 0.0
     with classifier:
-        for image, expected in zip(images, litert_out):
-            frame = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(np.asarray(image, np.uint8)))
-            categories = classifier.classify(frame).classifications[0].categories
+        for i, sample in enumerate(samples):
+            categories = classifier.classify(to_input(sample)).classifications[0].categories
             if not categories:
                 continue
-            top = categories[0]
-            agree += int(float(expected[top.index]) >= float(np.max(expected)) - TOP1_TIE)
-            names_ok &= top.category_name == class_names[top.index]
-            diff = max(diff, abs(float(top.score) - float(expected[top.index])))
-    return {"loaded": True, "error": None, "agreement": agree / max(1, len(images)), "names_match": bool(names_ok),
-            "max_score_diff": diff}
+            answered[i] = True
+            for category in categories:
+                scores[i, category.index] = float(category.score)
+                names_ok &= category.category_name == names[category.index]
+                diff = max(diff, abs(float(category.score) - float(expected[i, category.index])))
+            top = categories[0].index
+            # MediaPipe's first category is its answer; an expected score tied with the maximum is the same answer.
+            scores[i, top] += TOP1_TIE
+            if expected[i, top] >= expected[i].max() - TOP1_TIE:
+                expected[i, top] = expected[i].max() + TOP1_TIE
+    agreement = head_task(head).agreement(scores[answered], expected[answered]) if answered.any() else 0.0
+    share = (agreement or 0.0) * answered.sum() / max(1, len(samples))
+    return {"loaded": True, "error": None, "agreement": float(share), "names_match": bool(names_ok), "max_score_diff": diff,
+            "count": len(samples)}
