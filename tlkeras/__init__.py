@@ -14,15 +14,21 @@ The package is laid out by stage, so the folder list reads as the data flow::
 The public API below is a set of verbs and the config dataclasses, loaded on first use
 (``tlkeras.train_model`` imports TensorFlow then), so the command-line tools start, parse flags and
 set up logging before TensorFlow loads. Stage packages are named after the stage (``tlkeras.train``
-is the package); the verbs carry an object (``train_model``, ``export_run``) so they never shadow one.
+is the package); the verbs carry an object (``train_model``, ``export_run``, ``distill_model``) so no
+package shadows them: ``tlkeras.distill`` is the distillation package (``python -m tlkeras.distill``)
+and its verb is ``tlkeras.distill_model`` (``tlkeras.distill.distillation.distill``). An
+``import tlkeras.<stage>`` binds the package on ``tlkeras``, so a verb with a package's name would
+change meaning with import order; ``tests/test_docs_map.py`` checks that none does.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 __version__ = "0.1.0"
 
+# name -> "module" (the attribute of the same name) or "module:attribute".
 _EXPORTS = {
     # base
     "DataConfig": "tlkeras.config",
@@ -71,7 +77,7 @@ _EXPORTS = {
     "optimize_run": "tlkeras.optimize.pipeline",
     "train_with_unlabeled": "tlkeras.adapt.run",
     "DistillOptions": "tlkeras.distill.distillation",
-    "distill": "tlkeras.distill.distillation",
+    "distill_model": "tlkeras.distill.distillation:distill",
     "audit_data": "tlkeras.audit.run",
     "explain_images": "tlkeras.explain.gradcam",
     "gradcam": "tlkeras.explain.gradcam",
@@ -88,10 +94,15 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
+    target = _EXPORTS.get(name)
+    if target is None:
+        if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            # A stage package not imported yet (``tlkeras.distill``): the same object an import
+            # binds, so the name means one thing whatever was imported first.
+            return importlib.import_module(f"{__name__}.{name}")
         raise AttributeError(f"module 'tlkeras' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, _, attribute = target.partition(":")
+    value = getattr(importlib.import_module(module), attribute or name)
     globals()[name] = value
     return value
 

@@ -95,7 +95,7 @@ def load_unlabeled(source, image_size: int, *, what: str = "unlabeled", on_corru
 
     Args:
         source: a folder (every image below it, any depth; subfolder names are ignored), a CSV
-            file with a ``path`` column, a :class:`~tlkeras.data.Split` or an array of images.
+            file with a ``path`` column, a :class:`~tlkeras.core.bundle.Split` or an array of images.
         image_size: the model's input size; files are resized to it, arrays must already have it.
         what: what the images are, for error messages (``target``, ``unlabeled``).
         on_corrupt: ``skip`` unreadable files or ``error`` out naming the first.

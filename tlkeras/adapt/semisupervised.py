@@ -15,9 +15,10 @@ Two techniques on the same backbones, heads and run directories as ``tlkeras.tra
   grayscale, cutout). :class:`FixMatchModel` is a ``keras.Model`` whose ``train_step`` adds that
   consistency loss to the supervised cross-entropy.
 
-The augmentations are batched TensorFlow ops with per-image randomness (:func:`weak_augment`,
-:func:`strong_augment`, :func:`random_resized_crop`, :func:`color_jitter`, ...), reused by
-``tlkeras.selfsupervised``. They take and return float pixels in [0, 255].
+The augmentations are batched TensorFlow ops with per-image randomness in
+:mod:`tlkeras.core.augment` (``weak_augment``, ``strong_augment``, ``random_resized_crop``,
+``color_jitter``, ...), shared with :mod:`tlkeras.adapt.simclr`. They take and return float pixels
+in [0, 255].
 """
 
 from __future__ import annotations

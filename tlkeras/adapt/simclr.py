@@ -134,7 +134,7 @@ class SimCLROptions:
 class SimCLRModel(keras.Model):
     """Contrastive training of a classifier's backbone: feed it batches of unlabelled images.
 
-    The encoder is :func:`tlkeras.models.feature_extractor` of ``classifier`` (shared layers, so
+    The encoder is :func:`tlkeras.core.models.feature_extractor` of ``classifier`` (shared layers, so
     training this trains the classifier's backbone); the projection head is new and discarded
     after training. Reports ``loss`` and ``contrastive_accuracy`` (how often a view's most similar
     other view is its partner).

@@ -2,7 +2,7 @@
 
 Everything here imports only NumPy and ``ai_edge_litert`` (the LiteRT interpreter and its
 flatbuffer schema), so it is what an app-side script can use too. Exporting (which needs
-TensorFlow's converter) lives in :mod:`tlkeras.exporting`; this module is the runtime side:
+TensorFlow's converter) lives in :mod:`tlkeras.export`; this module is the runtime side:
 
 - :func:`load_interpreter`, :func:`io_details`, :func:`run_model`: run a model on uint8 images,
   quantizing inputs and dequantizing outputs from the model's own scale and zero point.

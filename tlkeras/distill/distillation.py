@@ -12,7 +12,7 @@ the hard term's when ``T`` changes. Teacher and student see the same augmented i
 step (the teacher at its own resolution, the student at a resized copy), which is what makes
 distillation on small datasets work ("consistent teaching", Beyer et al. 2022).
 
-Training follows the two phases of :func:`tlkeras.training.fit_two_phase`: phase 1 fits the
+Training follows the two phases of :func:`tlkeras.train.recipe.fit_two_phase`: phase 1 fits the
 student's head on its frozen backbone, on features and teacher logits computed once when phase 1
 is not augmented (by default as a linear probe: the convex distillation objective solved with
 L-BFGS, its L2 strength chosen by validation log-loss, which with soft weight 0 is exactly
@@ -344,7 +344,7 @@ def fit_distillation(student, teacher, bundle: DataBundle, config: RunConfig, op
         options: temperature and soft-target weight.
 
     Returns:
-        ``(history, timings)`` like :func:`tlkeras.training.fit_two_phase`; history also holds
+        ``(history, timings)`` like :func:`tlkeras.train.recipe.fit_two_phase`; history also holds
         ``soft_loss`` (the KL term) per epoch.
 
     Side effects: changes the student's weights and ``trainable`` flags; leaves it compiled
@@ -510,7 +510,7 @@ def distill(teacher_run: str | Path, config: RunConfig | None = None, options: D
             ``distillation``).
 
     Returns:
-        A :class:`tlkeras.training.TrainResult` for the student.
+        A :class:`tlkeras.train.run.TrainResult` for the student.
 
     Raises:
         TLKerasError: a bad teacher run, a non-softmax head, classes that differ, no data.

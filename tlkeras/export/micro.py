@@ -57,10 +57,10 @@ def write_c_array(model: bytes, cc_path: str | os.PathLike, header_path: str | o
 def micro_export(model: bytes, out_dir: str | os.PathLike, c_name: str = "tlkeras_model", labels: Sequence[str] = ()) -> dict[str, Any]:
     """Writes ``<c_name>.cc`` and ``<c_name>.h`` for TFLite Micro and checks the model.
 
-    The check (:func:`tlkeras.litert.micro_problems`) requires builtin ops only, int8 tensors
+    The check (:func:`tlkeras.core.litert.micro_problems`) requires builtin ops only, int8 tensors
     (int32 biases) and ops with TFLM kernels. The header carries the input/output quantization,
     the op-resolver calls to register and a tensor-arena estimate
-    (:func:`tlkeras.litert.estimate_arena`).
+    (:func:`tlkeras.core.litert.estimate_arena`).
 
     Returns:
         ``{"ok", "problems", "ops", "resolver", "arena_bytes", "arena": {...}, "files": [...]}``.

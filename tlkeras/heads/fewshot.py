@@ -3,7 +3,7 @@
 A prototype is the mean embedding of a class's K example images (prototypical networks, Snell et
 al. 2017); a query belongs to the class whose prototype is nearest. The embeddings are the pooled
 features of a trained run's backbone or of a pretrained backbone
-(:func:`tlkeras.models.feature_extractor`), so:
+(:func:`tlkeras.core.models.feature_extractor`), so:
 
 - :class:`PrototypeClassifier` works on embeddings (NumPy arrays): build it from labelled
   embeddings, ``add_class`` a new class from a few embeddings (no other prototype changes),
@@ -442,7 +442,7 @@ class FewShotClassifier:
 def export_fewshot(fewshot: FewShotClassifier, support_images: np.ndarray, support_labels, output_dir: str | os.PathLike,
                    options=None, *, eval_images: np.ndarray | None = None, eval_labels=None,
                    progress: Callable[[str], None] | None = None):
-    """Exports the prototype classifier as a tlkeras TFLite bundle (:func:`tlkeras.exporting.export_model`).
+    """Exports the prototype classifier as a tlkeras TFLite bundle (:func:`tlkeras.export.bundle.export_model`).
 
     The support images calibrate int8 variants; the evaluation images (default: the support
     images) verify every variant on LiteRT against the Keras model.
@@ -451,10 +451,10 @@ def export_fewshot(fewshot: FewShotClassifier, support_images: np.ndarray, suppo
         fewshot: a fitted :class:`FewShotClassifier`.
         support_images, support_labels: images and class indices over ``fewshot.class_names``.
         output_dir: the bundle directory.
-        options: a :class:`tlkeras.exporting.ExportOptions` (default: ``float32`` only).
+        options: a :class:`tlkeras.export.bundle.ExportOptions` (default: ``float32`` only).
 
     Returns:
-        The :class:`tlkeras.exporting.ExportResult`.
+        The :class:`tlkeras.export.result.ExportResult`.
     """
     from tlkeras.core.data import DataBundle, Split
     from tlkeras.export.bundle import ExportOptions, export_model

@@ -154,7 +154,7 @@ def predict_multitask(model, x: np.ndarray, batch_size: int = 64) -> dict[str, n
 
 def evaluate_multitask(model, split: MultiTaskSplit, tasks: Sequence[TaskSpec], batch_size: int = 64,
                        outputs: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, Any]]:
-    """Per-task metrics (:func:`tlkeras.evaluation.compute_metrics`) on the labelled rows.
+    """Per-task metrics (:func:`tlkeras.core.metrics.compute_metrics`) on the labelled rows.
 
     Returns:
         ``{task: metrics}``; a task without labelled images in ``split`` gets ``{"count": 0}``.

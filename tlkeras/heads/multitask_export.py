@@ -30,7 +30,7 @@ __all__ = ["save_multitask_serving", "run_signature", "export_multitask"]
 def save_multitask_serving(model, directory: str | os.PathLike, tasks: Sequence[TaskSpec], batch: int | None = 1) -> Path:
     """Saves a SavedModel whose ``serving_default`` maps ``image`` to ``{task: output}``.
 
-    Like :func:`tlkeras.exporting.save_serving_model` (a ``tf.Module`` holding the variables
+    Like :func:`tlkeras.export.convert.save_serving_model` (a ``tf.Module`` holding the variables
     and one traced function), but with one named signature output per task.
 
     Side effects: writes ``directory``.
@@ -111,7 +111,7 @@ def export_multitask(
     task's primary metric drops by more than ``max_drop`` points.
 
     Args:
-        variants: names from :data:`tlkeras.exporting.VARIANTS` with float input/output
+        variants: names from :data:`tlkeras.export.variants.VARIANTS` with float input/output
             (``float32``, ``dynamic_range``, ``float16``, ``int8_float_io``, ``int16x8``).
         representative_size: training images that calibrate int8/int16x8 activations.
 

@@ -127,7 +127,7 @@ def train_model(
 
     Args:
         config: the run's settings (validated here).
-        data: a ready DataBundle (e.g. from :func:`tlkeras.data.from_arrays`); default: load
+        data: a ready DataBundle (e.g. from :func:`tlkeras.core.data.from_arrays`); default: load
             ``config.data.source``.
         write: write ``<output_dir>/<name>/`` (config.yaml, model.keras, labels.txt,
             history.json, metrics.json, plots, TensorBoard logs).

@@ -236,9 +236,9 @@ def _val_loss(head: str, y: np.ndarray, outputs: np.ndarray, num_outputs: int) -
 class TransferHyperModel(kt.HyperModel):
     """A KerasTuner HyperModel whose trials are ``tlkeras.train`` runs.
 
-    ``build(hp)`` seeds like :func:`tlkeras.training.train_model` and calls
-    :func:`tlkeras.models.build_model`; ``fit(hp, model)`` calls
-    :func:`tlkeras.training.fit_two_phase` and returns the validation metrics of the trained
+    ``build(hp)`` seeds like :func:`tlkeras.train.run.train_model` and calls
+    :func:`tlkeras.core.models.build_model`; ``fit(hp, model)`` calls
+    :func:`tlkeras.train.recipe.fit_two_phase` and returns the validation metrics of the trained
     model (:func:`reported_metrics`) plus ``phase1_epochs``/``phase2_epochs`` (the epochs the
     trial was given) and ``seconds``.
 

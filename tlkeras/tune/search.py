@@ -210,7 +210,7 @@ def reported_metrics(head: str, num_classes: int | None = None) -> list[str]:
 
     ``val_loss`` is the plain loss of the validation split (cross-entropy without label
     smoothing, so trials with different smoothing compare fairly); the others are
-    :func:`tlkeras.evaluation.compute_metrics` of the validation split, as in ``metrics.json``.
+    :func:`tlkeras.core.metrics.compute_metrics` of the validation split, as in ``metrics.json``.
     """
     if head == "regression":
         names = ["mae", "rmse", "r2"]
