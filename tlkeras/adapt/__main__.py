@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--target-test", metavar="DIR", default=None,
                              help="optional labelled target images (class folders) to report target accuracy on; never trained on")
         cli.add_config_flags(sub)
+        sub.add_argument("--quiet", dest="train.verbose", action="store_const", const=0, default=argparse.SUPPRESS,
+                         help="no per-epoch progress (the same as --verbose 0); the result lines still print")
         prefix = "adapt" if method in ("dann", "mmd") else method.replace("_", "-")
         cli.add_option_flags(sub, _options_class(path), title=f"{prefix} options", dest_prefix="opt.", flag_prefix=prefix, skip=_SKIP_FIELDS)
     return parser

@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli.add_option_flags(parser, DistillOptions, title="distillation options", dest_prefix="opt.")
     cli.add_config_flags(parser)
+    parser.add_argument("--quiet", dest="train.verbose", action="store_const", const=0, default=argparse.SUPPRESS,
+                        help="no per-epoch progress (the same as --verbose 0); the result lines still print")
     parser.set_defaults(config=None)
     return parser
 

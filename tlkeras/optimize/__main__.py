@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--float-layers", metavar="NAMES", help="comma-separated layers to keep in float")
     cli.add_option_flags(parser, FineTuneOptions, title="fine-tuning of every stage (unset: the run's phase-2 settings)",
                          dest_prefix="finetune.", names=FINETUNE_FLAGS)
+    parser.add_argument("--quiet", dest="finetune.verbose", action="store_const", const=0, default=argparse.SUPPRESS,
+                        help="no per-epoch progress (the same as --verbose 0); the result lines still print")
     f = parser.add_argument_group("layers")
     f.add_argument("--skip-layers", metavar="NAMES", help="comma-separated layers never to prune or cluster")
     o = parser.add_argument_group("output")

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     unlabeled.add_argument("--target-test", default=None, metavar="DIR",
                            help="labelled target-domain images (class folders) to report on; dann, mmd and importance only")
     cli.add_config_flags(parser)
+    parser.add_argument("--quiet", dest="train.verbose", action="store_const", const=0, default=argparse.SUPPRESS,
+                        help="no per-epoch progress (the same as --verbose 0); the result lines still print")
     return parser
 
 
