@@ -1,0 +1,264 @@
+"""Object detection: readers and their quirks, hostile annotation files, boxes that move with the
+pixels, anchors, and one tiny trained run shared by the train / evaluate / export tests (LiteRT and
+MediaPipe's ObjectDetector check the exported files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tlkeras.core.detection.data import MAX_BOXES_PER_IMAGE, from_arrays, layout_of, read_detection_data
+from tlkeras.core.tasks import get_task
+from tlkeras.errors import TLKerasError
+
+BCCD = Path(__file__).resolve().parents[2] / "shared" / "data" / "bccd"
+COLOURS = [(230, 40, 40), (40, 60, 230)]
+
+
+def _xml(filename, w, h, objects, extra=""):
+    objs = "".join(
+        f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for n, b, d in objects)
+    return f"{extra}<annotation><filename>{filename}</filename><size><width>{w}</width><height>{h}</height><depth>3</depth></size>{objs}</annotation>"
+
+
+def _scene(rng, w=128, h=96, n_max=3):
+    """Noise with 0..n_max coloured rectangles; returns (image, [(class name, box)])."""
+    image = rng.integers(70, 130, size=(h, w, 3)).astype("uint8")
+    objects = []
+    for _ in range(rng.integers(1, n_max + 1)):
+        k = int(rng.integers(0, 2))
+        bw, bh = int(rng.integers(22, 50)), int(rng.integers(22, 50))
+        x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+        image[y0:y0 + bh, x0:x0 + bw] = COLOURS[k]
+        objects.append((("red", "blue")[k], (x0, y0, x0 + bw, y0 + bh)))
+    return image, objects
+
+
+def write_voc(root: Path, n: int, seed: int = 0, split_files: bool = True) -> Path:
+    rng = np.random.default_rng(seed)
+    (root / "Annotations").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    ids = []
+    for i in range(n):
+        image, objects = _scene(rng)
+        name = f"img{i:03d}"
+        Image.fromarray(image).save(root / "JPEGImages" / f"{name}.png")
+        (root / "Annotations" / f"{name}.xml").write_text(_xml(f"{name}.png", 128, 96, [(c, b, 0) for c, b in objects]))
+        ids.append(name)
+    if split_files:
+        (root / "ImageSets" / "Main").mkdir(parents=True)
+        cut = [int(n * 0.6), int(n * 0.8)]
+        for s, part in zip(("train", "val", "test"), (ids[:cut[0]], ids[cut[0]:cut[1]], ids[cut[1]:])):
+            (root / "ImageSets" / "Main" / f"{s}.txt").write_text("\n".join(part) + "\n")
+    return root
+
+
+def _tiny_voc(tmp_path, objects, size=(100, 80), extra="", filename="a.png"):
+    root = tmp_path / "voc"
+    (root / "Annotations").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    Image.new("RGB", size).save(root / "JPEGImages" / "a.png")
+    Image.new("RGB", size).save(root / "JPEGImages" / "b.png")
+    Image.new("RGB", size).save(root / "JPEGImages" / "c.png")
+    (root / "Annotations" / "a.xml").write_text(_xml(filename, *size, objects, extra))
+    (root / "Annotations" / "b.xml").write_text(_xml("b.png", *size, [("cat", (1, 1, 20, 20), 0)]))
+    (root / "Annotations" / "c.xml").write_text(_xml("c.png", *size, []))
+    return root
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers
+
+
+def test_voc_quirks_are_counted_and_repaired(tmp_path):
+    root = _tiny_voc(tmp_path, [("cat", (10, 10, 10, 40), 0), ("cat", (-5, 10, 120, 50), 0), ("dog", (5, 5, 30, 30), 1)])
+    data = read_detection_data(root, val_fraction=0.34, test_fraction=0.0, seed=1)
+    q = data.quirks
+    assert q == {"degenerate_boxes": 1, "clipped_boxes": 1, "negative_images": 1, "difficult_boxes": 1}
+    a = next(s for s in data.train + data.val if s.path.endswith("a.png"))
+    assert a.boxes.tolist() == [[0, 10, 100, 50], [5, 5, 30, 30]] and a.difficult.tolist() == [False, True]
+    assert sorted(data.class_names) == ["cat", "dog"] and len(data.train) + len(data.val) == 3
+    assert layout_of(root) == "voc" and get_task("detection").recognises(str(root))
+
+
+@pytest.mark.parametrize("body, words", [
+    ("<annotation><filename>a.png", "not well-formed"),
+    ('<!DOCTYPE x [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><annotation><filename>&b;</filename></annotation>', "entities"),
+    (_xml("missing.png", 100, 80, []), "does not exist"),
+    (_xml("../../escape.png", 100, 80, []), "outside the data folder"),
+    (_xml("a.png", -3, 80, []), "positive whole number"),
+    (_xml("a.png", "nan", 80, []), "positive whole number"),
+    (_xml("a.png", 100, 80, [("cat", ("nan", 1, 5, 5), 0)]), "NaN"),
+    (_xml("a.png", 100, 80, [("cat", (1, 1, 5, 5), 0)] * (MAX_BOXES_PER_IMAGE + 1)), "in one image"),
+    ("<html></html>", "not a Pascal VOC"),
+])
+def test_hostile_voc_files_get_one_line(tmp_path, body, words):
+    root = _tiny_voc(tmp_path, [])
+    (root / "Annotations" / "a.xml").write_text(body)
+    (tmp_path / "escape.png").write_bytes(b"x")
+    with pytest.raises(TLKerasError, match=words) as info:
+        read_detection_data(root)
+    assert "\n" not in str(info.value) and "a.xml" in str(info.value)
+
+
+def test_csv_reader_with_split_negatives_and_hostile_rows(tmp_path):
+    for name in ("a.png", "b.png", "c.png"):
+        Image.new("RGB", (50, 40)).save(tmp_path / name)
+    good = tmp_path / "boxes.csv"
+    good.write_text("path,xmin,ymin,xmax,ymax,label,split\na.png,1,1,20,20,cat,train\na.png,5,5,60,30,dog,train\n"
+                    "b.png,,,,,,val\nc.png,3,3,3,9,cat,test\n")
+    data = read_detection_data(good)
+    assert data.layout == "csv" and data.split_from == "files"
+    assert [len(data.train), len(data.val), len(data.test)] == [1, 1, 1]
+    assert data.quirks["clipped_boxes"] == 1 and data.quirks["degenerate_boxes"] == 1 and data.quirks["negative_images"] == 2
+    assert data.train[0].boxes.tolist()[1] == [5, 5, 50, 30]
+    for rows, words in (("../x.png,1,1,5,5,cat\n", "outside the data folder"), ("a.png,1,nan,5,5,cat\n", "NaN"),
+                        ("a.png,1,1,5,5,\n", "empty class"), ("zz.png,1,1,5,5,cat\n", "does not exist"), ("a.png,x,1,5,5,cat\n", "not a number")):
+        bad = tmp_path / "bad.csv"
+        bad.write_text("path,xmin,ymin,xmax,ymax,label\n" + rows)
+        with pytest.raises(TLKerasError, match=words):
+            read_detection_data(bad)
+
+
+def test_arrays_reader_refuses_out_of_range_ids():
+    images = [np.zeros((32, 32, 3), "uint8")] * 4
+    with pytest.raises(TLKerasError, match="out of range"):
+        from_arrays(images, [[[1, 1, 9, 9]]] * 4, [[2]] * 4, ["a", "b"])
+    data = from_arrays(images, [[[1, 1, 9, 9]], [], [[0, 0, 40, 40]], [[3, 3, 3.5, 4]]], [[1], [], [0], [0]], ["a", "b"], val_fraction=0.25)
+    assert data.quirks["negative_images"] == 2 and data.quirks["clipped_boxes"] == 1 and data.quirks["degenerate_boxes"] == 1
+
+
+@pytest.mark.skipif(not BCCD.is_dir(), reason="the BCCD fixture is absent")
+def test_bccd_reader():
+    data = read_detection_data(BCCD)
+    assert (len(data.train), len(data.val), len(data.test)) == (205, 87, 72)
+    assert sorted(data.class_names) == ["Platelets", "RBC", "WBC"] and data.quirks["degenerate_boxes"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Boxes move with the pixels; anchors
+
+
+def test_geometric_augmentation_moves_boxes_with_pixels():
+    from tlkeras._backend import tf
+    from tlkeras.core.detection.pipeline import colour, geometric
+
+    size = 128
+    boxes = np.array([[0.1, 0.1, 0.4, 0.5], [0.5, 0.55, 0.9, 0.95], [0.05, 0.6, 0.3, 0.8]], "float32")
+    image = np.zeros((size, size, 3), "float32")
+    for k, b in enumerate(boxes):  # box k lives in channel k alone, so overlaps and blur cannot mix boxes
+        y0, x0, y1, x1 = (np.round(b * size)).astype(int)
+        image[y0:y1, x0:x1, k] = 200.0
+    for s in range(12):
+        seeds = tf.random.experimental.stateless_split(tf.constant([s, 7], tf.int64), 5)
+        out, moved, labels = geometric(tf.constant(image), tf.constant(boxes), tf.constant([0, 1, 2]), seeds, size)
+        out, moved, labels = out.numpy(), moved.numpy(), labels.numpy()
+        for k in range(3):
+            # Half the painted level above the other channels: where the edge lies after resizing (the
+            # zoom-out padding is grey, equal in every channel).
+            ys, xs = np.nonzero(out[..., k] - np.delete(out, k, axis=2).max(axis=2) > 100.0)
+            if not len(ys):
+                continue  # cropped away: then it must be gone from the boxes too (checked below)
+            found = np.array([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]) / size
+            match = [b for b in moved if np.abs(b - found).max() < 3.0 / size]
+            assert match, (s, k, found, moved)
+        assert len(moved) <= sum((out[..., k] - np.delete(out, k, axis=2).max(axis=2) > 100.0).any() for k in range(3))
+        jittered = colour(tf.constant(image), tf.random.experimental.stateless_split(tf.constant([s, 1], tf.int64), 3)).numpy()
+        assert jittered.shape == image.shape and 0 <= jittered.min() and jittered.max() <= 255
+
+
+def test_box_coder_round_trip_and_every_box_gets_an_anchor():
+    from tlkeras._backend import tf
+    from tlkeras.core.detection.anchors import AnchorConfig, decode, encode, make_anchors, tf_targets
+
+    config = AnchorConfig(image_size=128)
+    anchors = make_anchors(config)
+    assert len(anchors) == sum(config.grid(s) ** 2 for s in config.strides) * config.per_location
+    boxes = np.array([[0.1, 0.2, 0.3, 0.35], [0.0, 0.0, 1.0, 1.0], [0.5, 0.5, 0.52, 0.53]], "float32")
+    picked = anchors[[3, 100, 500]]
+    np.testing.assert_allclose(decode(encode(boxes, picked, config.box_scales), picked, config.box_scales), boxes, atol=1e-5)
+    box_t, cls_t = tf_targets(tf.constant(boxes), tf.constant([0, 1, -1]), anchors, config.box_scales, 2)
+    cls_t = cls_t.numpy()
+    assert (cls_t == 0).any() and (cls_t == 1).any() and not (cls_t >= 2).any()
+    pos = np.nonzero(cls_t >= 0)[0]
+    got = decode(box_t.numpy()[pos], anchors[pos], config.box_scales)
+    assert np.abs(got - boxes[np.where(cls_t[pos] == 0, 0, 1)]).max() < 1e-4
+
+
+# ---------------------------------------------------------------------------------------------
+# One tiny trained run
+
+
+@pytest.fixture(scope="session")
+def detection_run(tmp_path_factory):
+    from tlkeras.config import RunConfig
+
+    root = write_voc(tmp_path_factory.mktemp("det") / "voc", 40)
+    config = RunConfig()
+    config.data.source, config.data.image_size, config.data.batch_size = str(root), 128, 8
+    config.model.backbone, config.model.alpha, config.model.weights = "mobilenet", 0.25, "none"
+    config.train.phase1_epochs, config.train.phase2_epochs, config.train.phase1_lr = 6, 6, 5e-3
+    config.train.unfreeze, config.train.verbose = "all", 0
+    config.output_dir, config.name, config.seed = str(root.parent / "runs"), "det", 3
+    result = get_task("detection").train(config)
+    return result, root
+
+
+@pytest.mark.slow
+def test_training_writes_a_run_that_reloads_and_evaluates(detection_run):
+    from tlkeras._backend import keras
+
+    result, root = detection_run
+    run = result.run_dir
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "detection.json", "history.json", "labels.txt", "metrics.json", "model.keras", "run.json"]
+    assert not list(run.parent.glob(".*partial*"))
+    m = result.metrics
+    assert m["final_split"] == "test" and {"AP", "AP50", "AP75", "AR100", "per_class"} <= set(m["final"])
+    assert set(result.timings) >= {"phase1", "phase2", "total"}
+    assert m["val"]["AP50"] > 0.3, m["val"]  # coloured rectangles are learnable in a few epochs
+    # Never worse than phase 1 on val: the kept weights are the best val AP50 seen.
+    seen = [v for v in result.history["val_AP50"] if v is not None]
+    assert m["val"]["AP50"] == pytest.approx(max(seen), abs=1e-6)
+    reloaded = keras.models.load_model(run / "model.keras")
+    x = np.random.default_rng(0).uniform(0, 255, (2, 128, 128, 3)).astype("float32")
+    for a, b in zip(result.model(x), reloaded(x)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    again = get_task("detection").evaluate_run(run, split="test", write=True)
+    assert again["AP50"] == pytest.approx(m["final"]["AP50"], abs=1e-6)
+    assert json.loads((run / "eval_metrics.json").read_text())["split"] == "test"
+    with pytest.raises(TLKerasError, match="already exists"):
+        get_task("detection").train(result.config)
+
+
+@pytest.mark.slow
+def test_export_is_verified_by_litert_and_mediapipe(detection_run, tmp_path):
+    from types import SimpleNamespace
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tlkeras.core.detection.mediapipe_io import mediapipe_available
+
+    result, root = detection_run
+    options = SimpleNamespace(variants=("float32", "int8"), overwrite=False, representative_size=16, verify_mediapipe=True, seed=0)
+    out = get_task("detection").export_run(result.run_dir, tmp_path / "bundle", options=options)
+    bundle = out.bundle_dir
+    assert sorted(p.name for p in bundle.iterdir()) == ["detection.json", "float32.tflite", "int8.tflite", "labels.txt", "metadata.json"]
+    meta = json.loads((bundle / "metadata.json").read_text())
+    assert meta["passed"] and meta["task"]["name"] == "detection"
+    for name, entry in meta["variants"].items():
+        assert "litert" in entry["verified_on"], entry
+        if mediapipe_available():
+            assert "mediapipe-tasks" in entry["verified_on"] and entry["mediapipe"]["AP50"] > 0.3, entry["mediapipe"]
+        interpreter = Interpreter(model_path=str(bundle / entry["file"]))
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+        assert inputs[0]["dtype"] == (np.uint8 if name == "int8" else np.float32) and list(inputs[0]["shape"]) == [1, 128, 128, 3]
+        assert [o["dtype"] for o in outputs] == [np.float32, np.float32]  # never int8 outputs
+        assert sorted(o["shape"][-1] for o in outputs) == [2, 4]
+    assert meta["variants"]["float32"]["metrics"]["max_abs_diff_location"] < 1e-3
+    with pytest.raises(TLKerasError, match="already exists"):
+        get_task("detection").export_run(result.run_dir, bundle, options=options)

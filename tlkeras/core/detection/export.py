@@ -1,0 +1,282 @@
+"""Export a detection run to a bundle MediaPipe's ObjectDetector loads as it is.
+
+Variants: ``float32``, ``float16`` (float16 weights) and ``int8`` (full integer, uint8 input,
+float32 outputs: MediaPipe takes float32 or uint8 outputs, never int8). Batch-1 input
+``[1, S, S, 3]`` of raw 0..255 pixels; two outputs, ``location`` ``[1, N, 4]`` and ``score``
+``[1, N, C]``, no NMS in the model (``tf.image.combined_non_max_suppression`` would need Flex ops);
+TFLite builtins only. MediaPipe's metadata (anchors, decoding options, labels) goes into each file.
+
+Each variant is verified on the test split (val when the data has none):
+- ``litert``: LiteRT's outputs decoded with the NMS settings MediaPipe uses give an AP50 within
+  1 point of the Keras model's (float variants; int8 within :data:`INT8_MAX_DROP` points, the
+  quantization guardrail);
+- ``mediapipe-tasks``: MediaPipe Python's ObjectDetector on the original images, scored with
+  pycocotools, gives an AP50 within 1 point of the same model file decoded by LiteRT (the float
+  variants therefore within about 1 point of Keras as well).
+
+The bundle (``<variant>.tflite``, ``labels.txt``, ``detection.json``, ``metadata.json``) is written
+to a hidden temporary folder beside ``target`` and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from tlkeras.errors import TLKerasError
+
+__all__ = ["export_run", "DetectionExport", "VARIANTS", "INT8_MAX_DROP", "MEDIAPIPE_MAX_DIFF"]
+
+VARIANTS = ("float32", "float16", "int8")
+INT8_MAX_DROP = 0.03  # AP50 points (as a fraction) int8 may lose against Keras
+MEDIAPIPE_MAX_DIFF = 0.01  # AP50 MediaPipe and LiteRT may differ by on the same file
+FLOAT_MAX_DIFF = 0.01
+
+
+@dataclass
+class DetectionExport:
+    """What :func:`export_run` returns: the bundle folder and its ``metadata.json`` content."""
+
+    bundle_dir: Path
+    metadata: dict
+
+
+def _serving(model, size: int):
+    from tlkeras._backend import tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="image")])
+    def serve(image):
+        location, score = model(image, training=False)
+        return {"location": location, "score": score}
+
+    return serve.get_concrete_function()
+
+
+def convert(model, size: int, variant: str, representative: np.ndarray | None = None) -> bytes:
+    """One variant's ``.tflite`` bytes (no metadata yet). Builtin ops only.
+
+    Raises:
+        TLKerasError: the converter fails (the message names the variant).
+    """
+    from tlkeras._backend import tf
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([_serving(model, size)], model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if variant == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "int8":
+        if representative is None or not len(representative):
+            raise TLKerasError("the int8 variant needs calibration images; the run's training data was empty")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image[None].astype("float32")] for image in representative)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.float32
+    try:
+        return bytes(converter.convert())
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types
+        text = " ".join(str(exc).split())[:300]
+        raise TLKerasError(f"converting the {variant} variant failed: {text}") from None
+
+
+class LiteRTDetector:
+    """A ``.tflite`` detector in LiteRT returning (location [N, 4], logits [N, C]) per image."""
+
+    def __init__(self, content: bytes, threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_content=content, num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.outputs = self.interpreter.get_output_details()
+        self.location_index = next(i for i, d in enumerate(self.outputs) if d["shape"][-1] == 4 and "location" in d["name"]) \
+            if any("location" in d["name"] for d in self.outputs) else 0
+
+    def location_first(self) -> bool:
+        return self.location_index == 0
+
+    def __call__(self, image: np.ndarray):
+        self.interpreter.set_tensor(self.input["index"], image[None].astype(self.input["dtype"]))
+        self.interpreter.invoke()
+        values = [self.interpreter.get_tensor(d["index"])[0] for d in self.outputs]
+        return values[self.location_index], values[1 - self.location_index]
+
+    def latency_ms(self, image: np.ndarray, runs: int = 20) -> float:
+        self(image)
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            self(image)
+            times.append((time.perf_counter() - t) * 1000)
+        return float(np.median(times))
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    if target.exists() and not overwrite:
+        raise TLKerasError(f"{target} already exists; pass another output folder or --overwrite")
+    if target.exists() and not target.is_dir():
+        raise TLKerasError(f"{target} is a file; pass a folder for the bundle")
+
+
+def export_run(task, run_dir, target, options=None, data_source=None, progress: Callable[[str], None] | None = None) -> DetectionExport:
+    """Exports a detection run folder to a verified bundle at ``target``.
+
+    Args:
+        options: the export stage's ExportOptions (``variants``, ``overwrite``,
+            ``representative_size``, ``verify_mediapipe``, ``seed`` are used) or None.
+        data_source: the data to verify on (default: the run's own ``--data``).
+        progress: called with one line per step.
+
+    Raises:
+        TLKerasError: not a detection run, data without images to verify on, a variant that
+            fails to convert or fails its checks (nothing is left at ``target`` then).
+
+    Side effects: writes the bundle folder atomically; reads the data.
+    """
+    from tlkeras.core.detection.anchors import AnchorConfig, make_anchors, postprocess
+    from tlkeras.core.detection.metrics import coco_metrics
+    from tlkeras.core.detection.pipeline import decode_samples, load_rgb
+    from tlkeras.core.detection.run import load_run, read_data_for
+    from tlkeras.core.detection.train import NMS, predict, to_pixels
+
+    say = progress or (lambda line: None)
+    target = Path(target)
+    run_dir = Path(run_dir)
+    overwrite = bool(getattr(options, "overwrite", False))
+    _check_target(target, overwrite)
+    wanted = [v for v in (getattr(options, "variants", None) or VARIANTS) if v in VARIANTS] or list(VARIANTS)
+    model, config, detection, class_names = load_run(run_dir)
+    if data_source is not None:
+        config.data.source = str(data_source)
+    data = read_data_for(config, task)
+    split = "test" if data.test else "val"
+    samples = data.split(split)
+    anchor_config = AnchorConfig.from_dict(detection["anchors"])
+    anchors, scales, size = make_anchors(anchor_config), anchor_config.box_scales, anchor_config.image_size
+    decoded = decode_samples(samples, size)
+    keras_dets = predict(model, decoded, anchors, scales)
+    keras_metrics = coco_metrics(samples, keras_dets, class_names)
+    say(f"keras on {split} ({len(samples)} images): AP50 {keras_metrics['AP50']:.3f} AP {keras_metrics['AP']:.3f}")
+    rng = np.random.default_rng(getattr(options, "seed", 42))
+    count = min(len(data.train), int(getattr(options, "representative_size", 200) or 200))
+    representative = decode_samples([data.train[i] for i in sorted(rng.choice(len(data.train), count, replace=False))], size).images
+    keras_out = [np.asarray(t[0]) for t in model(decoded.images[:4].astype("float32"), training=False)]
+    variants: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent if target.parent.exists() else None))
+    try:
+        for name in wanted:
+            say(f"{name}: converting")
+            raw = convert(model, size, name, representative if name == "int8" else None)
+            runner = LiteRTDetector(raw)
+            from tlkeras.core.detection.mediapipe_io import write_detector_metadata
+
+            content = write_detector_metadata(raw, anchors=anchors, box_scales=scales, class_names=class_names,
+                                              location_first=runner.location_first())
+            (tmp / f"{name}.tflite").write_bytes(content)
+            entry = _verify_litert(name, content, decoded, anchors, scales, keras_metrics, keras_out, class_names, NMS, postprocess, to_pixels, coco_metrics)
+            entry.update(file=f"{name}.tflite", bytes=len(content))
+            if getattr(options, "verify_mediapipe", True):
+                _verify_mediapipe(entry, tmp / f"{name}.tflite", samples, class_names, NMS, load_rgb, coco_metrics)
+            variants[name] = entry
+            if not entry["within_threshold"]:
+                failed[name] = entry["error"] or "outside its AP50 threshold"
+            say(f"{name}: {entry['bytes'] / 1024:.0f} KB, LiteRT AP50 {entry['metrics']['AP50']:.3f}, "
+                f"MediaPipe AP50 {entry['mediapipe']['AP50'] if entry.get('mediapipe') and 'AP50' in entry['mediapipe'] else 'n/a'}, "
+                f"verified on {entry['verified_on']}")
+        metadata = _describe(run_dir, config, class_names, detection, split, keras_metrics, variants, failed, anchors)
+        shutil.copyfile(run_dir / "labels.txt", tmp / "labels.txt")
+        shutil.copyfile(run_dir / "detection.json", tmp / "detection.json")
+        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, default=_json) + "\n", encoding="utf-8")
+        if failed:
+            raise TLKerasError(f"export checks failed: {'; '.join(f'{k}: {v}' for k, v in failed.items())}; nothing was written")
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.replace(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return DetectionExport(target, metadata)
+
+
+def _json(value):
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def _verify_litert(name, content, decoded, anchors, scales, keras_metrics, keras_out, class_names, nms, postprocess, to_pixels, coco_metrics):
+    runner = LiteRTDetector(content)
+    dets, first = [], []
+    for i, image in enumerate(decoded.images):
+        loc, logits = runner(image)
+        if i < len(keras_out[0]):
+            first.append((loc, logits))
+        dets.append(to_pixels(*postprocess(loc, logits, anchors, scales, **nms), decoded.samples[i]))
+    metrics = coco_metrics(decoded.samples, dets, class_names)
+    max_loc = float(max(np.abs(a[0] - b).max() for a, b in zip(first, keras_out[0])))
+    max_score = float(max(np.abs(a[1] - b).max() for a, b in zip(first, keras_out[1])))
+    drop = keras_metrics["AP50"] - metrics["AP50"]
+    limit = INT8_MAX_DROP if name == "int8" else FLOAT_MAX_DIFF
+    ok = drop <= limit
+    entry = {"description": {"float32": "float32 weights and activations", "float16": "float16 weights, float32 compute",
+                             "int8": "int8 weights and activations, uint8 input, float32 outputs"}[name],
+             "input": {"dtype": str(runner.input["dtype"].__name__), "shape": [int(v) for v in runner.input["shape"]]},
+             "output": [{"name": d["name"], "dtype": d["dtype"].__name__, "shape": [int(v) for v in d["shape"]]} for d in runner.outputs],
+             "metrics": {"AP50": metrics["AP50"], "AP": metrics["AP"], "AP75": metrics["AP75"], "drop_points": 100 * drop,
+                         "max_abs_diff_location": max_loc, "max_abs_diff_score_logits": max_score, "agreement": None},
+             "within_threshold": ok, "verified_on": ["litert"] if ok else [], "guardrail": {"metric": "AP50", "max_drop_points": 100 * limit},
+             "latency": {"litert_p50_ms_1_thread": runner.latency_ms(decoded.images[0])}, "error": None if ok else
+             f"LiteRT AP50 {metrics['AP50']:.3f} is {100 * drop:.1f} points below Keras' {keras_metrics['AP50']:.3f} (limit {100 * limit:.0f})"}
+    return entry
+
+
+def _verify_mediapipe(entry, path, samples, class_names, nms, load_rgb, coco_metrics) -> None:
+    from tlkeras.core.detection.mediapipe_io import mediapipe_available, mediapipe_detect
+
+    if not mediapipe_available():
+        entry["mediapipe"] = {"checked": False, "why": "mediapipe is not installed"}
+        return
+    try:
+        dets = mediapipe_detect(path, samples, score_threshold=nms["score_threshold"], max_results=nms["max_results"], load_rgb=load_rgb)
+    except Exception as exc:  # noqa: BLE001 - MediaPipe raises RuntimeError/ValueError with its graph errors
+        entry["mediapipe"] = {"checked": True, "loaded": False, "error": " ".join(str(exc).split())[:300]}
+        entry["within_threshold"] = False
+        entry["error"] = f"MediaPipe's ObjectDetector refused the file: {entry['mediapipe']['error']}"
+        return
+    m = coco_metrics(samples, dets, class_names)
+    diff = abs(m["AP50"] - entry["metrics"]["AP50"])
+    entry["mediapipe"] = {"checked": True, "loaded": True, "AP50": m["AP50"], "AP": m["AP"], "AP75": m["AP75"],
+                          "per_class": m["per_class"], "diff_vs_litert_points": 100 * diff,
+                          "settings": {"score_threshold": nms["score_threshold"], "max_results": nms["max_results"]}}
+    if diff <= MEDIAPIPE_MAX_DIFF:
+        entry["verified_on"].append("mediapipe-tasks")
+    else:
+        entry["within_threshold"] = False
+        entry["error"] = f"MediaPipe AP50 {m['AP50']:.3f} differs from LiteRT's {entry['metrics']['AP50']:.3f} by {100 * diff:.1f} points"
+
+
+def _describe(run_dir, config, class_names, detection, split, keras_metrics, variants, failed, anchors) -> dict:
+    from tlkeras.core.versions import versions
+
+    recommended = "int8" if "int8" in variants and not variants["int8"].get("error") else next(iter(variants), None)
+    return {
+        "format": "tlkeras-bundle", "format_version": 2, "name": config.name or Path(run_dir).name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "modality": "image", "versions": versions(),
+        "source_run": {"path": str(run_dir), "backbone": config.model.backbone, "weights": config.model.weights, "seed": config.seed,
+                       "data": config.data.source},
+        "task": {"name": "detection", "head": None, "num_outputs": len(class_names), "class_names": list(class_names), "labels_file": "labels.txt"},
+        "input": {"shape": [1, detection["anchors"]["image_size"], detection["anchors"]["image_size"], 3], "pixels": "raw RGB 0..255",
+                  "resize": "stretch the whole frame to the square input (as MediaPipe does)"},
+        "outputs": [{"name": "location", "shape": [1, len(anchors), 4], "meaning": "YXHW box encodings against the anchors in detection.json"},
+                    {"name": "score", "shape": [1, len(anchors), len(class_names)], "meaning": "class logits (MediaPipe applies the sigmoid)"}],
+        "evaluation": {"primary_metric": "AP50", "split": split, "count": keras_metrics["images"], "keras": keras_metrics,
+                       "nms": detection["nms"]},
+        "variants": variants, "recommended": recommended, "unknown_threshold": None, "calibration": None, "micro": None,
+        "saved_model": None, "onnx": None, "trainable": None, "web": None, "passed": not failed, "failed": dict(failed),
+    }

@@ -1,0 +1,126 @@
+"""MediaPipe's side of a detector: its metadata writer, and its Python ObjectDetector as a verifier.
+
+The metadata is written by MediaPipe's own writer,
+``metadata_writers.object_detector.MetadataWriter.create_for_models_without_nms``: the image input
+(mean 0, std 1: the model takes raw 0..255 pixels), the two raw outputs with the labels on the score
+tensor, and the ``DETECTOR_METADATA`` custom metadata (fixed anchors and the YXHW decoding options).
+
+Packaging note: ``mediapipe``'s metadata module imports a compiled helper
+(``mediapipe.tasks.cc.metadata.python._pywrap_metadata_version``) its wheel does not ship. The helper
+only computes the minimum metadata parser version; the detector metadata uses custom metadata (a
+schema 1.5.0 field), so while writing, the helper answers 1.5.0 (and nothing newer is written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import types
+
+import numpy as np
+
+from tlkeras.errors import TLKerasError
+
+__all__ = ["write_detector_metadata", "mediapipe_detect", "mediapipe_available"]
+
+_HELPER = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
+_MISSING = "the detector's TFLite metadata needs the mediapipe package (pip install mediapipe)"
+
+
+def _parser_version(buffer: bytes) -> str:
+    return "1.5.0"  # custom metadata (1.5.0) is the newest field the detector writer uses
+
+
+@contextlib.contextmanager
+def _writers():
+    """MediaPipe's writer modules, with the parser-version helper answering for detector metadata."""
+    try:
+        import mediapipe  # noqa: F401
+    except ImportError:
+        raise TLKerasError(_MISSING) from None
+    try:
+        __import__(_HELPER)
+    except ImportError:
+        parts = _HELPER.split(".")
+        for i in range(3, len(parts)):
+            parent = ".".join(parts[:i])
+            if parent not in sys.modules:
+                try:
+                    __import__(parent)
+                except ImportError:
+                    sys.modules[parent] = types.ModuleType(parent)
+                    setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], sys.modules[parent])
+        module = types.ModuleType(_HELPER)
+        module.GetMinimumMetadataParserVersion = _parser_version
+        sys.modules[_HELPER] = module
+        setattr(sys.modules[".".join(parts[:-1])], parts[-1], module)
+    helper = sys.modules[_HELPER]
+    shimmed = getattr(helper, "__file__", None) is None  # a stand-in (ours or the export stage's)
+    previous = helper.GetMinimumMetadataParserVersion
+    if shimmed:
+        helper.GetMinimumMetadataParserVersion = _parser_version
+    try:
+        from mediapipe.tasks.python.metadata.metadata_writers import metadata_info, metadata_writer, object_detector
+
+        yield object_detector, metadata_writer, metadata_info
+    finally:
+        helper.GetMinimumMetadataParserVersion = previous
+
+
+def mediapipe_available() -> bool:
+    try:
+        import mediapipe.tasks.python.vision  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def write_detector_metadata(content: bytes, *, anchors: np.ndarray, box_scales, class_names, location_first: bool) -> bytes:
+    """``content`` with MediaPipe ObjectDetector metadata (anchors ``[N, 4]`` y, x, h, w normalized).
+
+    Raises:
+        TLKerasError: mediapipe missing, or the writer rejects the model.
+    """
+    with _writers() as (od, mw, mi):
+        fixed = [od.FixedAnchor(x_center=float(a[1]), y_center=float(a[0]), width=float(a[3]), height=float(a[2])) for a in anchors]
+        sy, sx, sh, sw = (float(v) for v in box_scales)
+        decoding = od.TensorsDecodingOptions(
+            num_classes=len(class_names), num_boxes=len(anchors), num_coords=4, keypoint_coord_offset=0, num_keypoints=0,
+            num_values_per_keypoint=2, x_scale=sx, y_scale=sy, w_scale=sw, h_scale=sh, apply_exponential_on_box_size=True,
+            sigmoid_score=True)
+        order = mi.RawDetectionOutputTensorsOrder.LOCATION_SCORE if location_first else mi.RawDetectionOutputTensorsOrder.SCORE_LOCATION
+        try:
+            writer = od.MetadataWriter.create_for_models_without_nms(
+                bytearray(content), [0.0], [1.0], mw.Labels().add(list(class_names)), od.SsdAnchorsOptions(od.FixedAnchorsSchema(fixed)),
+                decoding, order)
+            out, _ = writer.populate()
+        except Exception as exc:  # noqa: BLE001 - the writer raises ValueError and flatbuffer errors
+            raise TLKerasError(f"MediaPipe's detector metadata writer refused the model ({type(exc).__name__}: {exc})") from None
+    return bytes(out)
+
+
+def mediapipe_detect(model_path, samples, *, score_threshold: float, max_results: int, load_rgb) -> list:
+    """Runs MediaPipe Tasks' Python ObjectDetector on each sample's original image.
+
+    Returns:
+        Per sample ``(boxes [k, 4] pixels xmin, ymin, xmax, ymax; scores [k]; class ids [k])``.
+    """
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions
+    from mediapipe.tasks.python.vision import ObjectDetector, ObjectDetectorOptions
+
+    options = ObjectDetectorOptions(base_options=BaseOptions(model_asset_path=str(model_path)), score_threshold=score_threshold,
+                                    max_results=max_results)
+    out = []
+    with ObjectDetector.create_from_options(options) as detector:
+        for s in samples:
+            rgb = np.ascontiguousarray(load_rgb(s))
+            result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
+            boxes, scores, classes = [], [], []
+            for d in result.detections:
+                b, c = d.bounding_box, d.categories[0]
+                boxes.append([b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height])
+                scores.append(c.score)
+                classes.append(c.index)
+            out.append((np.asarray(boxes, "float64").reshape(-1, 4), np.asarray(scores), np.asarray(classes, "int64")))
+    return out
