@@ -22,4 +22,5 @@ __all__ = ["Task", "get_task", "register_task", "task_for_data", "task_names", "
 register_task("classification", "tlkeras.core.tasks.classification:Classification")
 register_task("multilabel", "tlkeras.core.tasks.classification:MultiLabel")
 register_task("regression", "tlkeras.core.tasks.classification:Regression")
+register_task("segmentation", "tlkeras.core.segmentation.task:Segmentation")
 register_task("detection", "tlkeras.core.detection.task:Detection")
