@@ -1,6 +1,6 @@
-"""The map a reader follows is true: every dotted ``tlkeras.…`` name in the README, the docs, the tools'
-README and the package's docstrings resolves (a module, or an attribute of one), and every name in
-``tlkeras.__all__`` means the same object whatever was imported first."""
+"""The map a reader follows is true: every dotted ``tlkeras.…`` name in the READMEs, the docs,
+BENCHMARKS.md and the docstrings of the package and the tools resolves (a module, or an attribute
+of one), and every name in ``tlkeras.__all__`` means the same object whatever was imported first."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def names_in(text: str):
 
 
 def documents() -> list[Path]:
-    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "tools" / "README.md"]
+    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "tools" / "README.md",
+            REPO / "export" / "README.md", REPO / "notebooks" / "README.md", REPO / "BENCHMARKS.md"]
     return [p for p in docs if p.is_file()]
 
 
@@ -52,7 +53,7 @@ def referenced_names() -> dict[str, set[str]]:
     for path in documents():
         for name in names_in(path.read_text(encoding="utf-8")):
             found.setdefault(name, set()).add(str(path.relative_to(REPO)))
-    for path in sorted((REPO / "tlkeras").rglob("*.py")):
+    for path in [*sorted((REPO / "tlkeras").rglob("*.py")), *sorted((REPO / "tools").glob("*.py"))]:
         for doc in docstrings(path):
             for name in names_in(doc):
                 found.setdefault(name, set()).add(str(path.relative_to(REPO)))

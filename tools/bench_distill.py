@@ -4,11 +4,11 @@
 2. Students at 128 px (same backbone and ImageNet weights; alpha 0.25 is the only width the
    weights file fits), the teacher's training recipe and budget (epochs, early stopping,
    augmentation), per seed:
-   - ``distilled``: :func:`tlkeras.distillation.distill` with T=4, soft weight 0.7;
+   - ``distilled``: :func:`tlkeras.distill_model` with T=4, soft weight 0.7;
    - ``hard_labels``: the same code path with soft weight 0 (the controlled "without teacher");
    - ``train_128``: a plain ``tlkeras.train`` run at 128 px (reference).
 3. The teacher and the seed-0 distilled student are exported (float32, int8_float_io) and timed
-   with :func:`tlkeras.benchmarking.benchmark_bundle` (LiteRT, batch 1).
+   with :func:`tlkeras.benchmark_bundle` (LiteRT, batch 1).
 Writes benchmarks/distill.json.
 
     python tools/bench_distill.py [--seeds 0 1] [--student-size 128] [--teacher runs/x] [--work /tmp/...]
