@@ -22,6 +22,8 @@ DEFAULT_SIZE = 256
 SKIPS = {
     "mobilenet_v2": ("block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "out_relu"),
 }
+# Decoder BatchNorm: momentum 0.9 (Keras: 0.99) so its moving statistics catch up within the few
+# hundred steps a small set gives; with 0.99 inference-mode masks lag the trained model by epochs.
 # Decoder widths, coarse to fine (1/16, 1/8, 1/4, 1/2) and each skip's projection width; the
 # decoder stops at the resolution of the last width (FINEST: 2 = 1/2, 4 = 1/4).
 _WIDTHS = (128, 96, 64, 32)
@@ -41,10 +43,10 @@ def encoder_layers(model) -> list:
 def _conv_bn(x, filters: int, name: str, separable: bool = False):
     if separable:
         x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{name}_dw")(x)
-        x = keras.layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_dw_bn")(x)
         x = keras.layers.ReLU(name=f"{name}_dw_relu")(x)
     x = keras.layers.Conv2D(filters, 1, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
