@@ -15,7 +15,7 @@ from tlkeras._backend import keras
 from tlkeras.core.backbones import get_backbone, load_backbone_weights, preprocessing_layers
 from tlkeras.errors import TLKerasError
 
-__all__ = ["build_segmenter", "SKIPS", "freeze_encoder", "unfreeze_encoder", "encoder_layers", "DEFAULT_SIZE"]
+__all__ = ["build_segmenter", "check_segmenter", "SKIPS", "freeze_encoder", "unfreeze_encoder", "encoder_layers", "DEFAULT_SIZE"]
 
 DEFAULT_SIZE = 256
 # Feature layers of each supported encoder, finest first: 1/2, 1/4, 1/8, 1/16, 1/32.
@@ -50,6 +50,20 @@ def _conv_bn(x, filters: int, name: str, separable: bool = False):
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
+def check_segmenter(model_config, size: int) -> str:
+    """Cheap checks before any data is read; returns the registry name of the backbone.
+
+    Raises:
+        TLKerasError: another backbone, a size not divisible by 32 or under 64.
+    """
+    name = model_config.backbone if str(model_config.backbone).startswith("hub:") else get_backbone(model_config.backbone).name
+    if name not in SKIPS:
+        raise TLKerasError(f"segmentation supports the backbones {', '.join(SKIPS)}, got {model_config.backbone}; pass --backbone mobilenet_v2")
+    if size % 32 or size < 64:
+        raise TLKerasError(f"segmentation needs an input size that is a multiple of 32 and at least 64, got {size}; e.g. --image-size 256")
+    return name
+
+
 def build_segmenter(model_config, num_classes: int, size: int = DEFAULT_SIZE):
     """Builds the encoder-decoder, encoder frozen (phase 1).
 
@@ -62,11 +76,7 @@ def build_segmenter(model_config, num_classes: int, size: int = DEFAULT_SIZE):
     Raises:
         TLKerasError: another backbone, a size not divisible by 32, weights that do not fit.
     """
-    name = get_backbone(model_config.backbone).name if not str(model_config.backbone).startswith("hub:") else model_config.backbone
-    if name not in SKIPS:
-        raise TLKerasError(f"segmentation supports the backbones {', '.join(SKIPS)}, got {model_config.backbone}; pass --backbone mobilenet_v2")
-    if size % 32 or size < 64:
-        raise TLKerasError(f"segmentation needs an input size that is a multiple of 32 and at least 64, got {size}; e.g. --image-size 256")
+    name = check_segmenter(model_config, size)
     if num_classes < 2:
         raise TLKerasError("segmentation needs at least two classes (an explicit background and one more)")
     spec = get_backbone(name)

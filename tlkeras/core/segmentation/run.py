@@ -20,7 +20,7 @@ from tlkeras.config import RunConfig, TrainConfig, load_config, save_config
 from tlkeras.core.segmentation.data import SegData, load_segmentation
 from tlkeras.core.segmentation.fit import RECIPE, fit_two_phase, predict_masks
 from tlkeras.core.segmentation.metrics import mask_metrics
-from tlkeras.core.segmentation.model import DEFAULT_SIZE, build_segmenter
+from tlkeras.core.segmentation.model import DEFAULT_SIZE, build_segmenter, check_segmenter
 from tlkeras.core.versions import versions
 from tlkeras.errors import DataError, RunDirectoryError, TLKerasError
 from tlkeras.runs import (
@@ -137,6 +137,7 @@ def train_segmentation(task, config: RunConfig, data: SegData | None = None, *, 
     from tlkeras.core.models import check_model_config
 
     check_model_config(config.model, config.data.image_size)
+    check_segmenter(config.model, config.data.image_size)
     stage = _Stage(config, write)
     keras.utils.set_random_seed(config.seed)
     if config.train.deterministic:
