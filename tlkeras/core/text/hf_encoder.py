@@ -93,8 +93,24 @@ class BertEncoder(keras.layers.Layer):
     def _drop(self, x, rate, training):
         return tf.nn.dropout(x, rate=rate) if training and rate > 0 else x
 
+    @staticmethod
+    def _trim(ids, mask, types):
+        """Drops the columns after the batch's last real token.
+
+        Exact, not an approximation: a padded key gets weight exp(-10000) = 0, and no real token's
+        state or the pooled vector depends on padded positions. Review sentences are short (median
+        15 wordpieces on data/sentences), so a batch at sequence length 64 computes ~40 columns
+        instead of 64. Not at batch size 1: the export traces batch 1 at the fixed length, so the
+        TFLite graph keeps static shapes.
+        """
+        if ids.shape[0] == 1:
+            return ids, mask, types
+        positions = tf.range(1, tf.shape(mask)[1] + 1)[None, :]
+        keep = tf.maximum(tf.reduce_max(tf.where(mask > 0, positions, tf.zeros_like(positions))), 1)
+        return ids[:, :keep], mask[:, :keep], types[:, :keep]
+
     def call(self, inputs, training=None):
-        ids, mask, types = inputs
+        ids, mask, types = self._trim(*inputs)
         batch, length = tf.shape(ids)[0], tf.shape(ids)[1]
         hidden_rate = float(self.bert_config.get("hidden_dropout_prob", 0.0))
         attention_rate = float(self.bert_config.get("attention_probs_dropout_prob", 0.0))
