@@ -320,3 +320,6 @@ def test_export_verified_on_litert_and_mediapipe(seg_run, tmp_path):
         else:
             assert v["metrics"]["agreement"] > 0.9
         assert v["mediapipe"]["agreement_with_litert"] > 0.97  # MediaPipe runs the same file
+        if meta["web"]["checked"]:  # headless Chromium and @mediapipe/tasks-vision are installed
+            assert abs(v["web"]["miou"] - v["mediapipe"]["miou"]) <= 0.005
+            assert "mediapipe-web" in v["verified_on"] or name == "int8"

@@ -165,7 +165,10 @@ def export_segmentation_run(run_dir, target, options=None, data_source: str | No
         entries[name], why = _verify(name, content, split, keras_masks, keras_metrics, labels, data.ignore_index, max_drop, say)
         if why:
             failed[name] = why
+    web = _web_check(files, split, keras_metrics, labels, data.ignore_index, entries, failed, say) if getattr(options, "verify_web", True) else \
+        {"checked": False, "why": "verify_web is off"}
     meta = _metadata(run_dir, config, labels, data, split_name, len(split), keras_metrics, entries, model)
+    meta["web"] = web
     with staged_directory(target, overwrite=overwrite) as tmp:
         for name, content in files.items():
             atomic_write_bytes(tmp / entries[name]["file"], content)
@@ -215,6 +218,35 @@ def _verify(name: str, content: bytes, split, keras_masks: np.ndarray, keras_met
     if why:
         entry["error"] = why
     return entry, why
+
+
+def _web_check(files: dict[str, bytes], split, keras_metrics: dict, labels: list[str], ignore_index: int | None,
+               entries: dict, failed: dict, say) -> dict[str, Any]:
+    """Runs every variant in MediaPipe Tasks for Web (headless Chromium); adds ``mediapipe-web`` to
+    ``verified_on`` where its mask mIoU is within 1 point of Keras'. Without a browser or the npm
+    package the check is skipped and says why (the bundle does not depend on it)."""
+    from tlkeras.core.browser import BrowserUnavailable
+    from tlkeras.core.segmentation.web import web_masks
+
+    try:
+        masks, version = web_masks(files, split.x)
+    except (TLKerasError, BrowserUnavailable, RuntimeError, OSError, TimeoutError) as exc:
+        say(f"  browser check skipped: {exc}")
+        return {"checked": False, "why": str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}
+    result: dict[str, Any] = {"checked": True, "package": f"@mediapipe/tasks-vision {version}", "browser": "headless Chromium"}
+    for name, mask in masks.items():
+        m = mask_metrics(split.y, mask, labels, ignore_index)
+        drop = 100.0 * (keras_metrics["miou"] - m["miou"])
+        entries[name]["web"] = {"miou": m["miou"], "per_class_iou": m["per_class_iou"], "drop_points": drop}
+        say(f"  {name}: MediaPipe Web mIoU {m['miou']:.4f}")
+        if drop <= MEDIAPIPE_MAX_DROP:
+            entries[name]["verified_on"].append("mediapipe-web")
+        else:
+            why = f"MediaPipe Web's mask mIoU {m['miou']:.4f} is {drop:.2f} points under Keras' (gate {MEDIAPIPE_MAX_DROP})"
+            failed.setdefault(name, why)
+            entries[name]["within_threshold"] = False
+            entries[name].setdefault("error", why)
+    return result
 
 
 def _metadata(run_dir: Path, config, labels, data, split_name: str, count: int, keras_metrics: dict, entries: dict, model) -> dict[str, Any]:
