@@ -239,7 +239,7 @@ def test_a_tiny_checkpoint_trains_exports_and_agrees_in_mediapipe(tmp_path, hf_w
     # MediaPipe on accented, non-Latin and odd texts, against the reloaded Keras model on raw strings.
     model = load_model(run)
     texts = ACCENTED + ["Great movie", "AWFUL phone!"]
-    content = (tmp_path / "bundle" / "model_float32.tflite").read_bytes()
+    content = (tmp_path / "bundle" / meta["variants"]["float32"]["file"]).read_bytes()
     check = verify_mediapipe_text(content, texts, predict(model, np.array(texts, dtype=object), 8), ["negative", "positive"])
     assert check["loaded"] and check["agreement"] == 1.0 and check["max_score_diff"] < 1e-4, check
 
