@@ -117,6 +117,14 @@ def test_tflite_has_one_named_output_per_head(trained, tmp_path):
         assert details[o["position"]]["index"] == o["tensor_index"]
         assert list(details[o["position"]]["shape"]) == o["shape"]
     assert meta["variants"]["float32"]["metrics"]["agreement"] == 1.0
+    # One bundle format: the multi-task bundle validates against the schema image and text bundles follow.
+    from tlkeras.export.pipeline import TOP_LEVEL_KEYS, VARIANT_KEYS, load_schema, validate_metadata
+
+    validate_metadata(on_disk)
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(on_disk, load_schema())
+    assert list(on_disk) == list(TOP_LEVEL_KEYS) and list(on_disk["variants"]["float32"]) == list(VARIANT_KEYS)
+    assert on_disk["task"]["name"] == "multitask" and on_disk["variants"]["float32"]["verified_on"] == ["litert"]
 
 
 def test_csv_with_missing_cells(tmp_path):

@@ -234,6 +234,21 @@ def test_text_bundle_is_verified_in_mediapipe(text_bundle):
     assert (text_bundle / "labels.txt").read_text().split() == ["negative", "positive"]
 
 
+def test_text_bundle_has_the_image_bundles_schema(text_bundle):
+    """One bundle format: the text bundle validates against bundle.schema.json with the same keys as an image bundle."""
+    from tlkeras.export.pipeline import TOP_LEVEL_KEYS, VARIANT_KEYS, load_schema, validate_metadata
+
+    meta = json.loads((text_bundle / "metadata.json").read_text())
+    validate_metadata(meta)
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(meta, load_schema())
+    assert list(meta) == list(TOP_LEVEL_KEYS) and meta["format_version"] == 2
+    for name, variant in meta["variants"].items():
+        assert list(variant) == list(VARIANT_KEYS) and variant["file"] == f"{name}.tflite"
+        assert (text_bundle / variant["file"]).is_file()
+    assert meta["recommended"] == "dynamic_range" and (text_bundle / "model_card.md").is_file()
+
+
 def test_text_bundle_runs_on_litert_from_the_vocabulary_alone(text_bundle, text_world):
     """An app without TensorFlow: tokenize by the bundle's vocab.txt rule, run LiteRT, get Keras' answer."""
     from ai_edge_litert.interpreter import Interpreter
@@ -242,7 +257,7 @@ def test_text_bundle_runs_on_litert_from_the_vocabulary_alone(text_bundle, text_
 
     meta = json.loads((text_bundle / "metadata.json").read_text())
     index = vocabulary_index((text_bundle / "vocab.txt").read_text().splitlines())
-    interpreter = Interpreter(model_path=str(text_bundle / "model_float32.tflite"))
+    interpreter = Interpreter(model_path=str(text_bundle / meta["variants"]["float32"]["file"]))
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     correct = 0

@@ -55,11 +55,14 @@ from tlkeras.export.pipeline import (
     verify_step,
     write_bundle,
 )
-from tlkeras.export.result import ExportCheckError, ExportResult, unknown_threshold
+from tlkeras.export.result import ExportCheckError, ExportResult, finish_export, unknown_threshold
 from tlkeras.export.text import export_text_model
 from tlkeras.export.trainable import export_trainable
 from tlkeras.export.variants import VARIANTS, Variant
 from tlkeras.export.web import add_web_page, check_web_options, image_calls
+
+__all__ = ["ExportOptions", "ExportResult", "ExportCheckError", "export_model", "export_run", "check_export_target",
+           "load_run_for_export", "IMAGE_PREFERENCE"]
 
 # ---------------------------------------------------------------------------------------------
 # Bundle
@@ -179,13 +182,6 @@ def export_model(
         meta = _describe_image(job, data, extras, calibration)
         write_bundle(stage, meta, {"labels.txt": job.class_names})
     return finish_export(ExportResult(job.output_dir, meta, job.failed, job.reports), options)
-
-
-def finish_export(result: ExportResult, options) -> ExportResult:
-    """Returns ``result``, or raises :class:`ExportCheckError` when a check failed and ``allow_drop`` is off."""
-    if result.failed and not options.allow_drop:
-        raise ExportCheckError(_failure_message(result, options), result)
-    return result
 
 
 def _prepare(model, data: DataBundle, output_dir: Path, options: ExportOptions, *, name, source_run, representative, calibration,
@@ -420,19 +416,6 @@ def _write_report(path: Path, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     atomic_write_text(path, buffer.getvalue())
-
-
-def _failure_message(result: ExportResult, options) -> str:
-    parts = "; ".join(f"{v} {why}" for v, why in result.failed.items())
-    message = f"{parts} (limit {options.max_drop:g})"
-    variants = result.metadata["variants"]
-    worst = next((variants[v].get("worst_layers") for v in result.failed if (variants.get(v) or {}).get("worst_layers")), None)
-    if worst:
-        layers = ", ".join(f"{w['layer']} ({w['rmse_over_scale']:.1f})" for w in worst[:3])
-        report = next(p.name for v, p in result.reports.items() if v in result.failed)
-        message += (f"; largest int8 errors (RMSE in quantization steps): {layers}, see {result.bundle_dir / report}; "
-                    f"try a larger --representative-size, quantization-aware training, or a float variant")
-    return message + f"; bundle written to {result.bundle_dir}; pass --allow-drop to accept"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 
 from tlkeras.errors import ExportCheckFailed, TLKerasError
 
-__all__ = ["ExportResult", "ExportCheckError", "primary_metric", "compare_outputs", "unknown_threshold"]
+__all__ = ["ExportResult", "ExportCheckError", "primary_metric", "compare_outputs", "unknown_threshold", "finish_export"]
 
 
 @dataclass
@@ -92,3 +92,23 @@ def unknown_threshold(calibration: dict[str, Any] | None) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
         raise TLKerasError(f"calibration.json's unknown_threshold must be a score in [0, 1], got {value!r}; recalibrate the run")
     return float(value)
+
+
+def finish_export(result: ExportResult, options) -> ExportResult:
+    """Returns ``result``, or raises :class:`ExportCheckError` when a check failed and ``allow_drop`` is off."""
+    if result.failed and not options.allow_drop:
+        raise ExportCheckError(_failure_message(result, options), result)
+    return result
+
+
+def _failure_message(result: ExportResult, options) -> str:
+    parts = "; ".join(f"{v} {why}" for v, why in result.failed.items())
+    message = f"{parts} (limit {options.max_drop:g})"
+    variants = result.metadata["variants"]
+    worst = next((variants[v].get("worst_layers") for v in result.failed if (variants.get(v) or {}).get("worst_layers")), None)
+    if worst:
+        layers = ", ".join(f"{w['layer']} ({w['rmse_over_scale']:.1f})" for w in worst[:3])
+        report = next(p.name for v, p in result.reports.items() if v in result.failed)
+        message += (f"; largest int8 errors (RMSE in quantization steps): {layers}, see {result.bundle_dir / report}; "
+                    f"try a larger --representative-size, quantization-aware training, or a float variant")
+    return message + f"; bundle written to {result.bundle_dir}; pass --allow-drop to accept"

@@ -9,11 +9,12 @@ metadata and feeds int32 ids. So the exported graph is the model after its token
 - BERT family: ``input_word_ids``, ``input_mask``, ``input_type_ids`` [1, L] with BertTokenizer
   metadata (the preprocessing model's wordpiece vocabulary inside the file).
 
-Each variant (float32, float16, dynamic-range int8) is verified three ways on the evaluation split:
-LiteRT on the ids the Keras tokenizer makes against Keras (accuracy drop, top-1 agreement);
-MediaPipe's ``TextClassifier`` on the raw texts against Keras (top-1 agreement, >= 99% required:
-this proves MediaPipe tokenizes as the model was trained); and the p50 latency per text on LiteRT
-with one thread. Sentence encoders that take raw strings need TensorFlow string ops that LiteRT's
+Each variant (float32, float16, dynamic-range int8) goes through the shared export pipeline
+(:mod:`tlkeras.export.pipeline`) and is verified three ways on the evaluation split: LiteRT on the
+ids the Keras tokenizer makes against Keras (accuracy drop, the task's agreement); MediaPipe's
+``TextClassifier`` on the raw texts against LiteRT (the task's agreement rule, >= 99% required: this
+proves MediaPipe tokenizes as the model was trained); and the p50 latency per text on LiteRT with
+one thread. Sentence encoders that take raw strings need TensorFlow string ops that LiteRT's
 builtin ops lack, so they are refused with one line.
 """
 
@@ -34,8 +35,20 @@ from tlkeras.core.text.encoders import ids_model, text_kind, tokenizer_layer
 from tlkeras.core.versions import versions
 from tlkeras.errors import TLKerasError
 from tlkeras.export import text_metadata, tflite_metadata
-from tlkeras.export.convert import convert_variant
-from tlkeras.export.result import ExportCheckError, ExportResult, compare_outputs, primary_metric, unknown_threshold
+from tlkeras.export.pipeline import (
+    Reference,
+    convert_step,
+    describe,
+    has_classes,
+    head_task,
+    mediapipe_step,
+    new_variant,
+    output_entry,
+    recommend,
+    verify_step,
+    write_bundle,
+)
+from tlkeras.export.result import ExportResult, finish_export, unknown_threshold
 from tlkeras.export.variants import VARIANTS
 from tlkeras.export.web import add_web_page, check_web_options, text_calls
 
@@ -46,6 +59,8 @@ __all__ = ["TEXT_VARIANTS", "export_text_model", "text_inputs", "run_text_model"
 TEXT_VARIANTS = ("float32", "float16", "dynamic_range")
 BERT_INPUTS = ("input_word_ids", "input_mask", "input_type_ids")
 MEDIAPIPE_MIN_AGREEMENT = 0.99
+# Variants an app should pick first, in order, among those that passed (the bundle's "recommended").
+TEXT_PREFERENCE = ("dynamic_range", "float16", "float32")
 
 
 def text_inputs(model, texts) -> list[np.ndarray]:
@@ -135,6 +150,11 @@ def export_text_model(model, bundle: DataBundle, output_dir: Path, options, *, n
                       calibration: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None):
     """Exports a text run's model as a verified bundle of TFLite variants with MediaPipe metadata.
 
+    The steps of :mod:`tlkeras.export.pipeline` with the text modality's parts: the ids-in serving
+    graph, the tokenizer metadata, LiteRT on the Keras tokenizer's ids, MediaPipe's TextClassifier
+    on the raw texts (against LiteRT, by the task's agreement rule; a disagreement fails the
+    export, since it means the phone would tokenize differently).
+
     Args:
         model: a text model from :func:`tlkeras.core.models.build_text_classifier` (raw strings in).
         bundle: the data; the evaluation split (test, else val) verifies every variant.
@@ -153,9 +173,61 @@ def export_text_model(model, bundle: DataBundle, output_dir: Path, options, *, n
 
     Side effects: writes ``output_dir`` atomically (staged in a hidden sibling, then renamed).
     """
-    from tlkeras.runs import atomic_write_bytes, atomic_write_text, staged_directory, write_json
+    from tlkeras.runs import atomic_write_text, staged_directory
 
     say = progress or (lambda line: None)
+    kind, variants, use_metadata = _check_text_export(model, bundle, options)
+    layer = tokenizer_layer(model)
+    length = int(layer.sequence_length)
+    split_name, split = bundle.eval_split
+    texts = [str(t) for t in split.x]
+    class_names = list(bundle.class_names)
+    keras_out = predict(model, split.x, 64)
+    task = head_task(bundle.head)
+    reference = Reference(bundle.head, split_name, split.y, keras_out, class_names, task.metrics(split.y, keras_out, class_names), bundle.source)
+    inputs = text_inputs(model, texts)
+    threshold = unknown_threshold(calibration)
+    failed: dict[str, str] = {}
+    entries: dict[str, dict[str, Any]] = {}
+    litert_outs: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory(prefix="tlkeras-export-") as work, staged_directory(output_dir, overwrite=options.overwrite) as stage:
+        say(f"saving the ids-in graph ({kind}, sequence length {length})")
+        saved = _serving_model(model, kind, length, Path(work) / "serving")
+        for variant in variants:
+            writer = (lambda content, v=variant: _with_metadata(content, model, kind, v, name, class_names, threshold, source_run or {})) \
+                if use_metadata else None
+            entries[variant], litert_outs[variant] = _export_text_variant(
+                variant, saved, writer, inputs, texts, reference, options, failed, stage, say)
+            if entries[variant]["tflite_metadata"]:
+                entries[variant]["tflite_metadata"]["score_threshold"] = threshold
+        vocab = list(layer.vocabulary) if kind == "word" else layer.vocabulary()[0]
+        atomic_write_text(stage / "vocab.txt", "\n".join(vocab) + "\n")
+        extras = {"recommended": recommend(entries, TEXT_PREFERENCE)}
+        if options.web:
+            extras["web"] = add_web_page(stage, name=name, class_names=class_names, variants_meta=entries, recommended=extras["recommended"],
+                                         threshold=threshold, calls=text_calls(texts), litert_outs=litert_outs, verify=options.verify_web,
+                                         modality="text", say=say)
+        meta = describe(
+            name=name, modality="text", source_run=source_run, unknown_threshold=threshold, calibration=calibration,
+            task={"name": task.name, "head": bundle.head, "num_outputs": len(class_names), "class_names": class_names,
+                  "labels_file": "labels.txt", "tasks": None},
+            input={
+                "kind": "average_word_embedding" if kind == "word" else "bert", "sequence_length": length, "dtype": "int32", "batch": 1,
+                "tensors": ["input_ids"] if kind == "word" else list(BERT_INPUTS),
+                "tokenizer": ({"type": "regex", "delimiter": layer.delimiter, "vocabulary": "vocab.txt", "lower_case": "ascii",
+                               "start_token": "<START>", "pad_id": 0, "unknown_id": 2} if kind == "word" else {"type": "bert_wordpiece", "vocabulary": "vocab.txt"}),
+            },
+            outputs=[output_entry(task, "probabilities", class_names)],
+            evaluation={"split": split_name, "count": len(texts), "data": bundle.source, "primary_metric": reference.key,
+                        "max_drop_points": options.max_drop, "keras": reference.keras_summary(), "representative": None},
+            variants=entries, failed=failed, recommended=extras.pop("recommended"), extras=extras,
+        )
+        write_bundle(stage, meta, {"labels.txt": class_names})
+    return finish_export(ExportResult(Path(output_dir), meta, failed), options)
+
+
+def _check_text_export(model, bundle: DataBundle, options) -> tuple[str, tuple[str, ...], bool]:
+    """Refuses what a text bundle cannot hold, before any work; returns (kind, variants, write metadata)."""
     kind = text_kind(model)
     if kind == "sentence":
         raise TLKerasError(
@@ -176,76 +248,33 @@ def export_text_model(model, bundle: DataBundle, output_dir: Path, options, *, n
         raise TLKerasError(f"--{'web' if options.web else 'metadata on'} needs the mediapipe package (pip install mediapipe) for its metadata writers")
     if options.web:
         check_web_options(options, bundle.head, "text")  # fail before converting anything
-    layer = tokenizer_layer(model)
-    length = int(layer.sequence_length)
-    split_name, split = bundle.eval_split
-    texts = [str(t) for t in split.x]
-    keras_out = predict(model, split.x, 64)
-    from tlkeras.core.metrics import compute_metrics
+    return kind, variants, use_metadata
 
-    keras_metrics = compute_metrics(split.y, keras_out, bundle.class_names, bundle.head)
-    key = primary_metric(bundle.head)
-    inputs = text_inputs(model, texts)
-    threshold = unknown_threshold(calibration)
-    meta: dict[str, Any] = {
-        "format": "tlkeras-bundle", "format_version": 1, "modality": "text", "name": name, "source_run": source_run or {},
-        "versions": versions(), "unknown_threshold": threshold,
-        "task": {"head": bundle.head, "class_names": list(bundle.class_names), "unknown_threshold": threshold},
-        "input": {
-            "kind": "average_word_embedding" if kind == "word" else "bert", "sequence_length": length, "dtype": "int32", "batch": 1,
-            "tensors": ["input_ids"] if kind == "word" else list(BERT_INPUTS),
-            "tokenizer": ({"type": "regex", "delimiter": layer.delimiter, "vocabulary": "vocab.txt", "lower_case": "ascii",
-                           "start_token": "<START>", "pad_id": 0, "unknown_id": 2} if kind == "word" else {"type": "bert_wordpiece", "vocabulary": "vocab.txt"}),
-        },
-        "evaluation": {"split": split_name, "count": len(texts), "primary_metric": key, "keras": {k: keras_metrics[k] for k in (key, "count") if k in keras_metrics}},
-        "variants": {}, "verified_on": {},
-    }
-    failed: dict[str, str] = {}
-    litert_outs: dict[str, np.ndarray] = {}
-    with tempfile.TemporaryDirectory(prefix="tlkeras-export-") as work, staged_directory(output_dir, overwrite=options.overwrite) as stage:
-        say(f"saving the ids-in graph ({kind}, sequence length {length})")
-        saved = _serving_model(model, kind, length, Path(work) / "serving")
-        for variant in variants:
-            say(f"{variant}: converting")
-            content = convert_variant(saved, variant)
-            if use_metadata:
-                content = _with_metadata(content, model, kind, variant, name, bundle.class_names, threshold, source_run or {})
-            out = litert_outs[variant] = run_text_model(content, inputs)
-            metrics = compare_outputs(split.y, keras_out, out, bundle.class_names, bundle.head, keras_metrics)
-            entry: dict[str, Any] = {"file": f"model_{variant}.tflite", "bytes": len(content), "description": VARIANTS[variant].description,
-                                     "metrics": metrics, "latency": _latency(content, inputs), "verified_on": ["litert"]}
-            entry["within_threshold"] = metrics["drop_points"] <= options.max_drop
-            if not entry["within_threshold"]:
-                failed[variant] = f"drops {metrics['drop_points']:.2f} points (max {options.max_drop})"
-            if use_metadata and options.verify_mediapipe and bundle.head == "softmax":
-                check = text_metadata.verify_mediapipe_text(content, texts, keras_out, list(bundle.class_names))
-                entry["mediapipe"] = check
-                if check.get("loaded") and (check.get("agreement") or 0.0) >= MEDIAPIPE_MIN_AGREEMENT:
-                    entry["verified_on"].append("mediapipe-text")
-                else:
-                    failed[variant] = f"MediaPipe TextClassifier: {check.get('error') or 'top-1 agreement %.3f' % (check.get('agreement') or 0.0)}"
-                    entry["within_threshold"] = False
-            say(f"{variant}: {len(content) / 1024:.0f} KB, {key} {metrics.get(key, float('nan')):.3f}, agreement {metrics['agreement']:.3f}"
-                + (f", MediaPipe agreement {entry['mediapipe'].get('agreement')}" if "mediapipe" in entry else ""))
-            atomic_write_bytes(stage / entry["file"], content)
-            meta["variants"][variant] = entry
-            meta["verified_on"][variant] = entry["verified_on"]
-        if "float32" in meta["variants"]:
-            base = meta["variants"]["float32"]["bytes"]
-            for entry in meta["variants"].values():
-                entry["size_vs_float32"] = entry["bytes"] / base
-        vocab = list(layer.vocabulary) if kind == "word" else layer.vocabulary()[0]
-        atomic_write_text(stage / "vocab.txt", "\n".join(vocab) + "\n")
-        atomic_write_text(stage / "labels.txt", "\n".join(bundle.class_names) + "\n")
-        meta["recommended"] = "dynamic_range" if "dynamic_range" in meta["variants"] and "dynamic_range" not in failed else next(iter(meta["variants"]))
-        if options.web:
-            meta["web"] = add_web_page(stage, name=name, class_names=bundle.class_names, variants_meta=meta["variants"], recommended=meta["recommended"],
-                                       threshold=threshold, calls=text_calls(texts), litert_outs=litert_outs, verify=options.verify_web,
-                                       modality="text", say=say)
-        meta["passed"] = not failed
-        write_json(stage / "metadata.json", meta)
-    result = ExportResult(Path(output_dir), meta, failed)
-    if failed and not options.allow_drop:
-        first = next(iter(failed.items()))
-        raise ExportCheckError(f"variant {first[0]} {first[1]}; the bundle is in {output_dir}; pass --allow-drop to accept it", result)
-    return result
+
+def _export_text_variant(variant: str, saved: Path, writer, inputs: list[np.ndarray], texts: list[str], reference: Reference, options,
+                         failed: dict[str, str], stage: Path, say) -> tuple[dict[str, Any], np.ndarray]:
+    """convert -> verify for one text variant; writes its file. Returns its entry and LiteRT outputs."""
+    from tlkeras.core.litert import inspect_model, io_details
+    from tlkeras.runs import atomic_write_bytes
+
+    say(f"{variant}: converting")
+    entry = new_variant(variant, VARIANTS[variant].description)
+    content = convert_step(saved, variant, None, writer)
+    out = run_text_model(content, inputs)
+    metrics = verify_step(entry, content, out, reference, options.max_drop, failed, variant)
+    details = io_details(load_interpreter(content))
+    entry.update(input={k: details["inputs"][0][k] for k in ("name", "shape", "dtype", "scale", "zero_point")},
+                 output={k: details["outputs"][0][k] for k in ("name", "shape", "dtype", "scale", "zero_point")},
+                 ops=inspect_model(content).op_names, latency=_latency(content, inputs))
+    if writer is not None:
+        entry["tflite_metadata"] = {"writer": f"mediapipe {tflite_metadata.mediapipe_version()}", "labels": "labels.txt (packed in the .tflite)",
+                                    "tokenizer": "vocab.txt (packed in the .tflite)", "score_threshold": None}
+    if writer is not None and options.verify_mediapipe and has_classes(reference.task):
+        check = text_metadata.verify_mediapipe_text(content, texts, out, reference.class_names, reference.head)
+        if not mediapipe_step(entry, check, "mediapipe-text", MEDIAPIPE_MIN_AGREEMENT):
+            failed[variant] = f"MediaPipe TextClassifier: {check.get('error') or 'agreement %.3f' % (check.get('agreement') or 0.0)}"
+            entry["within_threshold"] = False
+    say(f"{variant}: {len(content) / 1024:.0f} KB, {reference.key} {metrics.get(reference.key, float('nan')):.3f}, agreement {metrics['agreement']:.3f}"
+        + (f", MediaPipe agreement {entry['mediapipe'].get('agreement')}" if entry["mediapipe"] else ""))
+    atomic_write_bytes(stage / entry["file"], content)
+    return entry, out

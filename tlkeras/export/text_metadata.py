@@ -65,7 +65,7 @@ import numpy as np
 
 from tlkeras.core.text.tokenize import vocabulary_index
 from tlkeras.errors import TLKerasError
-from tlkeras.export.tflite_metadata import TOP1_TIE, _import_writers, _minimum_parser_version, open_classifier, populate_metadata
+from tlkeras.export.tflite_metadata import _import_writers, _minimum_parser_version, mediapipe_agreement, open_classifier, populate_metadata
 
 __all__ = [
     "REGEX_DELIMITER",
@@ -543,7 +543,8 @@ def mediapipe_bert_ids(text: str, vocab: Sequence[str], length: int) -> tuple[np
 # --------------------------------------------------------------------------- MediaPipe check
 
 
-def verify_mediapipe_text(content: bytes, texts: Sequence[str], expected: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+def verify_mediapipe_text(content: bytes, texts: Sequence[str], expected: np.ndarray, class_names: Sequence[str],
+                          head: str = "softmax") -> dict[str, Any]:
     """Runs a text model with metadata in MediaPipe Tasks' TextClassifier and compares its scores.
 
     Args:
@@ -552,31 +553,17 @@ def verify_mediapipe_text(content: bytes, texts: Sequence[str], expected: np.nda
         expected: ``[len(texts), len(class_names)]`` scores expected for them (e.g. LiteRT's on
             the ids :func:`mediapipe_regex_ids` computes).
         class_names: the labels, in output order.
+        head: names the task whose agreement rule compares the scores.
 
     Returns:
-        ``{"loaded": bool, "error": first line of the load error or None, "agreement": share of
-        texts whose top category's index is the argmax of their expected row, "names_match":
-        every returned category's name is ``class_names`` of its index, "max_score_diff": largest
-        |MediaPipe score - expected score| over all returned categories, "count": texts compared}``.
-        A model MediaPipe refuses gives ``loaded`` False and None for the measures (no exception).
+        :func:`tlkeras.export.tflite_metadata.mediapipe_agreement`'s record (the same comparison as
+        image bundles'). A model MediaPipe refuses gives ``loaded`` False and None for the measures
+        (no exception).
     """
     from mediapipe.tasks.python import BaseOptions, text
 
     names = [str(n) for n in class_names]
-    expected = np.asarray(expected, np.float64).reshape(len(texts), len(names))
     classifier, failure = open_classifier(text.TextClassifier, text.TextClassifierOptions, BaseOptions, content, len(names))
     if failure is not None:
         return failure
-    agree, names_ok, diff = 0, True, 0.0
-    with classifier:
-        for sample, row in zip(texts, expected):
-            categories = classifier.classify(sample).classifications[0].categories
-            if not categories:
-                continue
-            # Ties (e.g. a text of unknown words only) may come back in any order among them.
-            agree += int(row[categories[0].index] >= row.max() - TOP1_TIE)
-            for category in categories:
-                names_ok &= category.category_name == names[category.index]
-                diff = max(diff, abs(float(category.score) - float(row[category.index])))
-    return {"loaded": True, "error": None, "agreement": agree / max(1, len(texts)), "names_match": bool(names_ok),
-            "max_score_diff": diff, "count": len(texts)}
+    return mediapipe_agreement(classifier, list(texts), expected, names, head)

@@ -109,7 +109,9 @@ def check_web_options(options, head: str, modality: str = "image") -> None:
     Raises:
         TLKerasError: one line that says what to change or install.
     """
-    if options.metadata == "off" or head == "regression":
+    from tlkeras.export.pipeline import has_classes, head_task
+
+    if options.metadata == "off" or not has_classes(head_task(head)):
         raise TLKerasError("--web classifies with MediaPipe, which needs the TFLite metadata of a softmax or sigmoid head; "
                            "drop --metadata off (regression heads have no page)")
     find_mediapipe_web(modality)
@@ -257,8 +259,7 @@ def add_web_page(stage: str | os.PathLike, *, name: str, class_names: Sequence[s
     """
     from tlkeras.core.browser import BrowserUnavailable
 
-    # Image variants note their metadata in "tflite_metadata"; every text variant carries it.
-    usable = {k: v for k, v in variants_meta.items() if v.get("file") and (modality == "text" or v.get("tflite_metadata"))}
+    usable = {k: v for k, v in variants_meta.items() if v.get("file") and v.get("tflite_metadata")}
     if not usable:
         return {"page": None, "reason": "no variant carries the TFLite metadata MediaPipe needs"}
     first = recommended if recommended in usable else next(iter(usable))

@@ -15,10 +15,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tlkeras.config import HEADS, DataConfig
+from tlkeras.config import HEADS, TASK_OF_HEAD, DataConfig
+from tlkeras.core.tasks import Task, get_task
 from tlkeras.errors import TLKerasError
 
-__all__ = ["TaskSpec", "MultiTaskSplit", "MultiTaskData", "check_tasks", "labelled_mask", "multitask_from_arrays", "load_multitask_csv"]
+__all__ = ["TaskSpec", "MultiTaskSplit", "MultiTaskData", "check_tasks", "labelled_mask", "task_of_spec", "multitask_from_arrays", "load_multitask_csv"]
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
@@ -119,6 +120,11 @@ class MultiTaskData:
     def eval_split(self) -> tuple[str, MultiTaskSplit]:
         """The split final metrics are reported on: test if there is one, else val."""
         return ("test", self.test) if self.test is not None and len(self.test) else ("val", self.val)
+
+
+def task_of_spec(spec: TaskSpec) -> Task:
+    """The registered task a multi-task head's ``kind`` names (``softmax`` -> classification, ...)."""
+    return get_task(TASK_OF_HEAD[spec.kind])
 
 
 def labelled_mask(y: np.ndarray, kind: str) -> np.ndarray:
