@@ -323,3 +323,29 @@ def test_export_verified_on_litert_and_mediapipe(seg_run, tmp_path):
         if meta["web"]["checked"]:  # headless Chromium and @mediapipe/tasks-vision are installed
             assert abs(v["web"]["miou"] - v["mediapipe"]["miou"]) <= 0.005
             assert "mediapipe-web" in v["verified_on"] or name == "int8"
+
+
+def test_training_batches_repeat_per_seed():
+    from tlkeras.core.segmentation.fit import _train_dataset
+
+    rng = np.random.default_rng(2)
+    pairs = [_shape_pair(rng) for _ in range(6)]
+    x, y = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]).astype(np.int32)
+
+    def first(seed):
+        return [(a.numpy(), b.numpy()) for a, b in _train_dataset(x, y, 4, seed, "light").take(3)]
+
+    a, b, c = first(1), first(1), first(2)
+    assert all(np.array_equal(p[0], q[0]) and np.array_equal(p[1], q[1]) for p, q in zip(a, b))
+    assert not all(np.array_equal(p[1], q[1]) for p, q in zip(a, c))
+
+
+def test_cli_refuses_a_mismatched_mask_in_one_line(tmp_path, capsys):
+    from tlkeras.train.__main__ import main
+
+    root = _write_folder(tmp_path / "d", {"train": 3, "val": 1})
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(root / "train" / "masks" / "img0.png")
+    code = main(["--data", str(root), "--weights", "none", "--output-dir", str(tmp_path / "runs"), "--image-size", "64"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "12x10" in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "runs").exists()
