@@ -11,7 +11,7 @@ metadata) and each variant's size, LiteRT agreement, MediaPipe TextClassifier ag
 on the test texts and p50 LiteRT latency per sentence (1 thread) are reported. Prints Markdown (for
 docs/bert.md) and writes ``<work>/bench_bert.json``. It times things: run it alone,
 
-    flock /tmp/tlkeras-bench.lock python tools/bench_bert.py [--seeds 0] [--epochs 2] [--sequence-length 64]
+    flock /tmp/tlkeras-bench.lock python tools/bench_bert.py [--seeds 0] [--epochs 2] [--sequence-length 64] [--web]
           [--checkpoint hf:all_minilm_l6_v2] [--shared ../shared] [--work /tmp/tlkeras-bench-bert]
 """
 
@@ -51,13 +51,16 @@ def train(csv_path: Path, work: Path, seed: int, name: str, args, phase2_epochs:
             "phase2_seconds": timings.get("phase2"), "total_seconds": timings.get("total"), "selection": info.get("selection")}, run
 
 
-def export(run: Path, work: Path) -> dict:
+def export(run: Path, work: Path, web: bool) -> dict:
     from tlkeras.export.bundle import ExportOptions, export_run
 
     target = work / "bundles" / run.name
     t0 = time.perf_counter()
-    result = export_run(run, target, ExportOptions(overwrite=True, allow_drop=True))
+    result = export_run(run, target, ExportOptions(overwrite=True, allow_drop=True, web=web))
     out = {"seconds": time.perf_counter() - t0}
+    if web:
+        out["web"] = {name: {k: check.get(k) for k in ("loaded", "agreement", "p50_ms", "count", "passed")}
+                      for name, check in (result.metadata.get("web") or {}).get("checks", {}).items()}
     for name, v in result.metadata["variants"].items():
         mp = v.get("mediapipe") or {}
         out[name] = {"bytes": v["bytes"], "accuracy": v["metrics"]["accuracy"], "agreement_litert": v["metrics"]["agreement"],
@@ -75,6 +78,7 @@ def main() -> int:
     parser.add_argument("--sequence-length", type=int, default=64)
     parser.add_argument("--checkpoint", default="hf:all_minilm_l6_v2")
     parser.add_argument("--no-export", action="store_true")
+    parser.add_argument("--web", action="store_true", help="also verify each variant on the bundle's page in headless Chromium (@mediapipe/tasks-text)")
     args = parser.parse_args()
     csv_path = args.shared / "data" / "sentences" / "sentences.csv"
     if not csv_path.is_file():
@@ -92,7 +96,7 @@ def main() -> int:
         first_run = first_run or run
         print(json.dumps(results["seeds"][seed]), flush=True)
     if first_run is not None and not args.no_export:
-        results["export"] = export(first_run, args.work)
+        results["export"] = export(first_run, args.work, args.web)
     (args.work / "bench_bert.json").write_text(json.dumps(results, indent=2))
     print(report(results, args))
     return 0
@@ -115,9 +119,11 @@ def report(results: dict, args) -> str:
     if "export" in results:
         lines += ["", "| variant | MB | test acc | LiteRT agreement | MediaPipe agreement | p50 ms (1 thread) |", "|---|---|---|---|---|---|"]
         for name, v in results["export"].items():
-            if isinstance(v, dict):
+            if isinstance(v, dict) and "bytes" in v:
                 lines.append(f"| {name} | {v['bytes'] / 1e6:.1f} | {v['accuracy']:.3f} | {v['agreement_litert']:.3f} | "
                              f"{v['agreement_mediapipe'] if v['agreement_mediapipe'] is None else format(v['agreement_mediapipe'], '.4f')} | {v['p50_ms']:.1f} |")
+        for name, check in results["export"].get("web", {}).items():
+            lines.append(f"- {name} in headless Chromium (@mediapipe/tasks-text): agreement {check.get('agreement')}, p50 {check.get('p50_ms')} ms")
     return "\n".join(lines)
 
 
