@@ -113,6 +113,12 @@ def test_a_zip_is_extracted_once_and_a_hostile_zip_is_refused(tmp_path, monkeypa
     assert hf_folder(str(archive)) == first and hf_folder(str(tmp_path)) == first  # a folder holding model.zip too
     assert load_hf_checkpoint(archive).pooling == "mean"
     assert not [p for p in (tmp_path / "cache" / "hf").iterdir() if p.name.startswith(".")]  # no temporary folder left
+    package = tmp_path / "site" / "tiny_bert_model"  # a package shipping model.zip, found without importing it
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('hf: must not import the package')\n")
+    (package / "model.zip").write_bytes(archive.read_bytes())
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert (hf_folder("hf:tiny_bert_model") / "model.safetensors").is_file()
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as zf:
         zf.writestr("config.json", "{}")
