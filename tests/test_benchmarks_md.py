@@ -78,3 +78,9 @@ def test_repeated_headings_get_githubs_numbered_anchors():
     seen: dict[str, int] = {}
     assert [merge._slug(t, seen) for t in ("Against the targets", "Against the targets", "`a.b` (x)")] == [
         "against-the-targets", "against-the-targets-1", "ab-x"]
+
+
+def test_tools_readme_names_every_script():
+    readme = (REPO / "tools" / "README.md").read_text(encoding="utf-8")
+    missing = [p.name for p in sorted((REPO / "tools").glob("*.py")) if f"| `{p.name}` |" not in readme]
+    assert not missing, f"tools/README.md has no row for {missing}: say what each measures, on which data, how long it takes"
