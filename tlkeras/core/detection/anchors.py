@@ -181,18 +181,19 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, limit: int) -> np.nda
 
 
 def postprocess(location: np.ndarray, logits: np.ndarray, anchors: np.ndarray, box_scales, *, score_threshold: float = 0.05,
-                iou: float = 0.3, max_results: int = 100, pre_nms: int = 1000):
-    """Detections of one image the way MediaPipe's ObjectDetector makes them: per anchor the best
-    class (sigmoid score), a score threshold, then class-agnostic greedy NMS at IoU ``iou``.
+                iou: float = 0.3, max_results: int = 100, pre_nms: int = 5000):
+    """Detections of one image the way MediaPipe's ObjectDetector makes them (measured against it):
+    every (anchor, class) pair whose sigmoid score reaches ``score_threshold`` is a candidate, then
+    class-agnostic greedy NMS at IoU ``iou`` keeps at most ``max_results``.
 
     Returns:
         ``(boxes [k, 4] normalized ymin, xmin, ymax, xmax; scores [k]; classes [k])``.
     """
     scores = 1.0 / (1.0 + np.exp(-logits.astype("float64")))
-    cls = scores.argmax(axis=1)
-    best = scores[np.arange(len(cls)), cls]
-    idx = np.nonzero(best >= score_threshold)[0]
-    idx = idx[np.argsort(-best[idx], kind="stable")[:pre_nms]]
-    boxes = decode(location[idx], anchors[idx], box_scales)
-    keep = nms(boxes, best[idx], iou, max_results)
-    return boxes[keep], best[idx][keep], cls[idx][keep]
+    anchor_ids, classes = np.nonzero(scores >= score_threshold)
+    values = scores[anchor_ids, classes]
+    order = np.argsort(-values, kind="stable")[:pre_nms]
+    anchor_ids, classes, values = anchor_ids[order], classes[order], values[order]
+    boxes = decode(location[anchor_ids], anchors[anchor_ids], box_scales)
+    keep = nms(boxes, values, iou, max_results)
+    return boxes[keep], values[keep], classes[keep]

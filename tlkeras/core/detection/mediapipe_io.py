@@ -99,7 +99,7 @@ def write_detector_metadata(content: bytes, *, anchors: np.ndarray, box_scales, 
     return bytes(out)
 
 
-def mediapipe_detect(model_path, samples, *, score_threshold: float, max_results: int, load_rgb) -> list:
+def mediapipe_detect(model_path, samples, *, score_threshold: float, max_results: int, load_rgb, class_names) -> list:
     """Runs MediaPipe Tasks' Python ObjectDetector on each sample's original image.
 
     Returns:
@@ -121,6 +121,7 @@ def mediapipe_detect(model_path, samples, *, score_threshold: float, max_results
                 b, c = d.bounding_box, d.categories[0]
                 boxes.append([b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height])
                 scores.append(c.score)
-                classes.append(c.index)
+                # The detector names the category; its index may be left empty.
+                classes.append(c.index if c.index is not None and c.index >= 0 else list(class_names).index(c.category_name))
             out.append((np.asarray(boxes, "float64").reshape(-1, 4), np.asarray(scores), np.asarray(classes, "int64")))
     return out

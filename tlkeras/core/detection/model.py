@@ -32,17 +32,6 @@ NECK_WIDTH = 96
 PRIOR = 0.01  # initial foreground probability of every anchor (focal loss' prior)
 
 
-def _sep(x, filters: int, name: str, strides: int = 1, bn: bool = True):
-    x = keras.layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=not bn, name=f"{name}_dw")(x)
-    if bn:
-        x = keras.layers.BatchNormalization(name=f"{name}_dwbn")(x)
-    x = keras.layers.ReLU(6.0, name=f"{name}_dwrelu")(x)
-    x = keras.layers.Conv2D(filters, 1, use_bias=not bn, name=f"{name}_pw")(x)
-    if bn:
-        x = keras.layers.BatchNormalization(name=f"{name}_pwbn")(x)
-    return keras.layers.ReLU(6.0, name=f"{name}_relu")(x)
-
-
 class _SharedTower:
     """Depthwise + pointwise convolutions whose weights every pyramid level shares."""
 
@@ -62,7 +51,7 @@ class _SharedTower:
         return self.out(x)
 
 
-def build_detector(model_config, num_classes: int, anchors: AnchorConfig) -> keras.Model:
+def build_detector(model_config, num_classes: int, anchors: AnchorConfig, *, with_parts: bool = False):
     """Builds the detector, backbone frozen (phase 1).
 
     Args:
@@ -70,6 +59,10 @@ def build_detector(model_config, num_classes: int, anchors: AnchorConfig) -> ker
             (``imagenet``, ``none`` or a local weights file).
         num_classes: number of object classes (no background class: scores are sigmoids).
         anchors: the anchor layout (its ``image_size`` is the input size).
+
+    Returns:
+        The model; with ``with_parts``, ``(model, feature model, head model)``: raw pixels -> the
+        three feature maps, and feature maps -> outputs, sharing the model's layers.
 
     Raises:
         TLKerasError: a backbone without named feature levels, an input size that is not a
@@ -93,29 +86,67 @@ def build_detector(model_config, num_classes: int, anchors: AnchorConfig) -> ker
     if weights.lower() != "none":
         body = [layer for layer in base.layers if not layer.name.startswith("preprocess_") and not isinstance(layer, keras.layers.InputLayer)]
         load_backbone_weights(spec, body, alpha=model_config.alpha, weights="imagenet" if weights.lower() == "imagenet" else weights, size=size)
-    c3, c4, c5 = (base.get_layer(n).output for n in FEATURE_LAYERS[spec.name])
-    w = NECK_WIDTH
-    l3, l4, l5 = (keras.layers.Conv2D(w, 1, name=f"head_lateral{i}")(c) for i, c in zip((3, 4, 5), (c3, c4, c5)))
-    p5 = l5
-    p4 = keras.layers.Add(name="head_top_down4")([l4, keras.layers.UpSampling2D(2, name="head_up5")(p5)])
-    p3 = keras.layers.Add(name="head_top_down3")([l3, keras.layers.UpSampling2D(2, name="head_up4")(p4)])
-    levels = [_sep(p, w, f"head_smooth{i}") for i, p in zip((3, 4, 5), (p3, p4, p5))]
-    levels.append(_sep(levels[-1], w, "head_extra6", strides=2))
-    a = anchors.per_location
-    box_tower = _SharedTower("head_box", 2, w, a * 4)
-    cls_tower = _SharedTower("head_cls", 2, w, a * num_classes, bias=-math.log((1 - PRIOR) / PRIOR))
-    locations, scores = [], []
-    for i, level in enumerate(levels):
-        locations.append(keras.layers.Reshape((-1, 4), name=f"head_loc_reshape{i}")(box_tower(level)))
-        scores.append(keras.layers.Reshape((-1, num_classes), name=f"head_cls_reshape{i}")(cls_tower(level)))
-    location = keras.layers.Concatenate(axis=1, name="location", dtype="float32")(locations)
-    score = keras.layers.Concatenate(axis=1, name="score", dtype="float32")(scores)
+    features = [base.get_layer(n).output for n in FEATURE_LAYERS[spec.name]]
+    neck_head = NeckHead(len(anchors.ratios) * len(anchors.scales), num_classes)
+    location, score = neck_head(features)
     model = keras.Model(inputs, [location, score], name=f"tlkeras_detector_{spec.name}")
-    expected = sum(anchors.grid(s) ** 2 for s in anchors.strides) * a
+    expected = sum(anchors.grid(s) ** 2 for s in anchors.strides) * anchors.per_location
     if model.outputs[0].shape[1] != expected:  # pragma: no cover - guards the anchor layout
         raise TLKerasError(f"internal error: {model.outputs[0].shape[1]} box outputs for {expected} anchors")
     freeze_backbone(model)
-    return model
+    if not with_parts:
+        return model
+    return model, keras.Model(inputs, features, name="detector_features"), neck_head.head_model([f.shape[1:] for f in features])
+
+
+class _Sep:
+    """Depthwise 3x3 + BN + ReLU6, pointwise + BN + ReLU6, as layer objects (applied once per level)."""
+
+    def __init__(self, filters: int, name: str, strides: int = 1):
+        self.layers = [keras.layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"{name}_dw"),
+                       keras.layers.BatchNormalization(name=f"{name}_dwbn"), keras.layers.ReLU(6.0, name=f"{name}_dwrelu"),
+                       keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw"),
+                       keras.layers.BatchNormalization(name=f"{name}_pwbn"), keras.layers.ReLU(6.0, name=f"{name}_relu")]
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class NeckHead:
+    """The FPN neck and the shared head as layer objects, callable on any three feature tensors, so
+    the same weights serve the full model and a head model on cached features (phase 1)."""
+
+    def __init__(self, per_location: int, num_classes: int):
+        w = NECK_WIDTH
+        self.num_classes = num_classes
+        self.laterals = [keras.layers.Conv2D(w, 1, name=f"head_lateral{i}") for i in (3, 4, 5)]
+        self.add4, self.add3 = keras.layers.Add(name="head_top_down4"), keras.layers.Add(name="head_top_down3")
+        self.up5, self.up4 = keras.layers.UpSampling2D(2, name="head_up5"), keras.layers.UpSampling2D(2, name="head_up4")
+        self.smooth = [_Sep(w, f"head_smooth{i}") for i in (3, 4, 5)]
+        self.extra = _Sep(w, "head_extra6", strides=2)
+        self.box_tower = _SharedTower("head_box", 2, w, per_location * 4)
+        self.cls_tower = _SharedTower("head_cls", 2, w, per_location * num_classes, bias=-math.log((1 - PRIOR) / PRIOR))
+        self.loc_reshape = [keras.layers.Reshape((-1, 4), name=f"head_loc_reshape{i}") for i in range(4)]
+        self.cls_reshape = [keras.layers.Reshape((-1, num_classes), name=f"head_cls_reshape{i}") for i in range(4)]
+        self.location = keras.layers.Concatenate(axis=1, name="location", dtype="float32")
+        self.score = keras.layers.Concatenate(axis=1, name="score", dtype="float32")
+
+    def __call__(self, features):
+        l3, l4, l5 = (conv(c) for conv, c in zip(self.laterals, features))
+        p4 = self.add4([l4, self.up5(l5)])
+        p3 = self.add3([l3, self.up4(p4)])
+        levels = [sep(p) for sep, p in zip(self.smooth, (p3, p4, l5))]
+        levels.append(self.extra(levels[-1]))
+        locations = [r(self.box_tower(level)) for r, level in zip(self.loc_reshape, levels)]
+        scores = [r(self.cls_tower(level)) for r, level in zip(self.cls_reshape, levels)]
+        return self.location(locations), self.score(scores)
+
+    def head_model(self, feature_shapes) -> keras.Model:
+        """Feature maps -> (location, score) through these same layers (training it trains the full model's head)."""
+        inputs = [keras.Input(tuple(shape), name=f"feature{i}") for i, shape in enumerate(feature_shapes)]
+        return keras.Model(inputs, list(self(inputs)), name="detector_head")
 
 
 def detection_loss(box_targets, class_targets, location, logits, num_classes: int, *, alpha: float = 0.25, gamma: float = 2.0,

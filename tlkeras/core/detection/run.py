@@ -84,14 +84,14 @@ def train_detector(task, config, data=None, *, write: bool = True, callbacks=Non
     recipe = recipe_from(config)
     config.data.image_size, config.data.batch_size = recipe.image_size, recipe.batch_size
     anchor_config = AnchorConfig(image_size=recipe.image_size)
-    model = build_detector(config.model, len(data.class_names), anchor_config)
+    model, features, head = build_detector(config.model, len(data.class_names), anchor_config, with_parts=True)
     decoded = {s: decode_samples(data.split(s), recipe.image_size) for s in ("train", "val", "test") if data.split(s)}
     t_data = time.perf_counter() - t0
     if config.train.verbose:
         print(f"detection: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test images, classes {data.class_names}, "
               f"quirks {data.quirks}; recipe {recipe.to_dict()}", flush=True)
     history, timings, selection = fit(model, decoded["train"], decoded["val"], config=config, recipe=recipe,
-                                      anchor_config=anchor_config, class_names=data.class_names, callbacks=callbacks,
+                                      anchor_config=anchor_config, class_names=data.class_names, parts=(features, head), callbacks=callbacks,
                                       verbose=config.train.verbose)
     final_split = "test" if "test" in decoded else "val"
     metrics = {"val": evaluate_decoded(model, decoded["val"], anchor_config, data.class_names),

@@ -29,8 +29,8 @@ __all__ = ["DEFAULTS", "Recipe", "recipe_from", "predict", "evaluate_decoded", "
 # MediaPipe ObjectDetector's post-processing, used for every Keras-side score too.
 NMS = {"score_threshold": 0.05, "iou": 0.3, "max_results": 100}
 
-DEFAULTS = {"image_size": 320, "batch_size": 16, "phase1_epochs": 10, "phase1_lr": 2e-3, "phase2_epochs": 20,
-            "phase2_lr_factor": 0.25, "unfreeze": "blocks:12", "eval_every": 3}
+DEFAULTS = {"image_size": 320, "batch_size": 16, "phase1_epochs": 40, "phase1_lr": 2e-3, "phase2_epochs": 12,
+            "phase2_lr_factor": 0.1, "unfreeze": "blocks:12", "eval_every": 3}
 
 
 @dataclass
@@ -103,14 +103,71 @@ def _step_fn(model, optimizer, num_classes):
     return step
 
 
+def cached_views(feature_model, train: Decoded, anchors, box_scales, num_classes: int, batch: int = 16):
+    """Backbone features of every training image and of its mirror image, computed once (float16),
+    with their training targets: phase 1 trains the head on them for many epochs in the time a
+    few epochs through the frozen backbone would take."""
+    from tlkeras.core.detection.anchors import tf_targets
+    from tlkeras.core.detection.pipeline import PAD_LABEL
+
+    feats, box_t, cls_t = None, [], []
+    for flip in (False, True):
+        for start in range(0, len(train.images), batch):
+            x = train.images[start:start + batch].astype("float32")
+            out = [np.asarray(f, "float16") for f in feature_model(x[:, :, ::-1] if flip else x, training=False)]
+            feats = [list() for _ in out] if feats is None else feats
+            for store, f in zip(feats, out):
+                store.append(f)
+        for b, lab in zip(train.boxes, train.labels):
+            real = lab != PAD_LABEL
+            b, lab = b[real], lab[real]
+            if flip:
+                b = np.stack([b[:, 0], 1 - b[:, 3], b[:, 2], 1 - b[:, 1]], 1) if len(b) else b
+            t, c = tf_targets(tf.constant(b.reshape(-1, 4), tf.float32), tf.constant(lab, tf.int32), anchors, box_scales, num_classes)
+            box_t.append(t.numpy())
+            cls_t.append(c.numpy())
+    return [np.concatenate(f) for f in feats], np.stack(box_t), np.stack(cls_t)
+
+
+def _phase1_cached(head, cache, *, epochs: int, lr: float, batch: int, seed: int, num_classes: int, evaluate, verbose, history, best):
+    feats, box_t, cls_t = cache
+    n = len(box_t)
+    steps_per_epoch = max(1, n // batch)
+    schedule = keras.optimizers.schedules.CosineDecay(lr, steps_per_epoch * epochs, alpha=0.02)
+    optimizer = keras.optimizers.Adam(schedule)
+    step = _step_fn(head, optimizer, num_classes)
+    t0 = time.perf_counter()
+    every = max(1, epochs // 4)
+    for e in range(epochs):
+        order = np.random.default_rng([seed, 1000 + e]).permutation(n)
+        losses = []
+        for k in range(steps_per_epoch):
+            idx = np.sort(order[k * batch:(k + 1) * batch])
+            inputs = [tf.constant(f[idx], tf.float32) for f in feats]
+            losses.append([float(v) for v in step(inputs, box_t[idx], cls_t[idx])])
+        loss = np.mean(losses, axis=0)
+        logs = {"loss": float(loss[0]), "class_loss": float(loss[1]), "box_loss": float(loss[2])}
+        if (e + 1) % every == 0 or e + 1 == epochs:
+            logs.update(evaluate(1, e + 1))
+        for key in history:
+            history[key].append({"epoch": e + 1, "phase": 1, "lr": float(schedule(optimizer.iterations))}.get(key, logs.get(key)))
+        _say(f"phase 1 (cached features) epoch {e + 1}/{epochs} | " + " | ".join(f"{k} {v:.4f}" for k, v in logs.items())
+             + f" | {time.perf_counter() - t0:.0f}s", verbose)
+
+
 def _say(text: str, verbose: int) -> None:
     if verbose:
         print(text, file=sys.stderr, flush=True)
 
 
 def fit(model, train: Decoded, val: Decoded, *, config, recipe: Recipe, anchor_config: AnchorConfig, class_names,
-        callbacks=None, verbose: int = 2):
+        parts=None, callbacks=None, verbose: int = 2):
     """Trains ``model`` in two phases and leaves the best val-AP50 weights in it.
+
+    Phase 1 trains the neck and head on the frozen backbone: on features cached once (``parts`` =
+    (feature model, head model) from :func:`~tlkeras.core.detection.model.build_detector`), else
+    through the backbone. Phase 2 unfreezes ``recipe.unfreeze`` (BatchNorm stays frozen) and trains
+    on augmented views at ``phase1_lr * phase2_lr_factor`` after a short warm-up.
 
     Returns:
         ``(history, timings, selection)``: per-epoch losses and val metrics, seconds per phase,
@@ -124,49 +181,64 @@ def fit(model, train: Decoded, val: Decoded, *, config, recipe: Recipe, anchor_c
     history: dict[str, list] = {"epoch": [], "phase": [], "loss": [], "class_loss": [], "box_loss": [], "val_AP50": [], "val_AP": [], "lr": []}
     best = {"AP50": -1.0, "weights": None, "phase": 0, "epoch": 0}
     timings = {"phase1": 0.0, "phase2": 0.0}
-    epoch_no = 0
-    for phase in (1, 2):
-        epochs = recipe.phase1_epochs if phase == 1 else recipe.phase2_epochs
-        if epochs <= 0:
-            continue
+
+    def evaluate(phase: int, epoch: int) -> dict:
+        m = evaluate_decoded(model, val, anchor_config, class_names, recipe.batch_size)
+        if m["AP50"] > best["AP50"]:
+            best.update(AP50=m["AP50"], AP=m["AP"], weights=model.get_weights(), phase=phase, epoch=epoch)
+        return {"val_AP50": m["AP50"], "val_AP": m["AP"]}
+
+    if recipe.phase1_epochs > 0:
         t0 = time.perf_counter()
-        if phase == 1:
-            freeze_backbone(model)
-            lr = recipe.phase1_lr
+        freeze_backbone(model)
+        if parts is not None:
+            cache = cached_views(parts[0], train, anchors, anchor_config.box_scales, num_classes)
+            _say(f"phase 1: backbone features of {len(cache[1])} views cached in {time.perf_counter() - t0:.0f}s", verbose)
+            _phase1_cached(parts[1], cache, epochs=recipe.phase1_epochs, lr=recipe.phase1_lr, batch=recipe.batch_size, seed=config.seed,
+                           num_classes=num_classes, evaluate=evaluate, verbose=verbose, history=history, best=best)
+            del cache
         else:
-            unfreeze_backbone(model, config.model.backbone, recipe.unfreeze, keep_batchnorm_frozen=str(config.model.weights).lower() != "none")
-            lr = recipe.phase1_lr * recipe.phase2_lr_factor
-        steps = max(1, -(-len(train.images) // recipe.batch_size)) * epochs
-        warm = min(steps // 10, 50) if phase == 2 else 0
-        if warm:  # phase 2 warms up from a tenth of its rate: the new head's gradients reach the backbone gently
-            schedule = keras.optimizers.schedules.CosineDecay(lr * 0.1, steps - warm, alpha=0.02, warmup_target=lr, warmup_steps=warm)
-        else:
-            schedule = keras.optimizers.schedules.CosineDecay(lr, steps, alpha=0.02)
-        optimizer = keras.optimizers.Adam(schedule)
-        step = _step_fn(model, optimizer, num_classes)
-        for e in range(epochs):
-            losses = []
-            ds = train_dataset(train, anchors, anchor_config.box_scales, num_classes, recipe.batch_size, seed=config.seed,
-                               epoch=epoch_no, augmented=recipe.augment)
-            for images, (box_t, cls_t) in ds:
-                losses.append([float(v) for v in step(images, box_t, cls_t)])
-            epoch_no += 1
-            loss = np.mean(losses, axis=0) if losses else np.zeros(3)
-            logs = {"loss": float(loss[0]), "class_loss": float(loss[1]), "box_loss": float(loss[2])}
-            if (e + 1) % recipe.eval_every == 0 or e + 1 == epochs:
-                m = evaluate_decoded(model, val, anchor_config, class_names, recipe.batch_size)
-                logs.update({"val_AP50": m["AP50"], "val_AP": m["AP"]})
-                if m["AP50"] > best["AP50"]:
-                    best.update(AP50=m["AP50"], AP=m["AP"], weights=model.get_weights(), phase=phase, epoch=epoch_no)
-            for k in history:
-                history[k].append({"epoch": epoch_no, "phase": phase, "lr": float(schedule(optimizer.iterations))}.get(k, logs.get(k)))
-            shown = " | ".join(f"{k} {v:.4f}" for k, v in logs.items())
-            _say(f"phase {phase} epoch {e + 1}/{epochs} | {shown} | {time.perf_counter() - t0:.0f}s", verbose)
-            for cb in callbacks or []:
-                if hasattr(cb, "on_epoch_end"):
-                    cb.on_epoch_end(epoch_no - 1, logs)
-        timings[f"phase{phase}"] = time.perf_counter() - t0
+            _phase_loop(model, 1, recipe.phase1_epochs, recipe.phase1_lr, train, anchors, anchor_config, recipe, config, num_classes,
+                        evaluate, history, callbacks, verbose, epoch0=0, warm=False)
+        timings["phase1"] = time.perf_counter() - t0
+    if recipe.phase2_epochs > 0:
+        t0 = time.perf_counter()
+        unfreeze_backbone(model, config.model.backbone, recipe.unfreeze, keep_batchnorm_frozen=str(config.model.weights).lower() != "none")
+        _phase_loop(model, 2, recipe.phase2_epochs, recipe.phase1_lr * recipe.phase2_lr_factor, train, anchors, anchor_config, recipe,
+                    config, num_classes, evaluate, history, callbacks, verbose, epoch0=recipe.phase1_epochs, warm=True)
+        timings["phase2"] = time.perf_counter() - t0
     if best["weights"] is not None:
         model.set_weights(best["weights"])
     selection = {"metric": "val_AP50", "phase": best["phase"], "epoch": best["epoch"], "val_AP50": best["AP50"]}
     return history, timings, selection
+
+
+def _phase_loop(model, phase, epochs, lr, train, anchors, anchor_config, recipe, config, num_classes, evaluate, history, callbacks,
+                verbose, *, epoch0: int, warm: bool):
+    """Epochs through the whole model on (augmented) tf.data batches."""
+    t0 = time.perf_counter()
+    steps = max(1, -(-len(train.images) // recipe.batch_size)) * epochs
+    warm_steps = min(steps // 10, 50) if warm else 0
+    if warm_steps:  # from a tenth of the rate: the new head's gradients reach the backbone gently
+        schedule = keras.optimizers.schedules.CosineDecay(lr * 0.1, steps - warm_steps, alpha=0.02, warmup_target=lr, warmup_steps=warm_steps)
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(lr, steps, alpha=0.02)
+    optimizer = keras.optimizers.Adam(schedule)
+    step = _step_fn(model, optimizer, num_classes)
+    for e in range(epochs):
+        losses = []
+        ds = train_dataset(train, anchors, anchor_config.box_scales, num_classes, recipe.batch_size, seed=config.seed,
+                           epoch=epoch0 + e, augmented=recipe.augment)
+        for images, (box_t, cls_t) in ds:
+            losses.append([float(v) for v in step(images, box_t, cls_t)])
+        loss = np.mean(losses, axis=0) if losses else np.zeros(3)
+        logs = {"loss": float(loss[0]), "class_loss": float(loss[1]), "box_loss": float(loss[2])}
+        if (e + 1) % recipe.eval_every == 0 or e + 1 == epochs:
+            logs.update(evaluate(phase, epoch0 + e + 1))
+        for key in history:
+            history[key].append({"epoch": epoch0 + e + 1, "phase": phase, "lr": float(schedule(optimizer.iterations))}.get(key, logs.get(key)))
+        _say(f"phase {phase} epoch {e + 1}/{epochs} | " + " | ".join(f"{k} {v:.4f}" for k, v in logs.items())
+             + f" | {time.perf_counter() - t0:.0f}s", verbose)
+        for cb in callbacks or []:
+            if hasattr(cb, "on_epoch_end"):
+                cb.on_epoch_end(epoch0 + e, logs)
