@@ -270,3 +270,44 @@ def test_export_is_verified_by_litert_and_mediapipe(detection_run, tmp_path):
     assert meta["variants"]["float32"]["metrics"]["max_abs_diff_location"] < 1e-3
     with pytest.raises(TLKerasError, match="already exists"):
         get_task("detection").export_run(result.run_dir, bundle, options=options)
+
+
+def test_coco_and_yolo_readers(tmp_path):
+    coco = tmp_path / "coco"
+    (coco / "annotations").mkdir(parents=True)
+    images = {}
+    for split in ("train", "val"):
+        (coco / split).mkdir()
+        entries, annotations = [], []
+        for i in range(3):
+            Image.new("RGB", (60, 40)).save(coco / split / f"{split}{i}.jpg")
+            entries.append({"id": i, "file_name": f"{split}{i}.jpg", "width": 60, "height": 40})
+            annotations.append({"id": i, "image_id": i, "category_id": 7, "bbox": [50, 5, 20, 10], "iscrowd": int(i == 2)})
+        images[split] = {"images": entries, "annotations": annotations, "categories": [{"id": 7, "name": "cell"}]}
+        (coco / "annotations" / f"instances_{split}.json").write_text(json.dumps(images[split]))
+    data = read_detection_data(coco)
+    assert data.layout == "coco" and data.class_names == ["cell"] and (len(data.train), len(data.val)) == (3, 3)
+    assert data.quirks["clipped_boxes"] == 6 and data.quirks["difficult_boxes"] == 2 and data.train[0].boxes.tolist() == [[50, 5, 60, 15]]
+    images["val"]["annotations"][0]["category_id"] = 99
+    (coco / "annotations" / "instances_val.json").write_text(json.dumps(images["val"]))
+    with pytest.raises(TLKerasError, match="category_id 99"):
+        read_detection_data(coco)
+    (coco / "annotations" / "instances_val.json").write_text("{not json")
+    with pytest.raises(TLKerasError, match="not valid UTF-8 JSON"):
+        read_detection_data(coco)
+
+    yolo = tmp_path / "yolo"
+    (yolo / "data.yaml").parent.mkdir()
+    (yolo / "data.yaml").write_text("names: [a, b]\nnc: 2\n")
+    for split in ("train", "valid"):
+        (yolo / split / "images").mkdir(parents=True)
+        (yolo / split / "labels").mkdir()
+        for i in range(2):
+            Image.new("RGB", (100, 50)).save(yolo / split / "images" / f"{i}.png")
+            (yolo / split / "labels" / f"{i}.txt").write_text("1 0.5 0.5 0.2 0.4\n" if i else "")
+    data = read_detection_data(yolo)
+    assert data.layout == "yolo" and data.class_names == ["a", "b"] and data.quirks["negative_images"] == 2
+    assert data.train[1].boxes.tolist() == [[40, 15, 60, 35]] and data.train[1].labels.tolist() == [1]
+    (yolo / "train" / "labels" / "1.txt").write_text("5 0.5 0.5 0.2 0.4\n")
+    with pytest.raises(TLKerasError, match="class id 5 is out of range"):
+        read_detection_data(yolo / "data.yaml")
