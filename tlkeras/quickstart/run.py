@@ -102,7 +102,7 @@ def _mediapipe_line(variant: dict[str, Any]) -> str:
     mp = variant.get("mediapipe")
     if mp is None:
         return ("not checked: mediapipe is not installed here "
-                "(python -m pip install -r requirements-mobile.txt, then rerun)")
+                "(python -m pip install --no-deps -r requirements-mobile.txt, then rerun)")
     if not mp.get("loaded"):
         return f"REFUSED the file: {mp.get('error')}"
     verdict = "verified" if "mediapipe-tasks" in variant.get("verified_on", []) else "NOT verified"
