@@ -26,7 +26,7 @@ from tlkeras.config import RunConfig, save_config
 from tlkeras.core.features import feature_store
 from tlkeras.core.stream import image_batches
 from tlkeras.errors import TLKerasError
-from tlkeras.heads.multitask_data import MultiTaskData, MultiTaskSplit, TaskSpec, check_tasks, labelled_mask
+from tlkeras.heads.multitask_data import MultiTaskData, MultiTaskSplit, TaskSpec, check_tasks, labelled_mask, task_of_spec
 from tlkeras.heads.multitask_model import WEIGHTINGS, build_multitask_model, compile_multitask, loss_weights, weighting_layer
 
 __all__ = ["fit_multitask", "predict_multitask", "evaluate_multitask", "MultiTaskResult", "train_multitask", "load_multitask_run"]
@@ -38,7 +38,7 @@ def _targets(split: MultiTaskSplit, tasks: Sequence[TaskSpec]) -> tuple[dict, di
     for t in tasks:
         y = split.labels[t.name]
         mask = labelled_mask(y, t.kind)
-        if t.kind == "softmax":
+        if task_of_spec(t).exclusive_classes:
             enc = np.zeros((len(y), t.num_outputs), np.float32)
             enc[mask, y[mask]] = 1.0
         else:
@@ -258,7 +258,7 @@ def train_multitask(config: RunConfig, data: MultiTaskData, *, weighting: str = 
             write_json(stage / "history.json", history)
             write_json(stage / "metrics.json", metrics)
             for t in tasks:
-                if t.kind == "softmax" and "confusion_matrix" in final[t.name]:
+                if task_of_spec(t).exclusive_classes and "confusion_matrix" in final[t.name]:
                     plot_confusion_matrix(final[t.name]["confusion_matrix"], t.labels, stage / f"confusion_matrix_{t.name}.png",
                                           title=f"{t.name} ({split_name})")
             plot_history(history, stage / "training_curves.png")

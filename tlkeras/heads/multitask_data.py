@@ -18,8 +18,9 @@ import numpy as np
 from tlkeras.config import HEADS, TASK_OF_HEAD, DataConfig
 from tlkeras.core.tasks import Task, get_task
 from tlkeras.errors import TLKerasError
+from tlkeras.export.result import has_classes
 
-__all__ = ["TaskSpec", "MultiTaskSplit", "MultiTaskData", "check_tasks", "labelled_mask", "task_of_spec", "multitask_from_arrays", "load_multitask_csv"]
+__all__ = ["TaskSpec", "MultiTaskSplit", "MultiTaskData", "check_tasks", "labelled_mask", "task_of_kind", "task_of_spec", "multitask_from_arrays", "load_multitask_csv"]
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
@@ -56,7 +57,7 @@ class TaskSpec:
             raise TLKerasError(f"task {self.name}: weight must be a finite number >= 0, got {self.weight}")
         if len(set(self.labels)) != len(self.labels):
             raise TLKerasError(f"task {self.name}: labels must be unique, got {self.labels}")
-        if self.kind == "softmax" and self.labels and len(self.labels) < 2:
+        if _single_label(self.kind) and self.labels and len(self.labels) < 2:
             raise TLKerasError(f"task {self.name}: a softmax task needs at least two classes, got {self.labels}")
         return self
 
@@ -122,14 +123,34 @@ class MultiTaskData:
         return ("test", self.test) if self.test is not None and len(self.test) else ("val", self.val)
 
 
+def task_of_kind(kind: str) -> Task:
+    """The registered task a multi-task head ``kind`` names (``softmax`` -> classification, ...)."""
+    return get_task(TASK_OF_HEAD[kind])
+
+
 def task_of_spec(spec: TaskSpec) -> Task:
-    """The registered task a multi-task head's ``kind`` names (``softmax`` -> classification, ...)."""
-    return get_task(TASK_OF_HEAD[spec.kind])
+    """The registered task of a multi-task head."""
+    return task_of_kind(spec.kind)
+
+
+def _single_label(kind: str) -> bool:
+    """Whether a head kind's labels are one class id per image (-1: missing)."""
+    return task_of_kind(kind).exclusive_classes
+
+
+def _has_classes(kind: str) -> bool:
+    """Whether a head kind's outputs are class scores (not regression values)."""
+    return has_classes(task_of_kind(kind))
+
+
+def _multi_label(kind: str) -> bool:
+    """Whether a head kind's labels are a 0/1 row per image (a NaN row: missing)."""
+    return task_of_kind(kind) is get_task("multilabel")
 
 
 def labelled_mask(y: np.ndarray, kind: str) -> np.ndarray:
     """Boolean mask of the rows that carry a label for a task of ``kind``."""
-    if kind == "softmax":
+    if _single_label(kind):
         return np.asarray(y).reshape(-1) >= 0
     y = np.asarray(y, np.float32)
     return ~np.all(np.isnan(y.reshape(len(y), -1)), axis=1)
@@ -140,7 +161,7 @@ def _prepare_labels(task: TaskSpec, y: Any, n: int) -> np.ndarray:
     y = np.asarray(y)
     if len(y) != n:
         raise TLKerasError(f"task {task.name}: {len(y)} labels for {n} images")
-    if task.kind == "softmax":
+    if _single_label(task.kind):
         if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
             raise TLKerasError(f"task {task.name}: softmax labels must be class indices (N,), got shape {y.shape}")
         y = y.reshape(-1)
@@ -162,14 +183,14 @@ def _prepare_labels(task: TaskSpec, y: Any, n: int) -> np.ndarray:
     if y.ndim != 2:
         raise TLKerasError(f"task {task.name}: {task.kind} labels must be N x C, got shape {y.shape}")
     if not task.labels:
-        if task.kind == "sigmoid":
+        if _multi_label(task.kind):
             task.labels = [f"class_{i}" for i in range(y.shape[1])]
         else:
             task.labels = ["target"] if y.shape[1] == 1 else [f"target_{i}" for i in range(y.shape[1])]
     if y.shape[1] != len(task.labels):
         raise TLKerasError(f"task {task.name}: labels have {y.shape[1]} columns but the task names {len(task.labels)}")
-    if task.kind == "sigmoid":
-        known = y[labelled_mask(y, "sigmoid")]
+    if _multi_label(task.kind):
+        known = y[labelled_mask(y, task.kind)]
         if np.any(np.isnan(known)) or np.any((known != 0) & (known != 1)):
             raise TLKerasError(f"task {task.name}: multi-label targets must be 0/1 (a whole row of NaN marks a missing label)")
     return y
@@ -275,7 +296,7 @@ def load_multitask_csv(path: str | os.PathLike, tasks: Sequence[TaskSpec | dict]
     labels: dict[str, np.ndarray] = {}
     for t in tasks:
         cells = [(r[t.name] or "").strip() for r in rows]
-        if t.kind == "regression":
+        if not _has_classes(t.kind):
             try:
                 values = [[float(v) for v in c.split(sep)] if c else None for c in cells]
             except ValueError:
@@ -286,7 +307,7 @@ def load_multitask_csv(path: str | os.PathLike, tasks: Sequence[TaskSpec | dict]
             width = widths.pop() if widths else max(1, len(t.labels))
             labels[t.name] = np.array([v if v is not None else [np.nan] * width for v in values], np.float32)
             continue
-        tags = [[s.strip() for s in c.split(sep) if s.strip()] if t.kind == "sigmoid" else ([c] if c else []) for c in cells]
+        tags = [[s.strip() for s in c.split(sep) if s.strip()] if _multi_label(t.kind) else ([c] if c else []) for c in cells]
         seen = sorted({s for ts in tags for s in ts})
         if not t.labels:
             t.labels = seen
@@ -294,7 +315,7 @@ def load_multitask_csv(path: str | os.PathLike, tasks: Sequence[TaskSpec | dict]
         if unknown:
             raise TLKerasError(f"CSV {path}: task {t.name} has label(s) {unknown} that are not in its labels {t.labels}")
         lookup = {c: i for i, c in enumerate(t.labels)}
-        if t.kind == "softmax":
+        if _single_label(t.kind):
             labels[t.name] = np.array([lookup[ts[0]] if ts else -1 for ts in tags], np.int64)
         else:
             y = np.zeros((len(tags), len(t.labels)), np.float32)
@@ -323,7 +344,7 @@ def load_multitask_csv(path: str | os.PathLike, tasks: Sequence[TaskSpec | dict]
     data = MultiTaskData(everything.take(tr), everything.take(va), everything.take(te) if len(te) else None,
                          tasks, image_size, str(path))
     for t in tasks:
-        if t.kind == "softmax" and len(t.labels) < 2:
+        if _single_label(t.kind) and len(t.labels) < 2:
             raise TLKerasError(f"CSV {path}: task {t.name} has only {len(t.labels)} class(es); a softmax task needs two")
         if not labelled_mask(data.train.labels[t.name], t.kind).any():
             raise TLKerasError(f"task {t.name} has no labelled training images")

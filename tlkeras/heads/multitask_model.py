@@ -18,7 +18,10 @@ import numpy as np
 from tlkeras._backend import keras, tf
 from tlkeras.config import ModelConfig
 from tlkeras.errors import TLKerasError
-from tlkeras.heads.multitask_data import TaskSpec, check_tasks
+from tlkeras.heads.multitask_data import TaskSpec, check_tasks, task_of_kind, task_of_spec
+
+# c_i of the uncertainty weighting by task: a Gaussian likelihood halves the squared error.
+_LIKELIHOOD_COEFFICIENT = {"regression": 0.5}
 
 __all__ = ["WEIGHTINGS", "UncertaintyWeighting", "build_multitask_model", "compile_multitask", "loss_weights", "weighting_layer"]
 
@@ -56,7 +59,8 @@ class UncertaintyWeighting(keras.layers.Layer):
         return inputs
 
     def coefficient(self, index: int) -> float:
-        return 0.5 if self.kinds[index] == "regression" else 1.0
+        """c_i of the task: 1/2 for a Gaussian likelihood (regression), 1 for the classifiers."""
+        return _LIKELIHOOD_COEFFICIENT.get(task_of_kind(self.kinds[index]).name, 1.0)
 
     def weighted(self, index: int, loss):
         """The uncertainty-weighted value of task ``index``'s (per-sample) ``loss``."""
@@ -125,7 +129,7 @@ def build_multitask_model(model_cfg: ModelConfig, tasks: Sequence[TaskSpec], ima
         if dropout > 0:
             y = keras.layers.Dropout(dropout, name=f"head_{t.name}_dropout")(y)
         y = keras.layers.Dense(t.num_outputs, name=f"head_{t.name}_dense")(y)
-        activation = {"softmax": "softmax", "sigmoid": "sigmoid", "regression": "linear"}[t.kind]
+        activation = task_of_spec(t).activation()
         outputs[t.name] = keras.layers.Activation(activation, dtype="float32", name=f"head_{t.name}_output")(y)
     backbone = model_cfg.backbone.replace("hub:", "hub_").split("/")[-1]
     model = keras.Model(base.inputs, outputs, name=f"tlkeras_multitask_{re.sub(r'[^A-Za-z0-9_]', '_', backbone)}")
@@ -134,19 +138,13 @@ def build_multitask_model(model_cfg: ModelConfig, tasks: Sequence[TaskSpec], ima
 
 
 def _task_loss(task: TaskSpec, label_smoothing: float):
-    if task.kind == "softmax":
-        return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
-    if task.kind == "sigmoid":
-        return keras.losses.BinaryCrossentropy()
-    return keras.losses.MeanSquaredError()
+    """The task's training loss (cross-entropy, binary cross-entropy, mean squared error)."""
+    return task_of_spec(task).loss_and_metrics(task.num_outputs, label_smoothing)[0]
 
 
 def _task_metrics(task: TaskSpec) -> list:
-    if task.kind == "softmax":
-        return [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    if task.kind == "sigmoid":
-        return [keras.metrics.BinaryAccuracy(name="accuracy")]
-    return [keras.metrics.MeanAbsoluteError(name="mae")]
+    """The task's headline training metric (accuracy, binary accuracy, MAE): the first it reports."""
+    return task_of_spec(task).loss_and_metrics(task.num_outputs, 0.0)[1][:1]
 
 
 def weighting_layer(model) -> UncertaintyWeighting | None:
