@@ -22,19 +22,36 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 
-def run_seed(seed: int, data: Path, weights: Path, out: Path, variants) -> dict:
+class _Stored:
+    """A finished run folder read back (``--run-dir``: export and measure a run trained before)."""
+
+    def __init__(self, run_dir: Path):
+        from tlkeras.config import load_config
+
+        self.run_dir = run_dir
+        self.config = load_config(run_dir / "config.yaml")
+        self.metrics = json.loads((run_dir / "metrics.json").read_text())
+        self.timings = self.metrics["timings"]
+        self.info = json.loads((run_dir / "run.json").read_text())
+
+
+def run_seed(seed: int, data: Path, weights: Path, out: Path, variants, run_dir: Path | None = None) -> dict:
     from types import SimpleNamespace
 
     from tlkeras.config import RunConfig
     from tlkeras.core.tasks import get_task
 
     task = get_task("detection")
-    config = RunConfig()
-    config.data.source, config.model.weights, config.seed = str(data), str(weights), seed
-    config.output_dir, config.name = str(out / "runs"), f"bccd-seed{seed}"
-    t0 = time.perf_counter()
-    result = task.train(config)
-    train_s = time.perf_counter() - t0
+    if run_dir is not None:
+        result = _Stored(run_dir)
+        config, train_s = result.config, result.timings["total"]
+    else:
+        config = RunConfig()
+        config.data.source, config.model.weights, config.seed = str(data), str(weights), seed
+        config.output_dir, config.name = str(out / "runs"), f"bccd-seed{seed}"
+        t0 = time.perf_counter()
+        result = task.train(config)
+        train_s = time.perf_counter() - t0
     options = SimpleNamespace(variants=tuple(variants), overwrite=True, representative_size=200, verify_mediapipe=True, seed=seed)
     t1 = time.perf_counter()
     bundle = task.export_run(result.run_dir, out / "bundles" / config.name, options=options, progress=lambda line: print(line, flush=True))
@@ -58,11 +75,14 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", default=str(SHARED / "weights" / "mobilenet_v2_1.0_224_imagenet_no_top.h5"))
     parser.add_argument("--variants", nargs="+", default=["float32", "float16", "int8"])
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "detection.json"))
+    parser.add_argument("--run-dir", nargs="+", default=None, help="export and measure these finished runs instead of training")
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-detection-") as tmp:
-        for seed in args.seeds:
-            rows.append(run_seed(seed, Path(args.data), Path(args.weights), Path(tmp), args.variants))
+        jobs = [(None, seed) for seed in args.seeds] if not args.run_dir else [(Path(r), None) for r in args.run_dir]
+        for run_dir, seed in jobs:
+            seed = seed if run_dir is None else _Stored(run_dir).config.seed
+            rows.append(run_seed(seed, Path(args.data), Path(args.weights), Path(tmp), args.variants, run_dir))
             print(json.dumps(rows[-1], indent=1, default=str), flush=True)
     from tlkeras.core.versions import versions
     from tlkeras.runs import write_json

@@ -171,7 +171,11 @@ def export_run(task, run_dir, target, options=None, data_source=None, progress: 
     keras_out = [np.asarray(t) for t in model(decoded.images[:4].astype("float32"), training=False)]  # (location, score) of 4 images
     variants: dict[str, dict[str, Any]] = {}
     failed: dict[str, str] = {}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent if target.parent.exists() else None))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TLKerasError(f"cannot create {target.parent}: {exc.strerror}; pass a writable output folder") from None
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))  # same file system: the rename is atomic
     try:
         for name in wanted:
             say(f"{name}: converting")
@@ -190,7 +194,7 @@ def export_run(task, run_dir, target, options=None, data_source=None, progress: 
             if not entry["within_threshold"]:
                 failed[name] = entry["error"] or "outside its AP50 threshold"
             say(f"{name}: {entry['bytes'] / 1024:.0f} KB, LiteRT AP50 {entry['metrics']['AP50']:.3f}, "
-                f"MediaPipe AP50 {entry['mediapipe']['AP50'] if entry.get('mediapipe') and 'AP50' in entry['mediapipe'] else 'n/a'}, "
+                f"MediaPipe AP50 {format(entry['mediapipe']['AP50'], '.3f') if 'AP50' in (entry.get('mediapipe') or {}) else 'n/a'}, "
                 f"verified on {entry['verified_on']}")
         metadata = _describe(run_dir, config, class_names, detection, split, keras_metrics, variants, failed, anchors)
         shutil.copyfile(run_dir / "labels.txt", tmp / "labels.txt")
