@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,6 +60,38 @@ def test_benchmark_rows_match_the_files(small_bundle):
     assert int8_row["size_ratio"] == pytest.approx(int8_row["bytes"] / float_row["bytes"])
     table = format_markdown(result)
     assert "| float32 |" in table and "| int8 |" in table and "p50 ms (2T)" in table
+
+
+def test_a_format_1_bundle_still_benchmarks_and_classifies(small_bundle, tmp_path):
+    """Bundles written before the one-schema format (version 1: text files named model_<variant>.tflite,
+    a single "output", no per-variant null keys) still load where bundles are read."""
+    import shutil
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from tlkeras.benchmark.bundle import BenchmarkOptions, benchmark_bundle
+
+    old = tmp_path / "old"
+    shutil.copytree(small_bundle, old)
+    meta = json.loads((old / "metadata.json").read_text())
+    meta["format_version"] = 1
+    meta["output"] = meta.pop("outputs")[0]
+    for key in ("modality", "trainable", "web"):
+        meta.pop(key)
+    for name, entry in meta["variants"].items():
+        (old / entry["file"]).rename(old / f"model_{name}.tflite")
+        meta["variants"][name] = {k: v for k, v in entry.items() if v is not None} | {"file": f"model_{name}.tflite"}
+    (old / "metadata.json").write_text(json.dumps(meta))
+    result = benchmark_bundle(old, BenchmarkOptions(threads=(1,), iterations=3, warmup=1, rounds=1))
+    assert [r["file"] for r in result["rows"]] == ["model_float32.tflite", "model_int8.tflite"]
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(image)
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "export" / "classify.py"), str(old), str(image),
+                           "--variant", "int8", "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["variant"] == "int8"
 
 
 def test_benchmark_cli_writes_markdown_json_and_plot(small_bundle, tmp_path, capsys):

@@ -38,7 +38,7 @@ def representative_indices(y: np.ndarray, size: int, seed: int = 42, head: str =
     task's (:meth:`tlkeras.core.tasks.Task.strata`: the class for classification, the first positive
     label for multi-label); a task without strata (regression) draws uniformly.
     """
-    from tlkeras.export.pipeline import head_task
+    from tlkeras.export.result import head_task
 
     rng = np.random.default_rng(seed)
     n = len(y)
@@ -97,7 +97,7 @@ def save_serving_model(model, directory: str | os.PathLike, head: str = "softmax
     from tlkeras._backend import tf
 
     shape = [batch] + [int(d) for d in model.inputs[0].shape[1:]]
-    from tlkeras.export.pipeline import head_task
+    from tlkeras.export.result import head_task
 
     out_name = head_task(head).output_name()
     module = tf.Module()

@@ -33,12 +33,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tlkeras.config import TASK_OF_HEAD
-from tlkeras.core.tasks import Task, get_task
+from tlkeras.core.tasks import Task
 from tlkeras.errors import TLKerasError
+from tlkeras.export.result import OUTPUT_MEANING, compare_outputs, has_classes, head_task
 
 __all__ = [
-    "BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "VARIANT_KEYS", "TOP_LEVEL_KEYS", "Reference", "head_task", "has_classes", "variant_file",
+    "BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "OUTPUT_MEANING", "VARIANT_KEYS", "TOP_LEVEL_KEYS", "Reference", "head_task", "has_classes", "variant_file",
     "new_variant", "record_file", "convert_step", "verify_step", "mediapipe_step", "recommend", "output_entry", "describe",
     "write_bundle", "load_schema", "validate_metadata",
 ]
@@ -60,28 +60,6 @@ TOP_LEVEL_KEYS = (
     "evaluation", "variants", "recommended", "unknown_threshold", "calibration", "micro", "saved_model", "onnx",
     "trainable", "web", "passed", "failed",
 )
-# What the served output means, by task (the bundle's ``outputs[i].meaning``).
-OUTPUT_MEANING = {
-    "classification": "softmax probabilities over task.class_names (sum to 1); argmax is the label",
-    "multilabel": "independent sigmoid probabilities per class in task.class_names; >= 0.5 means present",
-    "regression": "regression values, one per target in task.class_names",
-}
-
-
-def head_task(head: str) -> Task:
-    """The task a classification-family ``head`` value (``softmax`` / ``sigmoid`` / ``regression``) names."""
-    return get_task(TASK_OF_HEAD.get(head, head))
-
-
-def has_classes(task: Task) -> bool:
-    """Whether a task's outputs are scores over named classes that two models can agree on.
-
-    Such a variant gets a classification output in its TFLite metadata and is checked in a
-    MediaPipe classifier; the others (regression) get a feature output and no MediaPipe check.
-    """
-    return type(task).agreement is not Task.agreement
-
-
 def variant_file(variant: str) -> str:
     """The one file-naming rule of bundles: ``<variant>.tflite``."""
     return f"{variant}.tflite"
@@ -158,8 +136,6 @@ class Reference:
 
     def compare(self, outputs: np.ndarray) -> dict[str, Any]:
         """A variant's metrics, agreement with Keras and drop in points of the primary metric."""
-        from tlkeras.export.result import compare_outputs
-
         return compare_outputs(self.y, self.outputs, outputs, self.class_names, self.head, self.metrics)
 
     def keras_summary(self) -> dict[str, Any]:

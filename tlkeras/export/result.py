@@ -13,9 +13,34 @@ from typing import Any
 
 import numpy as np
 
+from tlkeras.config import TASK_OF_HEAD
+from tlkeras.core.tasks import Task, get_task
 from tlkeras.errors import ExportCheckFailed, TLKerasError
 
-__all__ = ["ExportResult", "ExportCheckError", "primary_metric", "compare_outputs", "unknown_threshold", "finish_export"]
+__all__ = ["ExportResult", "ExportCheckError", "primary_metric", "compare_outputs", "unknown_threshold", "finish_export", "head_task", "has_classes",
+           "OUTPUT_MEANING"]
+
+
+# What the served output means, by task (the bundle's ``outputs[i].meaning``).
+OUTPUT_MEANING = {
+    "classification": "softmax probabilities over task.class_names (sum to 1); argmax is the label",
+    "multilabel": "independent sigmoid probabilities per class in task.class_names; >= 0.5 means present",
+    "regression": "regression values, one per target in task.class_names",
+}
+
+
+def head_task(head: str) -> Task:
+    """The task a classification-family ``head`` value (``softmax`` / ``sigmoid`` / ``regression``) names."""
+    return get_task(TASK_OF_HEAD.get(head, head))
+
+
+def has_classes(task: Task) -> bool:
+    """Whether a task's outputs are scores over named classes that two models can agree on.
+
+    Such a variant gets a classification output in its TFLite metadata and is checked in a
+    MediaPipe classifier; the others (regression) get a feature output and no MediaPipe check.
+    """
+    return type(task).agreement is not Task.agreement
 
 
 @dataclass
@@ -55,8 +80,6 @@ class ExportCheckError(ExportCheckFailed):
 
 def primary_metric(head: str) -> str:
     """The primary metric of the task a ``head`` value names (accuracy, subset_accuracy, mae)."""
-    from tlkeras.export.pipeline import head_task
-
     return head_task(head).primary_metric
 
 
@@ -67,8 +90,6 @@ def compare_outputs(y: np.ndarray, keras_out: np.ndarray, out: np.ndarray, class
     better, 100 x (Keras - variant); for an error (regression's MAE), the relative increase in percent.
     ``agreement`` is the task's agreement rule (None where the task defines none).
     """
-    from tlkeras.export.pipeline import head_task
-
     task = head_task(head)
     metrics = task.metrics(y, out, class_names)
     key = task.primary_metric

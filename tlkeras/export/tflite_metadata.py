@@ -141,7 +141,7 @@ def add_metadata(
         TLKerasError: mediapipe is not installed, or the writer rejects the model (the message
             names why).
     """
-    from tlkeras.export.pipeline import OUTPUT_MEANING, has_classes, head_task
+    from tlkeras.export.result import OUTPUT_MEANING, has_classes, head_task
 
     writer_mod, info = _import_writers()
     task = head_task(head)
@@ -237,7 +237,7 @@ def mediapipe_agreement(classifier, samples, expected: np.ndarray, class_names: 
         every returned category's name is ``class_names`` of its index, "max_score_diff": largest
         |MediaPipe score - expected score| over the returned categories, "count": samples}``.
     """
-    from tlkeras.export.pipeline import head_task
+    from tlkeras.export.result import head_task
 
     names = [str(n) for n in class_names]
     expected = np.array(expected, np.float64).reshape(len(samples), len(names))

@@ -109,7 +109,7 @@ def check_web_options(options, head: str, modality: str = "image") -> None:
     Raises:
         TLKerasError: one line that says what to change or install.
     """
-    from tlkeras.export.pipeline import has_classes, head_task
+    from tlkeras.export.result import has_classes, head_task
 
     if options.metadata == "off" or not has_classes(head_task(head)):
         raise TLKerasError("--web classifies with MediaPipe, which needs the TFLite metadata of a softmax or sigmoid head; "
