@@ -207,6 +207,20 @@ def test_every_cli_is_a_console_script():
     assert {f"tlkeras-{c}": f"tlkeras.{c}.__main__:main" for c in CLIS}.items() <= scripts.items()
 
 
+MAX_FUNCTION_LINES = 120
+
+
+def test_functions_stay_short():
+    long = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{module}:{node.lineno} {node.name} ({length} lines)")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines (split them into named steps): " + "; ".join(long)
+
+
 def _module_aliases(module: str) -> dict[str, str]:
     """Local name -> tlkeras module for every module bound by an import in ``module`` (nested ones too)."""
     aliases = {}

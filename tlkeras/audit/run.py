@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tlkeras.config import DataConfig, RunConfig
+from tlkeras.core.tasks import task_of
 from tlkeras.errors import TLKerasError
 
 __all__ = ["AuditOptions", "AuditResult", "audit_data", "audit_before_training", "DROP_KINDS"]
@@ -289,7 +290,8 @@ def audit_data(config, options: AuditOptions | None = None) -> AuditResult:
 
     config = _as_config(config).validate()
     options = (options or AuditOptions()).validate()
-    if config.model.head != "softmax":
+    task = task_of(config.model)
+    if not task.exclusive_classes:
         raise TLKerasError(f"the audit checks single-label classes; head={config.model.head} is not supported")
     from tlkeras.core.text.data import detect_modality
 
@@ -312,7 +314,7 @@ def audit_data(config, options: AuditOptions | None = None) -> AuditResult:
 
     with warnings.catch_warnings():  # the report lists skipped files; no need to warn twice
         warnings.simplefilter("ignore", UserWarning)
-        bundle = require_images(load_data(config.data, size, "softmax", config.seed), "the data audit")
+        bundle = require_images(load_data(config.data, size, task.head, config.seed), "the data audit")
     items, images = _items(bundle, size)
     labels = np.array([it["label"] for it in items], np.int64)
     class_names = list(bundle.class_names)
@@ -325,7 +327,7 @@ def audit_data(config, options: AuditOptions | None = None) -> AuditResult:
         raise TLKerasError("--write-clean needs images read from files (a folder or a CSV), not arrays")
     timings["load"] = time.perf_counter() - start
 
-    from tlkeras.audit import hashes, neighbours
+    from tlkeras.audit import hashes
 
     t = time.perf_counter()
     has_files = all(it["path"] is not None for it in items)
@@ -336,41 +338,14 @@ def audit_data(config, options: AuditOptions | None = None) -> AuditResult:
     timings["files"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    unit = None
-    phash = hashes.perceptual_hashes(images)
-    if pretrained:
-        unit = neighbours.normalise(_features(config, len(class_names), size, images))
-        candidates = neighbours.similar_pairs(unit, options.similarity)
-        near = [(a, b, s) for a, b, s in candidates
-                if s >= options.sure_similarity or int((phash[a] != phash[b]).sum()) <= options.confirm_distance]
-        method = {"method": "embedding", "similarity": options.similarity, "confirm_distance": options.confirm_distance,
-                  "sure_similarity": options.sure_similarity, "candidates": len(candidates)}
-    else:
-        near = hashes.phash_pairs(phash, options.phash_distance)
-        method = {"method": "phash", "max_distance": options.phash_distance}
+    unit, near, method, phash = _near_duplicates(config, options, images, len(class_names), size, pretrained)
     timings["features_and_duplicates"] = time.perf_counter() - t
     dups = _duplicates(items, exact, near, phash)
 
     t = time.perf_counter()
     issues, outliers, context, probs = [], [], {}, None
     if unit is not None and options.labels:
-        from tlkeras.audit.labels import label_issues, out_of_fold_probabilities
-
-        probs, probe_c = out_of_fold_probabilities(unit, labels, len(class_names), options.folds, config.seed)
-        issues = label_issues(labels, probs)
-        scores, nearest = neighbours.outlier_scores(unit, labels, len(class_names))
-        outliers = [
-            {"index": int(i), "distance": round(float(scores[i]), 4), "nearest_class": int(nearest[i])}
-            for i in neighbours.robust_outliers(scores, options.outlier_z)
-        ]
-        nn_idx, nn_sim = neighbours.nearest_neighbours(unit, 4)
-        context = {
-            "neighbours": {int(i): [[int(j), float(s)] for j, s in zip(nn_idx[i], nn_sim[i])]
-                           for i in [x["index"] for x in issues] + [x["index"] for x in outliers]},
-            "class_examples": neighbours.class_examples(unit, labels, len(class_names), 4),
-            "probe_accuracy": float((probs.argmax(axis=1) == labels).mean()),
-            "probe_c": probe_c,
-        }
+        issues, outliers, context, probs = _labels_and_outliers(unit, labels, len(class_names), options, config.seed)
     timings["labels_and_outliers"] = time.perf_counter() - t
 
     flags = _flags(dups["flags"], issues, outliers)
@@ -391,6 +366,54 @@ def audit_data(config, options: AuditOptions | None = None) -> AuditResult:
     return AuditResult(findings, report_dir, clean_path, timings, unit, probs)
 
 
+def _near_duplicates(config, options: AuditOptions, images: np.ndarray, num_classes: int, size: int, pretrained: bool):
+    """Near-duplicate pairs: backbone-embedding neighbours confirmed by perceptual hashes, or hashes alone.
+
+    Returns ``(unit embeddings or None, pairs (a, b, similarity), the method's record, perceptual hashes)``.
+    """
+    from tlkeras.audit import hashes, neighbours
+
+    unit = None
+    phash = hashes.perceptual_hashes(images)
+    if pretrained:
+        unit = neighbours.normalise(_features(config, num_classes, size, images))
+        candidates = neighbours.similar_pairs(unit, options.similarity)
+        near = [(a, b, s) for a, b, s in candidates
+                if s >= options.sure_similarity or int((phash[a] != phash[b]).sum()) <= options.confirm_distance]
+        method = {"method": "embedding", "similarity": options.similarity, "confirm_distance": options.confirm_distance,
+                  "sure_similarity": options.sure_similarity, "candidates": len(candidates)}
+    else:
+        near = hashes.phash_pairs(phash, options.phash_distance)
+        method = {"method": "phash", "max_distance": options.phash_distance}
+    return unit, near, method, phash
+
+
+def _labels_and_outliers(unit: np.ndarray, labels: np.ndarray, num_classes: int, options: AuditOptions, seed: int):
+    """Label issues (out-of-fold probe probabilities) and outliers (distance to the class), with their neighbours.
+
+    Returns ``(issues, outliers, context, out-of-fold probabilities)``.
+    """
+    from tlkeras.audit import neighbours
+    from tlkeras.audit.labels import label_issues, out_of_fold_probabilities
+
+    probs, probe_c = out_of_fold_probabilities(unit, labels, num_classes, options.folds, seed)
+    issues = label_issues(labels, probs)
+    scores, nearest = neighbours.outlier_scores(unit, labels, num_classes)
+    outliers = [
+        {"index": int(i), "distance": round(float(scores[i]), 4), "nearest_class": int(nearest[i])}
+        for i in neighbours.robust_outliers(scores, options.outlier_z)
+    ]
+    nn_idx, nn_sim = neighbours.nearest_neighbours(unit, 4)
+    context = {
+        "neighbours": {int(i): [[int(j), float(s)] for j, s in zip(nn_idx[i], nn_sim[i])]
+                       for i in [x["index"] for x in issues] + [x["index"] for x in outliers]},
+        "class_examples": neighbours.class_examples(unit, labels, num_classes, 4),
+        "probe_accuracy": float((probs.argmax(axis=1) == labels).mean()),
+        "probe_c": probe_c,
+    }
+    return issues, outliers, context, probs
+
+
 def _audit_text(config: RunConfig, options: AuditOptions) -> AuditResult:
     """The text audit (:mod:`tlkeras.audit.text`): exact duplicates, leakage, label conflicts."""
     from tlkeras.audit.text import text_findings, write_text_report
@@ -404,7 +427,7 @@ def _audit_text(config: RunConfig, options: AuditOptions) -> AuditResult:
         raise TLKerasError(f"{report_dir} already exists; pass another --report-dir or --overwrite")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        bundle = load_text_data(config.data, "softmax", config.seed)
+        bundle = load_text_data(config.data, task_of(config.model).head, config.seed)
     findings = text_findings(bundle, str(config.data.source))
     with staged_directory(report_dir, overwrite=options.overwrite) as staging:
         write_text_report(staging, findings, report_dir)

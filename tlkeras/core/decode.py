@@ -196,20 +196,8 @@ def decode_groups(
     file of the group has been seen, before later groups end; its ``stop`` (a
     ``threading.Event``) ends the decoding early with KeyboardInterrupt, dropping partial stores.
     """
-    from tlkeras._backend import tf
-
     results: list = [None] * len(groups)
-    pending = []
-    for g, (paths, folder, encoded) in enumerate(groups):
-        found = open_store(folder) if folder is not None else None
-        if found is not None and found[1].get("size") == size and "kept" in found[1]:
-            rows, meta = found
-            skipped = list(meta.get("skipped", []))
-            if skipped and on_corrupt == "error":
-                _corrupt_error(skipped[0])
-            results[g] = (rows, list(meta["kept"]), skipped)
-        else:
-            pending.append(g)
+    pending = _reuse_stores(groups, size, on_corrupt, results)
     if not pending:
         return results
     names = [str(p) for g in pending for p in groups[g][0]]
@@ -247,30 +235,7 @@ def decode_groups(
                 listener.finished(g, result)
     try:
         if n:
-            from_bytes = groups[pending[0]][2] is not None
-            decode = decode_image_fn(size, from_bytes=from_bytes)
-
-            def one(i, item):
-                return i, decode(item)
-
-            if from_bytes:
-                items = groups[pending[0]][2]
-                for g in pending[1:]:
-                    items = items.concatenate(groups[g][2])
-            else:
-                # Bytes, not str: a file name that is not valid UTF-8 (latin-1 names from old
-                # archives) arrives as surrogate escapes, which a string tensor refuses.
-                items = tf.data.Dataset.from_tensor_slices(tf.constant([os.fsencode(p) for p in names], dtype=tf.string))
-            ds = tf.data.Dataset.zip((tf.data.Dataset.range(n), items))
-            ds = ds.map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            # A file that fails to decode raises inside the map; dropping it here is the skip.
-            ds = ds.ignore_errors().batch(batch_size).prefetch(2)
-            if listener is not None:
-                # Its own threads: training pipelines that wait for these rows block threads of
-                # TensorFlow's shared pool, which must not be the ones that decode them.
-                options = tf.data.Options()
-                options.threading.private_threadpool_size = max(2, os.cpu_count() or 2)
-                ds = ds.with_options(options)
+            ds = _decode_pipeline(groups, pending, names, size, batch_size, private_threads=listener is not None)
             with Progress(n if label else 0, label or "") as progress:
                 for index, images in ds:
                     if listener is not None and listener.stop.is_set():
@@ -301,6 +266,55 @@ def decode_groups(
             writer.abort()
         raise
     return results
+
+
+def _reuse_stores(groups, size: int, on_corrupt: str, results: list) -> list[int]:
+    """Fills ``results`` for the groups whose complete disk store is at ``size``; returns the others' indices."""
+    pending = []
+    for g, (paths, folder, encoded) in enumerate(groups):
+        found = open_store(folder) if folder is not None else None
+        if found is not None and found[1].get("size") == size and "kept" in found[1]:
+            rows, meta = found
+            skipped = list(meta.get("skipped", []))
+            if skipped and on_corrupt == "error":
+                _corrupt_error(skipped[0])
+            results[g] = (rows, list(meta["kept"]), skipped)
+        else:
+            pending.append(g)
+    return pending
+
+
+def _decode_pipeline(groups, pending: list[int], names: list[str], size: int, batch_size: int, private_threads: bool):
+    """One tf.data pipeline of ``(index, image)`` batches over every pending group's files (or encoded bytes).
+
+    A file that fails to decode is dropped (its index never arrives): that is the skip.
+    """
+    from tlkeras._backend import tf
+
+    from_bytes = groups[pending[0]][2] is not None
+    decode = decode_image_fn(size, from_bytes=from_bytes)
+
+    def one(i, item):
+        return i, decode(item)
+
+    if from_bytes:
+        items = groups[pending[0]][2]
+        for g in pending[1:]:
+            items = items.concatenate(groups[g][2])
+    else:
+        # Bytes, not str: a file name that is not valid UTF-8 (latin-1 names from old
+        # archives) arrives as surrogate escapes, which a string tensor refuses.
+        items = tf.data.Dataset.from_tensor_slices(tf.constant([os.fsencode(p) for p in names], dtype=tf.string))
+    ds = tf.data.Dataset.zip((tf.data.Dataset.range(len(names)), items))
+    ds = ds.map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors().batch(batch_size).prefetch(2)
+    if private_threads:
+        # Its own threads: training pipelines that wait for these rows block threads of
+        # TensorFlow's shared pool, which must not be the ones that decode them.
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = max(2, os.cpu_count() or 2)
+        ds = ds.with_options(options)
+    return ds
 
 
 def _corrupt_error(path) -> None:

@@ -47,13 +47,16 @@ def _self_targets(model, data: DataBundle, ft: dict) -> np.ndarray | None:
     the predictions into the one-hot labels with weight ``ft["self_distill"]``.
     """
     w = ft["self_distill"]
-    if w <= 0 or data.head != "softmax":
-        return None
+    from tlkeras.config import TASK_OF_HEAD
     from tlkeras.core.data import encode_labels
     from tlkeras.core.metrics import predict
+    from tlkeras.core.tasks import get_task
+
+    if w <= 0 or not get_task(TASK_OF_HEAD.get(data.head, data.head)).exclusive_classes:
+        return None
 
     soft = predict(model, data.train.x, ft["batch_size"]).astype(np.float32)
-    return (1.0 - w) * encode_labels(data.train.y, "softmax", data.num_outputs) + w * soft
+    return (1.0 - w) * encode_labels(data.train.y, data.head, data.num_outputs) + w * soft
 
 
 # Each stage's own epoch seeds (training's phases use 1 and 2); progress shows them as phase 2.

@@ -49,7 +49,7 @@ from tlkeras.optimize.options import (
 )
 from tlkeras.optimize.prune import _prune_targets, prune
 from tlkeras.optimize.qat import quantize_aware, save_model
-from tlkeras.optimize.report import _merge_histories, _metric_name, _report, _run_info, report_markdown
+from tlkeras.optimize.report import _merge_histories, _report, _run_info, metric_name, report_markdown
 from tlkeras.optimize.scope import _check_hub
 from tlkeras.runs import atomic_path, atomic_write_text, read_labels, staged_directory, write_json
 
@@ -171,80 +171,106 @@ def optimize_run(
     data = _load_source_data(run_dir, model, config, labels, data, data_source)
     ft = fto.resolve(config, len(data.train), data.num_outputs)  # recipe defaults as training filled them
     split_name, split = data.eval_split
-    metric = _metric_name(data.head)
+    metric = metric_name(data.head)
     rng = np.random.default_rng(config.seed)
     count = min(representative_count, len(data.train))
     representative = data.train.x[np.sort(rng.choice(len(data.train), size=count, replace=False))]
+    before = _measure_before(run_dir, model, data, representative, tflite)
 
+    stage_ctx = staged_directory(final_dir) if write else contextlib.nullcontext(None)
+    with stage_ctx as out_dir:
+        log_dir = Path(out_dir) / "logs" if out_dir is not None else None
+        stages, optimized, pre_qat = _run_stages(model, data, config, plan, prune_opts, cluster_opts, qat_opts, fto, callbacks, log_dir)
+        after, flat, report_tflite = _measure_after(model, optimized, pre_qat, data, representative, before, plan, tflite, out_dir)
+        report = _report(run_dir, final_dir if write else None, plan, stages, before, after, report_tflite, metric, split_name, optimized,
+                         prune_opts, cluster_opts, ft, time.perf_counter() - t0)
+        if out_dir is not None:
+            _write_optimized_run(Path(out_dir), run_dir, final_dir, data, optimized, stages, after, report, flat, t0)
+    return OptimizeResult(final_dir if write else None, optimized, report, stages, flat)
+
+
+def _measure_before(run_dir: Path, model, data: DataBundle, representative: np.ndarray, tflite: bool) -> dict[str, Any]:
+    """The source model's metrics, file sizes, int8 TFLite block and sparsity."""
+    split_name, split = data.eval_split
     before: dict[str, Any] = {"metrics": compute_metrics(split.y, predict(model, split.x), data.class_names, data.head)}
     before["keras_bytes"] = (run_dir / "model.keras").stat().st_size
     before["keras_gzip_bytes"] = gzipped_size(run_dir / "model.keras")
     if tflite:
         _, before["int8"] = _int8_block(model, data, representative, split)
     before["sparsity"] = weight_sparsity(model)["overall"]
+    return before
 
-    stage_ctx = staged_directory(final_dir) if write else contextlib.nullcontext(None)
-    with stage_ctx as out_dir:
-        log_dir = Path(out_dir) / "logs" if out_dir is not None else None
-        stages: list[StageResult] = []
-        current = model
-        pre_qat = model
-        for stage in plan:
-            if stage == "prune":
-                result = prune(current, data, config, prune_opts, fto, callbacks=callbacks, log_dir=log_dir)
-            elif stage == "cluster":
-                result = cluster(current, data, config, cluster_opts, fto, preserve_sparsity=prune_opts is not None,
-                                              callbacks=callbacks, log_dir=log_dir)
-            else:
-                preserve = "+".join(p for p, o in (("sparsity", prune_opts), ("clusters", cluster_opts)) if o is not None) or "none"
-                pre_qat = current
-                result = quantize_aware(current, data, config, qat_opts, fto, preserve=preserve, callbacks=callbacks, log_dir=log_dir)
-            stages.append(result)
-            current = result.model
-        optimized = current
 
-        after: dict[str, Any] = {"metrics": compute_metrics(split.y, predict(optimized, split.x), data.class_names, data.head)}
-        if out_dir is not None:
-            save_model(optimized, Path(out_dir) / "model.keras")
-            keras_file = (Path(out_dir) / "model.keras").read_bytes()
+def _run_stages(model, data: DataBundle, config, plan, prune_opts, cluster_opts, qat_opts, fto, callbacks, log_dir):
+    """prune -> cluster -> QAT as planned. Returns (stage results, the optimized model, the model QAT started from)."""
+    stages: list[StageResult] = []
+    current = model
+    pre_qat = model
+    for stage in plan:
+        if stage == "prune":
+            result = prune(current, data, config, prune_opts, fto, callbacks=callbacks, log_dir=log_dir)
+        elif stage == "cluster":
+            result = cluster(current, data, config, cluster_opts, fto, preserve_sparsity=prune_opts is not None,
+                             callbacks=callbacks, log_dir=log_dir)
         else:
-            keras_file = _keras_bytes(optimized)
-        after["keras_bytes"] = len(keras_file)
-        after["keras_gzip_bytes"] = gzipped_size(keras_file)
-        flat = None
-        report_tflite: dict[str, Any] = {}
-        if tflite:
-            flat, after["int8"] = _int8_block(optimized, data, representative, split)
-            after["int8"]["method"] = "qat" if "qat" in plan else "post-training"
-            report_tflite = tflite_weight_sparsity(flat)
-            if "qat" in plan:
-                if pre_qat is model:
-                    after["int8_ptq_same_model"] = before["int8"]
-                else:
-                    _, after["int8_ptq_same_model"] = _int8_block(pre_qat, data, representative, split)
+            preserve = "+".join(p for p, o in (("sparsity", prune_opts), ("clusters", cluster_opts)) if o is not None) or "none"
+            pre_qat = current
+            result = quantize_aware(current, data, config, qat_opts, fto, preserve=preserve, callbacks=callbacks, log_dir=log_dir)
+        stages.append(result)
+        current = result.model
+    return stages, current, pre_qat
 
-        report = _report(run_dir, final_dir if write else None, plan, stages, before, after, report_tflite, metric, split_name, optimized,
-                         prune_opts, cluster_opts, ft, time.perf_counter() - t0)
-        if out_dir is not None:
-            out = Path(out_dir)
-            new_config = load_config(run_dir / "config.yaml")
-            new_config.output_dir = str(final_dir.parent)
-            new_config.name = target_name
-            save_config(new_config, out / "config.yaml")
-            atomic_write_text(out / "labels.txt", "\n".join(data.class_names) + "\n")
-            history = _merge_histories(stages)
-            write_json(out / "history.json", history)
-            metrics = {
-                "val": compute_metrics(data.val.y, predict(optimized, data.val.x), data.class_names, data.head),
-                "final_split": split_name,
-                "final": after["metrics"],
-                "timings": {s.stage: s.seconds for s in stages} | {"total": time.perf_counter() - t0},
-            }
-            write_reports(out, metrics, data.class_names, data.head, history if history.get("loss") else None)
-            write_json(out / "run.json", _run_info(run_dir, data, report))
-            if flat is not None:
-                with atomic_path(out / INT8_TFLITE) as tmp:
-                    Path(tmp).write_bytes(flat)
-            write_json(out / REPORT_JSON, report)
-            atomic_write_text(out / REPORT_MD, report_markdown(report))
-    return OptimizeResult(final_dir if write else None, optimized, report, stages, flat)
+
+def _measure_after(model, optimized, pre_qat, data: DataBundle, representative: np.ndarray, before: dict[str, Any], plan, tflite: bool,
+                   out_dir) -> tuple[dict[str, Any], bytes | None, dict[str, Any]]:
+    """The optimized model's metrics, sizes and int8 block (saving model.keras when writing).
+
+    Returns ``(after, int8 TFLite bytes or None, the TFLite file's weight sparsity)``.
+    """
+    split_name, split = data.eval_split
+    after: dict[str, Any] = {"metrics": compute_metrics(split.y, predict(optimized, split.x), data.class_names, data.head)}
+    if out_dir is not None:
+        save_model(optimized, Path(out_dir) / "model.keras")
+        keras_file = (Path(out_dir) / "model.keras").read_bytes()
+    else:
+        keras_file = _keras_bytes(optimized)
+    after["keras_bytes"] = len(keras_file)
+    after["keras_gzip_bytes"] = gzipped_size(keras_file)
+    flat = None
+    report_tflite: dict[str, Any] = {}
+    if tflite:
+        flat, after["int8"] = _int8_block(optimized, data, representative, split)
+        after["int8"]["method"] = "qat" if "qat" in plan else "post-training"
+        report_tflite = tflite_weight_sparsity(flat)
+        if "qat" in plan:
+            if pre_qat is model:
+                after["int8_ptq_same_model"] = before["int8"]
+            else:
+                _, after["int8_ptq_same_model"] = _int8_block(pre_qat, data, representative, split)
+    return after, flat, report_tflite
+
+
+def _write_optimized_run(out: Path, run_dir: Path, final_dir: Path, data: DataBundle, optimized, stages, after: dict[str, Any],
+                         report: dict[str, Any], flat: bytes | None, t0: float) -> None:
+    """Writes the new run's config, labels, history, metrics, plots, run.json, int8 model and report into ``out``."""
+    split_name, _ = data.eval_split
+    new_config = load_config(run_dir / "config.yaml")
+    new_config.output_dir = str(final_dir.parent)
+    new_config.name = final_dir.name
+    save_config(new_config, out / "config.yaml")
+    atomic_write_text(out / "labels.txt", "\n".join(data.class_names) + "\n")
+    history = _merge_histories(stages)
+    write_json(out / "history.json", history)
+    metrics = {
+        "val": compute_metrics(data.val.y, predict(optimized, data.val.x), data.class_names, data.head),
+        "final_split": split_name,
+        "final": after["metrics"],
+        "timings": {s.stage: s.seconds for s in stages} | {"total": time.perf_counter() - t0},
+    }
+    write_reports(out, metrics, data.class_names, data.head, history if history.get("loss") else None)
+    write_json(out / "run.json", _run_info(run_dir, data, report))
+    if flat is not None:
+        with atomic_path(out / INT8_TFLITE) as tmp:
+            Path(tmp).write_bytes(flat)
+    write_json(out / REPORT_JSON, report)
+    atomic_write_text(out / REPORT_MD, report_markdown(report))

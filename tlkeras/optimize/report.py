@@ -5,13 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tlkeras.config import TASK_OF_HEAD
 from tlkeras.core.data import DataBundle
+from tlkeras.core.tasks import get_task
 from tlkeras.optimize.measure import unique_weights, weight_sparsity
 from tlkeras.optimize.options import REPORT_JSON, StageResult
 
+# The report's headline metric where it is not the task's primary one (multi-label reports F1).
+_REPORT_METRIC = {"multilabel": "f1_macro"}
 
-def _metric_name(head: str) -> str:
-    return {"softmax": "accuracy", "sigmoid": "f1_macro", "regression": "mae"}[head]
+
+def metric_name(head: str) -> str:
+    """The metric the optimization report leads with for the task of ``head``."""
+    task = get_task(TASK_OF_HEAD.get(head, head))
+    return _REPORT_METRIC.get(task.name, task.primary_metric)
 
 
 def _pipeline_name(plan: list[str]) -> str:

@@ -19,13 +19,14 @@ from typing import Any, Callable
 import numpy as np
 
 from tlkeras._backend import tf
-from tlkeras.config import RunConfig
+from tlkeras.config import TASK_OF_HEAD, RunConfig
 from tlkeras.core.data import DataBundle, class_weights, encode_labels, make_dataset
 from tlkeras.core.features import feature_store
 from tlkeras.core.models import feature_extractor, freeze_backbone, head_model, unfreeze_backbone
 from tlkeras.core.pending import images_of
 from tlkeras.core.probe import fit_logistic
 from tlkeras.core.stream import keep_worker_shard, shard_count
+from tlkeras.core.tasks import get_task
 from tlkeras.core.text.probe import fit_word_probe, is_word_model
 from tlkeras.train.optim import (
     compile_model,
@@ -90,7 +91,7 @@ def phase1_augmentation(config: RunConfig) -> str:
 def uses_linear_probe(model, config: RunConfig, head: str) -> bool:
     """Whether phase 1 fits the head in closed form (see ``TrainConfig.phase1_solver``)."""
     plain = all(not layer.name.startswith("head_hidden") for layer in model.layers)
-    return config.train.phase1_solver == "auto" and head == "softmax" and plain and uses_feature_cache(config)
+    return config.train.phase1_solver == "auto" and get_task(TASK_OF_HEAD.get(head, head)).exclusive_classes and plain and uses_feature_cache(config)
 
 
 def cached_features(
@@ -336,53 +337,8 @@ def fit_two_phase(
 
     start = time.perf_counter()
     if tc.phase1_epochs > 0:
-        freeze_backbone(model)
-        augment1 = phase1_augmentation(config)
-        views = tc.feature_cache_views if augment1 != "off" else 1
-        store = {"cache_memory": dc.cache_memory, "cache_dir": dc.cache_dir}  # features follow the images' budget
-        # The closed-form probe fits on this process's features alone: with shards it would give
-        # each worker a different head, so sharded runs train the head with synced gradients.
-        if uses_linear_probe(model, config, bundle.head) and workers == 1:
-            train_feats = cached_features(model, images_of(bundle.train), bs, augment1, views, config.seed, **store)
-            val_feats = cached_features(model, images_of(bundle.val), bs, "off", 1, config.seed, **store)
-            if is_word_model(model):  # the word model's probe also fits the bag of words (core/text/probe.py)
-                logs = fit_word_probe(model, bundle.train.x, bundle.train.y, bundle.val.x, bundle.val.y, train_feats, val_feats, n, weights)
-            else:
-                logs = fit_linear_probe(model, train_feats, np.tile(bundle.train.y, views), val_feats, bundle.val.y, n, weights)
-            if tc.verbose:
-                print(f"phase 1 linear probe (C={logs['probe_C'][0]}) - val_loss {logs['val_loss'][0]:.4f} - val_accuracy {logs['val_accuracy'][0]:.4f}", flush=True)
-        else:
-            if uses_feature_cache(config):
-                train_feats = cached_features(model, images_of(bundle.train), bs, augment1, views, config.seed, **store)
-                val_feats = cached_features(model, images_of(bundle.val), bs, "off", 1, config.seed, **store)
-                targets = np.tile(encode_labels(bundle.train.y, bundle.head, n), (views, 1))
-                with strategy.scope():
-                    fit_model = head_model(model)
-                features = tf.data.Dataset.from_tensor_slices((train_feats, targets))
-                if workers > 1:
-                    features = keep_worker_shard(features)
-                phase1_steps, jit = steps_per_epoch(len(train_feats) * workers, bs), False
-
-                def make_phase1_ds(epoch):
-                    return features.shuffle(len(train_feats), seed=epoch_seed(config.seed, 1, epoch)).batch(bs).prefetch(tf.data.AUTOTUNE)
-
-                phase1_val = tf.data.Dataset.from_tensor_slices((val_feats, encode_labels(bundle.val.y, bundle.head, n))).batch(bs)
-            else:
-                fit_model, phase1_val, phase1_steps, jit = model, val_ds, steps, None
-
-                def make_phase1_ds(epoch):
-                    return make_dataset(bundle.train, head=bundle.head, num_outputs=n, batch_size=bs, shuffle=True, augment=augment1, seed=epoch_seed(config.seed, 1, epoch))
-
-            def compile1(lr, fit_model=fit_model, jit=jit):
-                with strategy.scope():
-                    compile_model(fit_model, config, n, lr, jit=jit)
-
-            logs = train_phase(
-                fit_model, make_phase1_ds, phase1_val, config, phase=1, epochs=tc.phase1_epochs, learning_rate=tc.phase1_lr,
-                steps=phase1_steps, compile=compile1, monitor="val_loss", class_weight=weights, callbacks=extra + tb(1),
-                checkpoint_dir=ckpt(1),
-            ).history
-        history.add(logs, 1)
+        history.add(_phase1(model, bundle, config, strategy=strategy, weights=weights, workers=workers, steps=steps, val_ds=val_ds,
+                            callbacks=extra + tb(1), checkpoint_dir=ckpt(1)), 1)
     timings["phase1"] = time.perf_counter() - start
 
     finder = None
@@ -410,5 +366,75 @@ def fit_two_phase(
     with strategy.scope():
         compile_model(model, config, n, final_learning_rate(config, bool(opened)))
     return FitResult(history.values, timings, selection, finder)
+
+
+def _phase1(model, bundle: DataBundle, config: RunConfig, *, strategy, weights, workers: int, steps: int, val_ds, callbacks: list,
+            checkpoint_dir: Path | None) -> dict[str, list]:
+    """Phase 1, the frozen backbone: the closed-form probe when it applies, else gradient steps. Returns its logs."""
+    freeze_backbone(model)
+    augment1 = phase1_augmentation(config)
+    views = config.train.feature_cache_views if augment1 != "off" else 1
+    # The closed-form probe fits on this process's features alone: with shards it would give
+    # each worker a different head, so sharded runs train the head with synced gradients.
+    if uses_linear_probe(model, config, bundle.head) and workers == 1:
+        return _phase1_probe(model, bundle, config, augment1, views, weights)
+    return _phase1_gradient(model, bundle, config, augment1, views, strategy=strategy, weights=weights, workers=workers, steps=steps,
+                            val_ds=val_ds, callbacks=callbacks, checkpoint_dir=checkpoint_dir)
+
+
+def _phase1_features(model, bundle: DataBundle, config: RunConfig, augment1: str, views: int):
+    """Backbone features of the training split (``views`` augmented copies) and of val, cached by the images' budget."""
+    dc = config.data
+    store = {"cache_memory": dc.cache_memory, "cache_dir": dc.cache_dir}  # features follow the images' budget
+    train_feats = cached_features(model, images_of(bundle.train), dc.batch_size, augment1, views, config.seed, **store)
+    val_feats = cached_features(model, images_of(bundle.val), dc.batch_size, "off", 1, config.seed, **store)
+    return train_feats, val_feats
+
+
+def _phase1_probe(model, bundle: DataBundle, config: RunConfig, augment1: str, views: int, weights) -> dict[str, list]:
+    """Phase 1 as a closed-form logistic regression on cached features (the word model's also on the bag of words)."""
+    n = bundle.num_outputs
+    train_feats, val_feats = _phase1_features(model, bundle, config, augment1, views)
+    if is_word_model(model):  # the word model's probe also fits the bag of words (core/text/probe.py)
+        logs = fit_word_probe(model, bundle.train.x, bundle.train.y, bundle.val.x, bundle.val.y, train_feats, val_feats, n, weights)
+    else:
+        logs = fit_linear_probe(model, train_feats, np.tile(bundle.train.y, views), val_feats, bundle.val.y, n, weights)
+    if config.train.verbose:
+        print(f"phase 1 linear probe (C={logs['probe_C'][0]}) - val_loss {logs['val_loss'][0]:.4f} - val_accuracy {logs['val_accuracy'][0]:.4f}", flush=True)
+    return logs
+
+
+def _phase1_gradient(model, bundle: DataBundle, config: RunConfig, augment1: str, views: int, *, strategy, weights, workers: int,
+                     steps: int, val_ds, callbacks: list, checkpoint_dir: Path | None) -> dict[str, list]:
+    """Phase 1 with gradient steps: on cached features through the head alone, or on images through the whole model."""
+    n, bs = bundle.num_outputs, config.data.batch_size
+    if uses_feature_cache(config):
+        train_feats, val_feats = _phase1_features(model, bundle, config, augment1, views)
+        targets = np.tile(encode_labels(bundle.train.y, bundle.head, n), (views, 1))
+        with strategy.scope():
+            fit_model = head_model(model)
+        features = tf.data.Dataset.from_tensor_slices((train_feats, targets))
+        if workers > 1:
+            features = keep_worker_shard(features)
+        phase1_steps, jit = steps_per_epoch(len(train_feats) * workers, bs), False
+
+        def make_phase1_ds(epoch):
+            return features.shuffle(len(train_feats), seed=epoch_seed(config.seed, 1, epoch)).batch(bs).prefetch(tf.data.AUTOTUNE)
+
+        phase1_val = tf.data.Dataset.from_tensor_slices((val_feats, encode_labels(bundle.val.y, bundle.head, n))).batch(bs)
+    else:
+        fit_model, phase1_val, phase1_steps, jit = model, val_ds, steps, None
+
+        def make_phase1_ds(epoch):
+            return make_dataset(bundle.train, head=bundle.head, num_outputs=n, batch_size=bs, shuffle=True, augment=augment1, seed=epoch_seed(config.seed, 1, epoch))
+
+    def compile1(lr):
+        with strategy.scope():
+            compile_model(fit_model, config, n, lr, jit=jit)
+
+    return train_phase(
+        fit_model, make_phase1_ds, phase1_val, config, phase=1, epochs=config.train.phase1_epochs, learning_rate=config.train.phase1_lr,
+        steps=phase1_steps, compile=compile1, monitor="val_loss", class_weight=weights, callbacks=callbacks, checkpoint_dir=checkpoint_dir,
+    ).history
 
 

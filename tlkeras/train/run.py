@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tlkeras._backend import keras, tf
-from tlkeras.config import RunConfig, save_config
+from tlkeras.config import TASK_OF_HEAD, RunConfig, save_config
 from tlkeras.core.backbones import apply_recipe_defaults
 from tlkeras.core.calibration import calibrate_model
 from tlkeras.core.data import DataBundle, load_data, worker_shard
@@ -29,7 +29,7 @@ from tlkeras.core.models import build_model, build_text_classifier, check_model_
 from tlkeras.core.pending import wait_for_decoding
 from tlkeras.core.plots import write_reports
 from tlkeras.core.stream import shard_count
-from tlkeras.core.tasks import task_for_data
+from tlkeras.core.tasks import get_task, task_for_data
 from tlkeras.core.text.data import detect_modality
 from tlkeras.core.versions import versions
 from tlkeras.errors import TLKerasError
@@ -162,10 +162,56 @@ def train_model(
         return owner.train(config, data, write=write, callbacks=callbacks, resume=resume, report_writer=report_writer)
     t0 = time.perf_counter()
     chief = is_chief()
+    config, data, stage, strategy, text, size = _prepare_run(config, data, write=write and chief, resume=resume)
+    workers = shard_count(data.train)
+    recipe = _fill_recipe(config, data, workers)
+    t_data = time.perf_counter() - t0
+
+    with precision_policy(config.train.mixed_precision):
+        model = _build(config, data, strategy, text, size) if model is None else model
+        if text:
+            data.text_stats.update(text_summary(model, data, config))
+        with stage.open(config) as run_dir, _worker_scratch(write and not chief, stage, resume) as scratch:
+            log_dir = run_dir / "logs" if run_dir else None
+            # Checkpoint writes run collective ops under MultiWorkerMirroredStrategy, so every
+            # worker must write them; non-chief workers write to a scratch folder (tf.distribute's
+            # documented pattern) that is deleted at the end.
+            checkpoints = run_dir / "checkpoints" if run_dir else scratch
+            fitted = fit_two_phase(
+                model, data, config, log_dir=log_dir, callbacks=callbacks, strategy=strategy, checkpoint_dir=checkpoints,
+                lr_finder_dir=run_dir,
+            )
+            history, timings = fitted
+            wait_for_decoding(data)  # val and test may still be decoding in the background
+            # Temperature scaling lives in the last Dense layer: calibrate before evaluating and saving.
+            calibration = _calibrate(model, data, config)
+            metrics = _evaluate(model, data, config, calibration)
+            timings["data"] = t_data
+            timings["total"] = time.perf_counter() - t0
+            metrics["timings"] = timings
+            info = _run_info(model, data, config, fitted, recipe, workers, resume, text)
+            if run_dir is not None:
+                result = TrainResult(model, history, metrics, timings, Path(run_dir), config, info, data)
+                _write_run(Path(run_dir), result, calibration, extra_files, report_writer)
+                shutil.rmtree(checkpoints, ignore_errors=True)
+            elif scratch is not None:
+                # Saving a MultiWorkerMirroredStrategy model runs collective ops: every worker
+                # must save, or the chief waits forever.
+                scratch.mkdir(parents=True, exist_ok=True)
+                model.save(scratch / "model.keras")
+    return TrainResult(model, history, metrics, timings, stage.final if write and chief else None, config, info, data)
+
+
+def _prepare_run(config: RunConfig, data: DataBundle | None, *, write: bool, resume: bool):
+    """Validates the config (the stored one when resuming), seeds, picks the strategy and loads the data.
+
+    Returns ``(config, data, stage, strategy, text, size)``; ``size`` is the image size or the
+    text sequence length, also set in ``config.data``.
+    """
     text = None if resume else _is_text(config, data)  # a resumed run decides on its stored config, below
     if text:
         _text_default_encoder(config)
-    stage = _Stage(config, write=write and chief, resume=resume)
+    stage = _Stage(config, write=write, resume=resume)
     if resume:
         config = stage.stored_config()
     config.validate()
@@ -189,88 +235,84 @@ def train_model(
         config.data.modality, config.data.augment, config.data.sequence_length = "text", "off", size
     else:
         config.data.image_size = size
-    per_class = data.num_outputs if data.head == "softmax" else None
-    workers = shard_count(data.train)
+    return config, data, stage, strategy, text, size
+
+
+def _fill_recipe(config: RunConfig, data: DataBundle, workers: int) -> dict[str, Any]:
+    """Fills the recipe fields left unset from the backbone family's defaults; says them when verbose."""
+    per_class = data.num_outputs if _task(data).exclusive_classes else None
     train_count = data.train.count_hint * workers  # does not wait for images decoding in the background
     recipe = apply_recipe_defaults(config, train_count=train_count, num_classes=per_class)
     if config.train.verbose:
         _say_recipe(recipe)
-    t_data = time.perf_counter() - t0
+    return recipe
 
-    with precision_policy(config.train.mixed_precision):
-        if model is None:
-            with strategy.scope():
-                if text:
-                    model = build_text_classifier(config.model, data.num_outputs, list(data.train.x), size, seed=config.seed)
-                else:
-                    model = build_model(config.model, data.num_outputs, size)
+
+def _task(data: DataBundle):
+    """The task of the data's labels (the classification family's ``head``)."""
+    return get_task(TASK_OF_HEAD.get(data.head, data.head))
+
+
+def _build(config: RunConfig, data: DataBundle, strategy, text: bool, size: int):
+    """The model of ``config.model`` for the data's outputs, built under the strategy's scope."""
+    with strategy.scope():
         if text:
-            data.text_stats.update(text_summary(model, data, config))
-        with stage.open(config) as run_dir, _worker_scratch(write and not chief, stage, resume) as scratch:
-            log_dir = run_dir / "logs" if run_dir else None
-            # Checkpoint writes run collective ops under MultiWorkerMirroredStrategy, so every
-            # worker must write them; non-chief workers write to a scratch folder (tf.distribute's
-            # documented pattern) that is deleted at the end.
-            checkpoints = run_dir / "checkpoints" if run_dir else scratch
-            fitted = fit_two_phase(
-                model, data, config, log_dir=log_dir, callbacks=callbacks, strategy=strategy, checkpoint_dir=checkpoints,
-                lr_finder_dir=run_dir,
-            )
-            history, timings = fitted
-            wait_for_decoding(data)  # val and test may still be decoding in the background
-            split_name, split = data.eval_split
-            # Temperature scaling lives in the last Dense layer: calibrate before evaluating and saving.
-            calibration = _calibrate(model, data, config)
-            metrics = {
-                "val": evaluate_model(model, data.val, data.class_names, data.head, config.data.batch_size),
-                "final_split": split_name,
-                "final": evaluate_model(model, split, data.class_names, data.head, config.data.batch_size),
-            }
-            timings["data"] = t_data
-            timings["total"] = time.perf_counter() - t0
-            info = {
-                "versions": versions(),
-                "data": {
-                    "source": data.source, "train": len(data.train) * workers, "val": len(data.val), "workers": workers,
-                    "test": len(data.test) if data.test is not None else 0, "skipped": data.skipped,
-                },
-                "modality": data.modality,
-                "feature_cache": uses_feature_cache(config),
-                "trainable_backbone_layers": trainable_backbone_layers(model),
-                "resumed": resume,
-                "recipe": recipe,
-                "selection": fitted.selection,
-                "timings": timings,
-            }
-            if text:
-                info["text"] = data.text_stats
-            if fitted.lr_finder is not None:
-                info["lr_finder"] = fitted.lr_finder
-            metrics["timings"] = timings
-            if calibration is not None:
-                metrics["calibration"] = {k: calibration[k] for k in ("temperature", "ece_before", "ece_after", "unknown_threshold")}
-                metrics["calibration"].update({f"{split_name}_{k}": v for k, v in calibration.get("eval", {}).items() if k != "count"})
-            if run_dir is not None:
-                with atomic_path(run_dir / "model.keras") as tmp:
-                    model.save(tmp)
-                atomic_write_text(run_dir / "labels.txt", "\n".join(data.class_names) + "\n")
-                write_json(run_dir / "history.json", history)
-                write_json(run_dir / "run.json", info)
-                if calibration is not None:
-                    write_json(run_dir / "calibration.json", calibration)
-                write_reports(run_dir, metrics, data.class_names, data.head, history)
-                for filename, writer in (extra_files or {}).items():
-                    writer(Path(run_dir) / filename)
-                if config.report:
-                    result = TrainResult(model, history, metrics, timings, Path(run_dir), config, info, data)
-                    write_report(run_dir, result, report_writer)
-                shutil.rmtree(checkpoints, ignore_errors=True)
-            elif scratch is not None:
-                # Saving a MultiWorkerMirroredStrategy model runs collective ops: every worker
-                # must save, or the chief waits forever.
-                scratch.mkdir(parents=True, exist_ok=True)
-                model.save(scratch / "model.keras")
-    return TrainResult(model, history, metrics, timings, stage.final if write and chief else None, config, info, data)
+            return build_text_classifier(config.model, data.num_outputs, list(data.train.x), size, seed=config.seed)
+        return build_model(config.model, data.num_outputs, size)
+
+
+def _evaluate(model, data: DataBundle, config: RunConfig, calibration: dict[str, Any] | None) -> dict[str, Any]:
+    """metrics.json: val and the final split (test, else val), with the calibration's figures."""
+    split_name, split = data.eval_split
+    metrics = {
+        "val": evaluate_model(model, data.val, data.class_names, data.head, config.data.batch_size),
+        "final_split": split_name,
+        "final": evaluate_model(model, split, data.class_names, data.head, config.data.batch_size),
+    }
+    if calibration is not None:
+        metrics["calibration"] = {k: calibration[k] for k in ("temperature", "ece_before", "ece_after", "unknown_threshold")}
+        metrics["calibration"].update({f"{split_name}_{k}": v for k, v in calibration.get("eval", {}).items() if k != "count"})
+    return metrics
+
+
+def _run_info(model, data: DataBundle, config: RunConfig, fitted, recipe: dict, workers: int, resume: bool, text: bool) -> dict[str, Any]:
+    """run.json: versions, data counts, recipe, checkpoint selection, timings (and the text summary)."""
+    info = {
+        "versions": versions(),
+        "data": {
+            "source": data.source, "train": len(data.train) * workers, "val": len(data.val), "workers": workers,
+            "test": len(data.test) if data.test is not None else 0, "skipped": data.skipped,
+        },
+        "modality": data.modality,
+        "feature_cache": uses_feature_cache(config),
+        "trainable_backbone_layers": trainable_backbone_layers(model),
+        "resumed": resume,
+        "recipe": recipe,
+        "selection": fitted.selection,
+        "timings": fitted.timings,
+    }
+    if text:
+        info["text"] = data.text_stats
+    if fitted.lr_finder is not None:
+        info["lr_finder"] = fitted.lr_finder
+    return info
+
+
+def _write_run(run_dir: Path, result: "TrainResult", calibration, extra_files, report_writer) -> None:
+    """Writes the model, labels, history, run.json, calibration, reports and extra files into the run folder."""
+    model, data = result.model, result.data
+    with atomic_path(run_dir / "model.keras") as tmp:
+        model.save(tmp)
+    atomic_write_text(run_dir / "labels.txt", "\n".join(data.class_names) + "\n")
+    write_json(run_dir / "history.json", result.history)
+    write_json(run_dir / "run.json", result.info)
+    if calibration is not None:
+        write_json(run_dir / "calibration.json", calibration)
+    write_reports(run_dir, result.metrics, data.class_names, data.head, result.history)
+    for filename, writer in (extra_files or {}).items():
+        writer(run_dir / filename)
+    if result.config.report:
+        write_report(run_dir, result, report_writer)
 
 
 def _pipeline_owner(config: RunConfig, data, resume: bool):
@@ -368,7 +410,7 @@ def text_summary(model, data: DataBundle, config: RunConfig) -> dict[str, Any]:
 
 def _calibrate(model, data: DataBundle, config: RunConfig) -> dict[str, Any] | None:
     """Temperature and unknown threshold fitted on val (softmax heads); None when not applicable."""
-    if data.head != "softmax" or len(data.val) == 0:
+    if not _task(data).exclusive_classes or len(data.val) == 0:
         return None
     _, held_out = data.eval_split
     try:

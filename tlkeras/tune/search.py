@@ -50,10 +50,11 @@ from typing import Any
 
 import yaml
 
-from tlkeras.config import RunConfig, config_from_dict, config_to_dict, save_config
+from tlkeras.config import TASK_OF_HEAD, RunConfig, config_from_dict, config_to_dict, save_config
 from tlkeras.core.backbones import apply_recipe_defaults
 from tlkeras.core.data import DataBundle
 from tlkeras.core.models import HUB_PREFIX
+from tlkeras.core.tasks import get_task
 from tlkeras.errors import TLKerasError
 from tlkeras.export.variants import parse_variants
 from tlkeras.runs import atomic_write_text, default_run_name, write_json
@@ -201,8 +202,14 @@ class SearchOptions:
         return self
 
 
-_DEFAULT_OBJECTIVE = {"softmax": "val_accuracy", "sigmoid": "val_f1_macro", "regression": "val_loss"}
+# The objective a search optimizes when none is given, by task (multi-label searches F1, regression the loss).
+_DEFAULT_OBJECTIVE = {"classification": "val_accuracy", "multilabel": "val_f1_macro", "regression": "val_loss"}
 _MIN_METRICS = ("loss", "mae", "rmse")
+
+
+def _task(head: str):
+    """The task a classification-family ``head`` value names."""
+    return get_task(TASK_OF_HEAD.get(head, head))
 
 
 def reported_metrics(head: str, num_classes: int | None = None) -> list[str]:
@@ -212,9 +219,10 @@ def reported_metrics(head: str, num_classes: int | None = None) -> list[str]:
     smoothing, so trials with different smoothing compare fairly); the others are
     :func:`tlkeras.core.metrics.compute_metrics` of the validation split, as in ``metrics.json``.
     """
-    if head == "regression":
+    task = _task(head)
+    if not task.higher_is_better:  # an error to minimise (regression)
         names = ["mae", "rmse", "r2"]
-    elif head == "sigmoid":
+    elif not task.exclusive_classes:  # a set of labels per example
         names = ["subset_accuracy", "f1_micro", "f1_macro"]
     else:
         k = 1 if num_classes is None or num_classes <= 2 else min(5, num_classes - 1)
@@ -228,9 +236,9 @@ def objective_direction(name: str) -> str:
 
 
 def resolve_objective(objective: str | None, head: str, num_classes: int | None) -> str:
-    name = objective or _DEFAULT_OBJECTIVE[head]
+    name = objective or _DEFAULT_OBJECTIVE[_task(head).name]
     known = reported_metrics(head, num_classes)
-    if num_classes is None and head == "softmax" and re.fullmatch(r"val_top\d+_accuracy", name):
+    if num_classes is None and _task(head).exclusive_classes and re.fullmatch(r"val_top\d+_accuracy", name):
         return name  # k is known once the data is loaded
     if name not in known:
         close = difflib.get_close_matches(name, known, n=1)
@@ -376,7 +384,8 @@ def run_search(
         # Loading the first size checks the data before anything is written.
         bundle = hypermodel.data.get(space.params["image_size"].candidates[0])
         objective = resolve_objective(objective, base.model.head, bundle.num_outputs)
-        apply_recipe_defaults(home, train_count=len(bundle.train), num_classes=bundle.num_outputs if bundle.head == "softmax" else None)
+        exclusive = _task(bundle.head).exclusive_classes
+        apply_recipe_defaults(home, train_count=len(bundle.train), num_classes=bundle.num_outputs if exclusive else None)
     else:
         apply_recipe_defaults(home)
     direction = objective_direction(objective)
@@ -392,24 +401,7 @@ def run_search(
     directory = Path(base.output_dir) / name
     document = _spec_document(base, space, options, objective)
     if role != "worker":
-        spec_file = directory / SEARCH_FILE
-        if directory.exists() and options.overwrite:
-            if not spec_file.is_file() and any(directory.iterdir()):
-                raise TLKerasError(f"{directory} exists and is not a tlkeras search directory; --overwrite only replaces searches")
-            shutil.rmtree(directory)
-        elif spec_file.is_file():
-            try:
-                old = yaml.safe_load(spec_file.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError:
-                old = {}
-            diff = _first_difference(old, document)
-            if diff:
-                raise TLKerasError(
-                    f"search directory {directory} was started with different settings ({diff} differs); "
-                    f"resume with the same settings (--resume {directory}), or pass --overwrite or another --name"
-                )
-        elif directory.exists() and any(directory.iterdir()):
-            raise TLKerasError(f"{directory} exists and is not a tlkeras search directory; choose another --name")
+        _check_search_directory(directory, document, options.overwrite)
 
     deadline = started + options.time_budget if options.time_budget else None
     oracle = make_oracle(options, objective, direction, base.seed, epoch_unit(base))
@@ -453,6 +445,31 @@ def run_search(
         info = {"trials_run": tuner.trials_run, "trials_infeasible": tuner.trials_infeasible, "seconds": time.monotonic() - started}
         return SearchResult(directory, role, objective, direction, info=info)
     return _finish(tuner, base, space, options, directory, objective, direction, started, stopped_by, already, hypermodel)
+
+
+def _check_search_directory(directory: Path, document: dict, overwrite: bool) -> None:
+    """Refuses a folder that is not this search's (different settings, or not a search); clears it with ``overwrite``.
+
+    Side effects: with ``overwrite``, removes an earlier search directory.
+    """
+    spec_file = directory / SEARCH_FILE
+    if directory.exists() and overwrite:
+        if not spec_file.is_file() and any(directory.iterdir()):
+            raise TLKerasError(f"{directory} exists and is not a tlkeras search directory; --overwrite only replaces searches")
+        shutil.rmtree(directory)
+    elif spec_file.is_file():
+        try:
+            old = yaml.safe_load(spec_file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            old = {}
+        diff = _first_difference(old, document)
+        if diff:
+            raise TLKerasError(
+                f"search directory {directory} was started with different settings ({diff} differs); "
+                f"resume with the same settings (--resume {directory}), or pass --overwrite or another --name"
+            )
+    elif directory.exists() and any(directory.iterdir()):
+        raise TLKerasError(f"{directory} exists and is not a tlkeras search directory; choose another --name")
 
 
 def _finish(tuner, base, space, options, directory, objective, direction, started, stopped_by, already, hypermodel) -> SearchResult:
