@@ -108,6 +108,25 @@ def test_image_bundle_validates_against_the_shipped_schema(bundle):
         validate_metadata(broken)
 
 
+def test_schema_validator_without_jsonschema(bundle, monkeypatch):
+    """Without the jsonschema package the package's own validator applies the same schema."""
+    import sys
+
+    from tlkeras.export.pipeline import validate_metadata
+
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # import jsonschema now raises ImportError
+    on_disk = json.loads((bundle.bundle_dir / "metadata.json").read_text())
+    validate_metadata(on_disk)
+    for breach, needle in ((lambda m: m["variants"]["int8"].pop("sha256"), "sha256"),
+                           (lambda m: m.update(format_version=1), "format_version"),
+                           (lambda m: m["variants"]["float32"].update(verified_on=["a phone"]), "verified_on"),
+                           (lambda m: m.update(extra=1), "extra")):
+        broken = json.loads(json.dumps(on_disk))
+        breach(broken)
+        with pytest.raises(TLKerasError, match=needle):
+            validate_metadata(broken)
+
+
 def test_every_variant_converts_runs_and_agrees_with_keras(bundle, small_run):
     from tlkeras.core.metrics import predict
     from tlkeras.export.variants import VARIANTS

@@ -49,7 +49,7 @@ def _table(result) -> str:
         agreement = m.get("agreement")
         status = "ok" if v.get("within_threshold") else ("error" if v.get("error") else "OVER")
         lines.append(
-            f"| {name} | {v['bytes'] / 1024:.0f} | {m.get(key, float('nan')):.3f} | "
+            f"| {name} | {(v.get('bytes') or 0) / 1024:.0f} | {m.get(key, float('nan')):.3f} | "
             f"{'—' if agreement is None else f'{agreement:.3f}'} | {m.get('drop_points', float('nan')):.2f} | {status} |"
         )
     keras_value = meta["evaluation"]["keras"].get(key)

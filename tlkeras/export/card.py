@@ -21,7 +21,7 @@ def model_card(meta: dict[str, Any]) -> str:
         m = v.get("metrics") or {}
         status = "ok" if v.get("within_threshold") else ("FAILED: " + v["error"] if v.get("error") else "over threshold")
         rows.append(
-            f"| {name} | {v.get('bytes', 0) / 1024:.0f} KB | {v['input']['dtype'] if v.get('input') else '—'} | "
+            f"| {name} | {(v.get('bytes') or 0) / 1024:.0f} KB | {v['input']['dtype'] if v.get('input') else '—'} | "
             f"{_fmt(m.get(key))} | {_fmt(m.get('f1_macro'))} | {_fmt(m.get('agreement'))} | {_fmt(m.get('drop_points'), 2)} | {status} |"
         )
     classes = ", ".join(meta["task"]["class_names"])
