@@ -220,8 +220,9 @@ def test_training_writes_a_run_that_reloads_and_evaluates(detection_run):
 
     result, root = detection_run
     run = result.run_dir
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "detection.json", "history.json", "labels.txt", "metrics.json", "model.keras", "run.json"]
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "detection.json", "history.json", "labels.txt", "metrics.json", "model.keras", "report.html", "run.json"]
     assert not list(run.parent.glob(".*partial*"))
+    assert "Per class" in (run / "report.html").read_text() and "data:image/jpeg;base64," in (run / "report.html").read_text()
     m = result.metrics
     assert m["final_split"] == "test" and {"AP", "AP50", "AP75", "AR100", "per_class"} <= set(m["final"])
     assert set(result.timings) >= {"phase1", "phase2", "total"}

@@ -63,8 +63,9 @@ def train_detector(task, config, data=None, *, write: bool = True, callbacks=Non
 
     Side effects: seeds Python, NumPy and TensorFlow from ``config.seed``; prints one line per epoch
     to stderr (``config.train.verbose``); writes ``<output_dir>/<name>/`` through a hidden
-    temporary sibling renamed into place when complete. ``report_writer`` (the classification
-    page) is not used: detection runs have no report page yet.
+    temporary sibling renamed into place when complete, with ``report.html`` (metrics, per-class
+    AP, precision-recall curves, a gallery) unless ``config.report`` is off. ``report_writer``
+    (the classification page) is not used.
     """
     if resume:
         raise TLKerasError("detection runs do not resume yet; start the run again without --resume (or with another --name)")
@@ -96,21 +97,28 @@ def train_detector(task, config, data=None, *, write: bool = True, callbacks=Non
     final_split = "test" if "test" in decoded else "val"
     metrics = {"val": evaluate_decoded(model, decoded["val"], anchor_config, data.class_names),
                "final_split": final_split}
-    metrics["final"] = metrics["val"] if final_split == "val" else evaluate_decoded(model, decoded["test"], anchor_config, data.class_names)
+    metrics["final"], final_dets = evaluate_decoded(model, decoded[final_split], anchor_config, data.class_names, with_detections=True)
     timings.update(data=t_data, total=time.perf_counter() - t0)
     metrics["timings"] = timings
     from tlkeras.core.versions import versions
 
     info = {"task": "detection", "versions": versions(), "data": data.summary(), "recipe": recipe.to_dict(),
-            "selection": selection, "timings": timings, "resumed": False, "report": "not written (detection runs have no report page yet)"}
+            "selection": selection, "timings": timings, "resumed": False}
     detection = {"anchors": anchor_config.to_dict(), "nms": dict(NMS), "class_names": list(data.class_names),
                  "outputs": ["location", "score"], "score": "logits (apply a sigmoid)", "box_format": "yxhw encodings"}
     if write:
-        _write_run(final, model, config, data, history, metrics, info, detection)
+        report = None
+        if config.report:
+            from tlkeras.core.detection.pipeline import load_rgb
+            from tlkeras.core.detection.report import write_report
+
+            def report(path):
+                write_report(path, metrics, data.split(final_split), final_dets, load_rgb, title=f"Detection run {config.name}")
+        _write_run(final, model, config, data, history, metrics, info, detection, report)
     return DetectionResult(model, history, metrics, timings, final, config, info, data)
 
 
-def _write_run(final: Path, model, config, data, history, metrics, info, detection) -> None:
+def _write_run(final: Path, model, config, data, history, metrics, info, detection, report=None) -> None:
     from tlkeras.config import save_config
     from tlkeras.runs import atomic_write_text, staged_directory, write_json
 
@@ -122,6 +130,8 @@ def _write_run(final: Path, model, config, data, history, metrics, info, detecti
         write_json(tmp / "history.json", history)
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "run.json", info)
+        if report is not None:
+            report(tmp / "report.html")
 
 
 def load_run(run_dir):

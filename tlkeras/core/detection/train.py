@@ -83,10 +83,12 @@ def to_pixels(boxes, scores, classes, sample):
     return b, scores, classes
 
 
-def evaluate_decoded(model, decoded: Decoded, anchor_config: AnchorConfig, class_names, batch: int = 16) -> dict:
+def evaluate_decoded(model, decoded: Decoded, anchor_config: AnchorConfig, class_names, batch: int = 16, *, with_detections: bool = False):
+    """COCO metrics of ``model`` on a decoded split (and the detections, with ``with_detections``)."""
     anchors = make_anchors(anchor_config)
     dets = predict(model, decoded, anchors, anchor_config.box_scales, batch)
-    return coco_metrics(decoded.samples, dets, class_names)
+    metrics = coco_metrics(decoded.samples, dets, class_names)
+    return (metrics, dets) if with_detections else metrics
 
 
 def _step_fn(model, optimizer, num_classes):
