@@ -354,7 +354,7 @@ def _extras(job: _ImageExport, stage: Path, work: Path) -> dict[str, Any]:
             job.failed["onnx"] = f"top-1 agreement with Keras {extras['onnx']['metrics']['agreement']:.4f} under {onnx_export.MIN_AGREEMENT}"
     if options.micro and "int8" in job.variants and job.variants["int8"]["error"] is None:
         say("micro: C array of the int8 variant")
-        extras["micro"] = micro_export((stage / "int8.tflite").read_bytes(), stage / "micro", options.c_name, job.class_names)
+        extras["micro"] = micro_export((stage / job.variants["int8"]["file"]).read_bytes(), stage / "micro", options.c_name, job.class_names)
         extras["micro"]["variant"] = "int8"
     if options.saved_model:
         say("SavedModel (dynamic batch)")
