@@ -53,6 +53,7 @@ def run_tlkeras(seed: int, work: Path) -> dict:
     meta = bundle.metadata
     row = {"seed": seed, "train_s": train_s, "timings": result.timings,
            "keras": {"nucleus_iou": result.metrics["final"]["per_class_iou"]["nucleus"], "miou": result.metrics["final"]["miou"],
+                     "pixel_accuracy": result.metrics["final"]["pixel_accuracy"],
                      "val_miou": result.metrics["val"]["miou"]},
            "selection": result.info["selection"]}
     for name, v in meta["variants"].items():
