@@ -505,7 +505,7 @@ def bundle_report_html(bundle_dir: str | os.PathLike, *, benchmark: dict | None 
         "cards": cards,
         "notes": [f"Classes: {', '.join(task.get('class_names', []))}."],
         "variants": variants,
-        "config_text": json.dumps({k: meta.get(k) for k in ("input", "output", "source_run", "versions")}, indent=2),
+        "config_text": json.dumps({k: meta.get(k) for k in ("input", "outputs", "source_run", "versions")}, indent=2),
         "nav": [("summary", "summary"), ("variants", "variants"), ("config", "metadata")],
     }
     return render(context)
