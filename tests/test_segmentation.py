@@ -170,6 +170,7 @@ def test_from_arrays_checks_shapes_and_ids():
     x, y = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
     data = from_arrays(x, y, class_names=["bg", "sq"], image_size=SIZE)
     assert len(data.train) + len(data.val) == 8
+    assert data.task.name == "segmentation"  # train_model(config, data) hands it to the segmentation task
     with pytest.raises(DataError, match="same H, W"):
         from_arrays(x, y[:, :10], image_size=SIZE)
     with pytest.raises(DataError, match="names only 2"):

@@ -70,6 +70,12 @@ class SegData:
     modality: str = "image"
     head: str = "segmentation"
 
+    def __post_init__(self) -> None:
+        if self.task is None:  # the train stage hands data that names its task to that task
+            from tlkeras.core.tasks import get_task
+
+            self.task = get_task("segmentation")
+
     @property
     def num_outputs(self) -> int:
         return len(self.class_names)
