@@ -242,7 +242,8 @@ def test_train_writes_a_complete_run(seg_run):
     run = result.run_dir
     written = {p.name for p in run.iterdir()}
     assert {"config.yaml", "history.json", "labels.txt", "metrics.json", "model.keras", "run.json", "report.html"} <= written
-    assert "IoU per class" in (run / "report.html").read_text()
+    page = (run / "report.html").read_text()
+    assert "IoU per class" in page and "Kept: phase" in page and page.count("<figure>") == 8  # every test image, worst first
     assert not list(run.parent.glob(".shapes.partial*"))
     assert (run / "labels.txt").read_text().split() == ["background", "square"]
     metrics = json.loads((run / "metrics.json").read_text())

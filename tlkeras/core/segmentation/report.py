@@ -43,8 +43,9 @@ def _fmt(value: Any) -> str:
     return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
 
 
-def write_segmentation_report(run_dir: Path, model, data, metrics: dict[str, Any], batch: int = 16, gallery: int = 12) -> Path:
-    """Writes ``<run_dir>/report.html`` and returns its path."""
+def write_segmentation_report(run_dir: Path, model, data, metrics: dict[str, Any], batch: int = 16, gallery: int = 12,
+                              selection: dict[str, Any] | None = None) -> Path:
+    """Writes ``<run_dir>/report.html`` and returns its path (``selection``: run.json's, which phase was kept)."""
     from tlkeras.core.segmentation.fit import predict_masks
 
     split_name, split = data.eval_split
@@ -64,12 +65,17 @@ def write_segmentation_report(run_dir: Path, model, data, metrics: dict[str, Any
         f"<figure><img src='{_png(overlay(split.x[i], split.y[i]))}'><img src='{_png(overlay(split.x[i], pred[i]))}'>"
         f"<figcaption>{html.escape(Path(split.names[i]).name if i < len(split.names) else str(i))}: mIoU {per_image[i]:.3f}"
         f"</figcaption></figure>" for i in worst)
+    ignored = "no ignore id" if data.ignore_index is None else f"ignore id {data.ignore_index}"
+    kept = ""
+    if selection and selection.get("kept") in selection:
+        chosen = selection[selection["kept"]]
+        kept = f"Kept: {html.escape(selection['kept'])} (best epoch {chosen.get('best_epoch')}, val mIoU {_fmt(chosen.get('val_miou'))})."
     page = f"""<!doctype html><html><head><meta charset=utf-8><title>Segmentation run {html.escape(Path(run_dir).name)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}.card{{display:inline-block;border:1px solid #ccc;padding:.6em 1em;margin:.3em}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;padding:.25em .6em}}figure{{display:inline-block;margin:.4em}}
 img{{width:160px;image-rendering:pixelated;margin-right:2px}}</style></head><body>
 <h1>Segmentation run {html.escape(Path(run_dir).name)}</h1>
-<p>{len(split)} {split_name} images, {len(names)} classes; ignore id {data.ignore_index}. Kept: {html.escape(str(metrics.get('kept', '')))}</p>
+<p>{len(split)} {split_name} images, {len(names)} classes; {ignored}. {kept}</p>
 {cards}
 <h2>IoU per class</h2><table><tr><th>class</th><th>{split_name}</th><th>val</th></tr>{iou_rows}</table>
 <h2>Confusion of classes by pixels</h2><p>Rows: true class; each row sums to 1.</p><table><tr><th></th>{head}</tr>{conf_rows}</table>

@@ -179,17 +179,17 @@ def train_segmentation(task, config: RunConfig, data: SegData | None = None, *, 
             write_json(run_dir / "metrics.json", metrics)
             write_json(run_dir / "run.json", info)
             if config.report:
-                _report(run_dir, model, data, metrics, config)
+                _report(run_dir, model, data, metrics, config, fitted.selection)
     return SegTrainResult(model, fitted.history, metrics, timings, stage.final if write else None, config, info, data)
 
 
-def _report(run_dir: Path, model, data: SegData, metrics: dict, config: RunConfig) -> None:
+def _report(run_dir: Path, model, data: SegData, metrics: dict, config: RunConfig, selection: dict) -> None:
     import sys
 
     try:
         from tlkeras.core.segmentation.report import write_segmentation_report
 
-        write_segmentation_report(run_dir, model, data, metrics, config.data.batch_size)
+        write_segmentation_report(run_dir, model, data, metrics, config.data.batch_size, selection=selection)
     except (TLKerasError, OSError, ImportError) as exc:  # the run is complete without its page
         print(f"report.html not written: {exc}", file=sys.stderr)
 
