@@ -351,3 +351,12 @@ def test_cli_refuses_a_mismatched_mask_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "12x10" in err[0] and "Traceback" not in err[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_unreadable_image_is_skipped_or_refused(tmp_path):
+    root = _write_folder(tmp_path / "d", {"train": 3, "val": 1})
+    (root / "train" / "images" / "img2.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    data = load_segmentation(_data_config(root), SIZE)
+    assert len(data.train) == 2 and data.skipped == {"unreadable": 1}
+    with pytest.raises(DataError, match="cannot read image .*--on-corrupt skip"):
+        load_segmentation(_data_config(root, on_corrupt="error"), SIZE)

@@ -167,7 +167,7 @@ def read_mask(path: Path) -> np.ndarray:
             if mode == "P":
                 return np.asarray(im, dtype=np.int32)  # palette indices are the ids
             arr = np.asarray(im)
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read mask {path} ({exc}); save it as a PNG of class ids") from None
     if arr.ndim == 3:
         channels = arr[..., :3]
@@ -193,6 +193,12 @@ def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(mask.astype(np.int32), mode="I").resize((size, size), Image.NEAREST), dtype=np.int32)
 
 
+def _bomb():
+    from PIL import Image
+
+    return Image.DecompressionBombError  # an image over PIL's pixel limit: refused like an unreadable one
+
+
 def _decode(pairs: list[tuple[Path, Path]], size: int, skipped: dict[str, int], on_corrupt: str) -> SegSplit:
     xs, ys, names = [], [], []
     for image_path, mask_path in pairs:
@@ -203,7 +209,7 @@ def _decode(pairs: list[tuple[Path, Path]], size: int, skipped: dict[str, int], 
             continue
         try:
             image, original = _read_image(image_path, size)
-        except (OSError, ValueError, SyntaxError) as exc:
+        except (OSError, ValueError, SyntaxError, _bomb()) as exc:
             if on_corrupt == "error":
                 raise DataError(f"cannot read image {image_path} ({exc}); remove it or pass --on-corrupt skip") from None
             skipped["unreadable"] = skipped.get("unreadable", 0) + 1
@@ -308,6 +314,8 @@ def load_segmentation(data_config, size: int, seed: int = 42) -> SegData:
     splits = {name: _decode(pairs, size, skipped, on_corrupt) for name, pairs in groups.items() if pairs}
     if not len(splits.get("train", ())):
         raise DataError(f"{data_config.source}: no readable training pair; check the images and masks")
+    if not len(splits.get("val", ())):
+        raise DataError(f"{data_config.source}: no readable validation pair (val/ or the split taken from train); add pairs to val/")
     names = _class_names(_labels(root), splits, data_config.ignore_index)
     return SegData(splits["train"], splits["val"], splits.get("test"), names, size, str(data_config.source), skipped,
                    data_config.ignore_index)
