@@ -17,7 +17,6 @@ The bundle folder is assembled under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +26,11 @@ import numpy as np
 
 from tlkeras._backend import tf
 from tlkeras.core import litert
+from tlkeras.core.bundle_format import describe, new_variant, record_file, validate_metadata
 from tlkeras.core.segmentation import mediapipe_io
 from tlkeras.core.segmentation.fit import predict_masks
 from tlkeras.core.segmentation.metrics import agreement, mask_metrics
 from tlkeras.core.segmentation.run import load_segmentation_run, run_data
-from tlkeras.core.versions import versions
 from tlkeras.errors import ExportCheckFailed, RunDirectoryError, TLKerasError
 from tlkeras.runs import atomic_write_bytes, atomic_write_text, staged_directory, write_json
 
@@ -40,6 +39,9 @@ __all__ = ["SegExportResult", "export_segmentation_run", "convert", "SEG_VARIANT
 SEG_VARIANTS = ("float32", "float16", "int8")
 # How the export options' variant names map onto the three segmentation files.
 _FROM_OPTIONS = {"float32": "float32", "float16": "float16", "int8": "int8", "uint8_io": "int8", "int8_float_io": "int8"}
+_DESCRIPTIONS = {"float32": "float32 weights and activations; the reference conversion",
+                 "float16": "float16 weights, float32 compute",
+                 "int8": "full-integer int8 with uint8 input and output (raw uint8 pixels in)"}
 MEDIAPIPE_MAX_DROP = 1.0  # points of mIoU MediaPipe's mask may lose against Keras
 REPRESENTATIVE_MAX = 100
 
@@ -167,8 +169,8 @@ def export_segmentation_run(run_dir, target, options=None, data_source: str | No
             failed[name] = why
     web = _web_check(files, split, keras_metrics, labels, data.ignore_index, entries, failed, say) if getattr(options, "verify_web", True) else \
         {"checked": False, "why": "verify_web is off"}
-    meta = _metadata(run_dir, config, labels, data, split_name, len(split), keras_metrics, entries, model)
-    meta["web"] = web
+    meta = _metadata(run_dir, config, labels, data, split_name, len(split), keras_metrics, entries, model, failed, web, max_drop)
+    validate_metadata(meta)
     with staged_directory(target, overwrite=overwrite) as tmp:
         for name, content in files.items():
             atomic_write_bytes(tmp / entries[name]["file"], content)
@@ -186,8 +188,13 @@ def _verify(name: str, content: bytes, split, keras_masks: np.ndarray, keras_met
             ignore_index: int | None, max_drop: float, say) -> tuple[dict[str, Any], str | None]:
     key = "miou"
     io = litert.io_details(litert.load_interpreter(content))
-    entry: dict[str, Any] = {"file": f"{name}.tflite", "bytes": len(content), "size": len(content),
-                             "input": io["inputs"][0], "output": io["outputs"][-1], "verified_on": []}
+    entry = new_variant(name, _DESCRIPTIONS[name])
+    record_file(entry, content)
+    entry.update(input=io["inputs"][0], output=io["outputs"][-1], ops=litert.inspect_model(content).op_names,
+                 tflite_metadata={"writer": "mediapipe image_segmenter", "normalization": {"mean": [0.0], "std": [1.0]},
+                                  "activation": "NONE", "labels": "labels packed in the file"})
+    if name == "int8":
+        entry["representative"] = "training images (at most 100, seeded)"
     masks = _litert_masks(content, split.x)
     m = mask_metrics(split.y, masks, labels, ignore_index)
     entry["metrics"] = {key: m[key], "pixel_accuracy": m["pixel_accuracy"], "per_class_iou": m["per_class_iou"],
@@ -237,7 +244,7 @@ def _web_check(files: dict[str, bytes], split, keras_metrics: dict, labels: list
     for name, mask in masks.items():
         m = mask_metrics(split.y, mask, labels, ignore_index)
         drop = 100.0 * (keras_metrics["miou"] - m["miou"])
-        entries[name]["web"] = {"miou": m["miou"], "per_class_iou": m["per_class_iou"], "drop_points": drop}
+        entries[name]["mediapipe"]["web"] = {"miou": m["miou"], "per_class_iou": m["per_class_iou"], "drop_points": drop}
         say(f"  {name}: MediaPipe Web mIoU {m['miou']:.4f}")
         if drop <= MEDIAPIPE_MAX_DROP:
             entries[name]["verified_on"].append("mediapipe-web")
@@ -249,41 +256,36 @@ def _web_check(files: dict[str, bytes], split, keras_metrics: dict, labels: list
     return result
 
 
-def _metadata(run_dir: Path, config, labels, data, split_name: str, count: int, keras_metrics: dict, entries: dict, model) -> dict[str, Any]:
+def _metadata(run_dir: Path, config, labels, data, split_name: str, count: int, keras_metrics: dict, entries: dict, model,
+              failed: dict, web: dict, max_drop: float) -> dict[str, Any]:
     size = int(model.inputs[0].shape[1])
-    return {
-        "format": "tlkeras-bundle",
-        "task": {"name": "segmentation", "class_names": labels, "primary_metric": "miou", "background": labels[0]},
-        "modality": "image",
-        "name": run_dir.resolve().name,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions(),
-        "source_run": {"path": str(run_dir), "backbone": config.model.backbone, "alpha": config.model.alpha,
-                       "weights": config.model.weights, "data": data.source, "seed": config.seed},
-        "input": {"shape": [1, size, size, 3], "color": "RGB", "range": "0..255 raw pixels (float32; uint8 for int8)",
-                  "resize": "stretch to the input size (as MediaPipe does)", "normalization": {"mean": [0.0], "std": [1.0]},
-                  "note": "normalization is inside the model"},
-        "output": {"shape": [1, size, size, len(labels)], "meaning": "softmax probabilities per class; class 0 is the background",
-                   "activation_in_metadata": "NONE"},
-        "labels": labels,
-        "ignore_index": data.ignore_index,
-        "metadata_writer": f"mediapipe {mediapipe_io.mediapipe_version()} (metadata_writers.image_segmenter)",
-        "evaluation": {"primary_metric": "miou", "split": split_name, "count": count,
-                       "keras": {k: keras_metrics[k] for k in ("miou", "pixel_accuracy", "dice") if k in keras_metrics},
-                       "keras_per_class_iou": keras_metrics["per_class_iou"]},
-        "variants": entries,
-        "passed": all(v.get("within_threshold") for v in entries.values()),
-    }
+    return describe(
+        name=run_dir.resolve().name, modality="image",
+        task={"name": "segmentation", "head": None, "num_outputs": len(labels), "class_names": labels, "labels_file": "labels.txt"},
+        input={"shape": [1, size, size, 3], "color": "RGB", "range": "0..255 raw pixels (float32; uint8 for int8)",
+               "resize": "stretch to the input size (as MediaPipe does)", "normalization": {"mean": [0.0], "std": [1.0]},
+               "note": "normalization is inside the model"},
+        outputs=[{"name": "segmentation_scores", "task": "segmentation", "shape": [1, size, size, len(labels)], "class_names": labels,
+                  "labels_file": "labels.txt", "meaning": "softmax probabilities per class (class 0 the background); "
+                  "MediaPipe's category mask is their argmax"}],
+        evaluation={"split": split_name, "count": count, "data": data.source, "primary_metric": "miou", "max_drop_points": max_drop,
+                    "keras": {k: keras_metrics[k] for k in ("miou", "pixel_accuracy", "dice") if k in keras_metrics},
+                    "keras_per_class_iou": keras_metrics["per_class_iou"], "ignore_index": data.ignore_index,
+                    "metadata_writer": f"mediapipe {mediapipe_io.mediapipe_version()} (metadata_writers.image_segmenter)"},
+        variants=entries, failed=failed, recommended="int8" if "int8" in entries and "int8" not in failed else next(iter(entries)),
+        source_run={"path": str(run_dir), "name": run_dir.resolve().name, "backbone": config.model.backbone, "alpha": config.model.alpha,
+                    "weights": config.model.weights, "data": data.source, "seed": config.seed},
+        extras={"web": web})
 
 
 def _readme(meta: dict[str, Any]) -> str:
     lines = [f"# {meta['name']}: a segmentation bundle", "",
-             f"Classes: {', '.join(meta['labels'])} (class 0 is the background). Input {meta['input']['shape']} raw RGB pixels, "
-             f"stretched; output {meta['output']['shape']} probabilities. Load a file in MediaPipe's ImageSegmenter "
+             f"Classes: {', '.join(meta['task']['class_names'])} (class 0 is the background). Input {meta['input']['shape']} raw RGB pixels, "
+             f"stretched; output {meta['outputs'][0]['shape']} probabilities. Load a file in MediaPipe's ImageSegmenter "
              f"(category mask = argmax).", "",
              "| file | KB | mIoU (LiteRT) | mIoU (MediaPipe) | verified on |", "|---|---|---|---|---|"]
     for v in meta["variants"].values():
-        mp_miou = v.get("mediapipe", {}).get("miou")
+        mp_miou = (v.get("mediapipe") or {}).get("miou")
         lines.append(f"| {v['file']} | {v['bytes'] / 1024:.0f} | {v['metrics']['miou']:.4f} | "
                      f"{'—' if mp_miou is None else f'{mp_miou:.4f}'} | {', '.join(v['verified_on'])} |")
     keras = meta["evaluation"]["keras"]["miou"]
