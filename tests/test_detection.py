@@ -312,3 +312,25 @@ def test_coco_and_yolo_readers(tmp_path):
     (yolo / "train" / "labels" / "1.txt").write_text("5 0.5 0.5 0.2 0.4\n")
     with pytest.raises(TLKerasError, match="class id 5 is out of range"):
         read_detection_data(yolo / "data.yaml")
+
+
+def test_augmented_batches_repeat_per_seed(tmp_path):
+    from tlkeras.core.detection.anchors import AnchorConfig, make_anchors
+    from tlkeras.core.detection.pipeline import decode_samples, train_dataset
+
+    data = read_detection_data(write_voc(tmp_path / "voc", 12, split_files=False), val_fraction=0.2, test_fraction=0.0)
+    decoded = decode_samples(data.train, 128)
+    config = AnchorConfig(image_size=128)
+    anchors = make_anchors(config)
+
+    def batches(seed, epoch):
+        ds = train_dataset(decoded, anchors, config.box_scales, 2, 4, seed=seed, epoch=epoch, augmented=True)
+        return [(x.numpy(), b.numpy(), c.numpy()) for x, (b, c) in ds]
+
+    first, again, other = batches(1, 0), batches(1, 0), batches(1, 1)
+    for (x1, b1, c1), (x2, b2, c2) in zip(first, again):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(b1, b2)
+        np.testing.assert_array_equal(c1, c2)
+    assert not np.array_equal(first[0][0], other[0][0])  # another epoch, other views
+    assert all((c >= 0).any() for _, _, c in first)  # every batch has positive anchors
