@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlkeras.core.detection.data import MAX_BOXES_PER_IMAGE, from_arrays, layout_of, read_detection_data
+from tlkeras.core.detection.data import MAX_BOXES_PER_IMAGE, from_arrays, layout_of
+from tlkeras.core.detection.readers import read_detection_data
 from tlkeras.core.tasks import get_task
 from tlkeras.errors import TLKerasError
 

@@ -9,7 +9,8 @@ images folder) and YOLO / Roboflow (``data.yaml`` + ``<split>/images`` + ``<spli
 Real data's quirks are counted and skipped or repaired (``DetectionData.quirks``): degenerate boxes
 are dropped, boxes past the border clipped, images without boxes kept as negatives, ``difficult``
 boxes kept and flagged (COCO evaluation ignores them, as VOC's does). Hostile input raises a one-line
-:class:`~tlkeras.errors.DataError`. Nothing here imports TensorFlow.
+:class:`~tlkeras.errors.DataError`. Nothing here imports TensorFlow. The entry point that picks the
+reader is :func:`tlkeras.core.detection.readers.read_detection_data`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from tlkeras.errors import DataError
 
-__all__ = ["Sample", "DetectionData", "layout_of", "read_detection_data", "from_arrays", "MAX_BOXES_PER_IMAGE", "MAX_BOXES"]
+__all__ = ["Sample", "DetectionData", "layout_of", "read_voc", "read_csv", "from_arrays", "MAX_BOXES_PER_IMAGE", "MAX_BOXES"]
 
 # Beyond these counts a file is broken or hostile, not a dataset (COCO's densest image has ~90 boxes).
 MAX_BOXES_PER_IMAGE = 1000
@@ -382,26 +383,3 @@ def from_arrays(images: Sequence[np.ndarray], boxes: Sequence[Any], labels: Sequ
         samples.append(s)
     train, val, test = _seeded_split(samples, val_fraction, test_fraction, seed)
     return _finish(collector, {"train": train, "val": val, "test": test}, "arrays", "arrays", "seeded")
-
-
-def read_detection_data(source: str | Path, *, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 42) -> DetectionData:
-    """Reads a detection data source in any supported layout (see the module docstring).
-
-    Raises:
-        DataError: an unknown layout or bad content (one line, with the fix).
-    """
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise DataError(f"--data {source} does not exist; pass a Pascal VOC folder, a COCO or YOLO folder, or a detection CSV")
-    layout = layout_of(path)
-    if layout == "voc":
-        return read_voc(path, val_fraction, test_fraction, seed)
-    if layout == "csv":
-        return read_csv(path, val_fraction, test_fraction, seed)
-    if layout in ("coco", "yolo"):
-        from tlkeras.core.detection import formats
-
-        reader = formats.read_coco if layout == "coco" else formats.read_yolo
-        return reader(path, val_fraction, test_fraction, seed)
-    raise DataError(f"--data {source} is not a detection layout; pass a Pascal VOC folder (Annotations/ + JPEGImages/), "
-                    f"a CSV path,xmin,ymin,xmax,ymax,label, a COCO JSON folder or a YOLO data.yaml")

@@ -33,7 +33,7 @@ class DetectionResult:
 
 def read_data_for(config, task=None):
     """The detection data ``config.data`` names (its split seed, fractions)."""
-    from tlkeras.core.detection.data import read_detection_data
+    from tlkeras.core.detection.readers import read_detection_data
 
     if config.data.source is None:
         raise TLKerasError("detection needs --data: a Pascal VOC folder, a COCO or YOLO folder, or a detection CSV")
