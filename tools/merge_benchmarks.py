@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CAPABILITIES: list[tuple[str, list[str]]] = [
     ("Training a classifier", ["core", "core_seeds", "core_matrix", "quickstart", "tune"]),
     ("Data at scale and data quality", ["data", "audit"]),
-    ("Text", ["text"]),
+    ("Text", ["text", "bert"]),
+    ("Detection and segmentation", ["detection", "segmentation"]),
     ("Beyond plain supervised training", ["unlabeled", "issue9", "unknown"]),
     ("Export and deployment", ["export", "export_mobile", "optimize", "trainable", "web"]),
 ]
