@@ -27,7 +27,11 @@ nbclient = pytest.importorskip("nbclient")
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 NAMES = ("01_quickstart.ipynb", "02_hyperparameter_search.ipynb", "03_compress_and_export.ipynb", "04_tfhub_backbone.ipynb",
-         "05_text_classifier.ipynb")
+         "05_text_classifier.ipynb", "06_object_detection.ipynb", "07_segmentation.ipynb")
+SHARED = REPO.parent / "shared"
+BCCD, NUCLEI = SHARED / "data" / "bccd", SHARED / "data" / "nuclei"
+MOBILENET_V2 = SHARED / "weights" / "mobilenet_v2_1.0_224_imagenet_no_top.h5"
+MOBILENET_025 = SHARED / "weights" / "mobilenet_0.25_224_imagenet_no_top.h5"
 COLAB = "https://colab.research.google.com/github/tlkeras/tlkeras/blob/main/notebooks/"
 
 
@@ -65,6 +69,14 @@ def test_notebook_is_committed_clean_and_colab_ready(name):
         assert {"DATA", "SEQUENCE_LENGTH", "PHASE1_EPOCHS", "PHASE2_EPOCHS", "WORK_DIR", "ENCODER"} <= params
         assert 'DATA = "tfds:imdb_reviews"' in nb.cells[index].source and 'ENCODER = "small_bert"' in nb.cells[index].source
         assert index < next(i for i, c in enumerate(nb.cells) if "train_model(" in c.source)
+    elif name in ("06_object_detection.ipynb", "07_segmentation.ipynb"):  # the repository's fixtures, else synthetic data
+        assert {"DATA", "MAX_IMAGES", "IMAGE_SIZE", "PHASE1_EPOCHS", "PHASE2_EPOCHS", "WORK_DIR", "BACKBONE", "WEIGHTS"} <= params
+        fixture = "bccd" if name.startswith("06") else "nuclei"
+        assert f'DATA = "../shared/data/{fixture}"' in nb.cells[index].source and 'WEIGHTS = "imagenet"' in nb.cells[index].source
+        assert index < next(i for i, c in enumerate(nb.cells) if "train_model(" in c.source)
+        if name.startswith("06"):  # what it cannot do offline, as docs/detection.md says
+            text = "".join(c.source for c in nb.cells if c.cell_type == "markdown")
+            assert "What it cannot do offline" in text and "COCO" in text and "ImageNet" in text and "WEIGHTS" in text
     else:
         assert {"DATA", "IMAGE_SIZE", "PHASE1_EPOCHS", "PHASE2_EPOCHS", "WORK_DIR"} <= params
         assert "BACKBONE" in params or "HUB_HANDLE" in params
@@ -258,3 +270,72 @@ def test_05_text_classifier_runs_offline(offline):
     else:
         assert "MediaPipe TextClassifier: positive" in text
 
+
+
+def _small_weights(backbone: str):
+    """The shared ImageNet weights for ``backbone`` (MobileNet-0.25 for the detector: fast), else none."""
+    path = MOBILENET_025 if backbone == "mobilenet" else MOBILENET_V2
+    return str(path) if path.is_file() else "none"
+
+
+def test_06_object_detection_runs_offline(tmp_path):
+    """A few BCCD images (or the notebook's own synthetic set when the fixture is absent), 96 px (the detector's least),
+    one epoch per phase: trained, scored, exported and checked in LiteRT and MediaPipe, drawn."""
+    nb = execute("06_object_detection.ipynb",
+                 {"DATA": str(BCCD), "MAX_IMAGES": 6, "BACKBONE": "mobilenet", "ALPHA": 0.25, "WEIGHTS": _small_weights("mobilenet"),
+                  "IMAGE_SIZE": 96, "BATCH_SIZE": 8, "PHASE1_EPOCHS": 1, "PHASE2_EPOCHS": 1, "UNFREEZE": "blocks:2",
+                  "EXPORT_VARIANTS": ("float32", "int8"), "SCORE_THRESHOLD": 0.05}, tmp_path)
+    work = tmp_path / "tlkeras_detection"
+    text = _text(nb)
+    if BCCD.is_dir():
+        assert "classes Platelets, RBC, WBC" in text or "RBC" in text
+        assert "images train 6, val 6, test 6" in text
+    else:
+        assert "tiny synthetic VOC set" in text
+    runs = list((work / "runs").iterdir())
+    assert len(runs) == 1 and (runs[0] / "model.keras").is_file() and (runs[0] / "detection.json").is_file()
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert metrics["final_split"] == "test" and 0.0 <= metrics["final"]["AP50"] <= 1.0
+    meta = json.loads((work / "export" / runs[0].name / "metadata.json").read_text())
+    assert set(meta["variants"]) == {"float32", "int8"} and meta["passed"]
+    assert all("litert" in v["verified_on"] for v in meta["variants"].values())
+    assert "| split | AP | AP50 |" in text and "| variant | KB | LiteRT AP50 |" in text
+    try:
+        import mediapipe  # noqa: F401
+    except ImportError:
+        assert "pip install mediapipe" in text
+    else:
+        assert all("mediapipe-tasks" in v["verified_on"] for v in meta["variants"].values())
+        assert "MediaPipe ObjectDetector ran int8.tflite on 3 images" in text
+    # The sample boxes, the PR curves and the drawn detections.
+    assert len(_outputs(nb, "image/png")) >= 3
+
+
+def test_07_segmentation_runs_offline(tmp_path):
+    """A few nuclei images (or the notebook's own synthetic set when the fixture is absent), 64 px,
+    one epoch per phase: trained, scored, exported and checked in LiteRT and MediaPipe, drawn."""
+    nb = execute("07_segmentation.ipynb",
+                 {"DATA": str(NUCLEI), "MAX_IMAGES": 6, "WEIGHTS": _small_weights("mobilenet_v2"), "IMAGE_SIZE": 64, "BATCH_SIZE": 8,
+                  "PHASE1_EPOCHS": 1, "PHASE2_EPOCHS": 1, "EXPORT_VARIANTS": ("float32", "int8"), "MAX_DROP": 100.0,
+                  "VERIFY_WEB": False}, tmp_path)
+    work = tmp_path / "tlkeras_segmentation"
+    text = _text(nb)
+    if NUCLEI.is_dir():
+        assert "classes ['background', 'nucleus']; train 6, val 6, test 6" in text
+    else:
+        assert "tiny synthetic set" in text
+    runs = list((work / "runs").iterdir())
+    assert len(runs) == 1 and (runs[0] / "model.keras").is_file()
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert metrics["final_split"] == "test" and 0.0 <= metrics["final"]["miou"] <= 1.0
+    meta = json.loads((work / "export" / runs[0].name / "metadata.json").read_text())
+    assert set(meta["variants"]) == {"float32", "int8"}
+    assert all("litert" in v["verified_on"] for v in meta["variants"].values())
+    assert "| class | IoU |" in text and "| variant | KB | LiteRT mIoU |" in text
+    try:
+        import mediapipe  # noqa: F401
+    except ImportError:
+        assert "pip install mediapipe" in text
+    else:
+        assert "MediaPipe ImageSegmenter ran int8.tflite on 3 images" in text
+    assert len(_outputs(nb, "image/png")) >= 2  # the sample masks and the drawn predictions

@@ -748,12 +748,546 @@ def text_classifier():
     ])
 
 
+# ---------------------------------------------------------------------------------------------
+# 06 object detection and 07 segmentation: a data folder found on disk (the repository's fixtures
+# sit in ../shared/data), or a tiny synthetic set written by the notebook when it is absent.
+
+LOCATE_CELL = code('''
+    def locate(path):
+        """``path`` as given, else looked up from the working folder and each folder above it
+        (a notebook opened in notebooks/ finds ../shared/data/... of the checkout); None if absent."""
+        path = Path(path)
+        if path.is_absolute():
+            return path if path.exists() else None
+        for base in (Path.cwd(), *Path.cwd().parents):
+            if (base / path).exists():
+                return (base / path).resolve()
+        return None
+
+
+    def figure_png(fig):
+        buffer = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buffer, format="png", dpi=80)
+        display(Image(data=buffer.getvalue()))
+
+
+    def markdown_table(header, rows):
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+        return Markdown("\\n".join(lines))
+''')
+
+
+def object_detection():
+    return notebook([
+        md(f"""
+            # Object detection: BCCD blood cells to a MediaPipe ObjectDetector `.tflite`
+
+            {badge("06_object_detection.ipynb")}
+
+            A Pascal VOC folder (here BCCD: 364 blood-smear images with red cells, white cells and
+            platelets) becomes an SSD-style detector on a MobileNetV2 backbone, trained in two
+            phases, scored with COCO metrics (pycocotools), exported to float32, float16 and int8
+            `.tflite` files that MediaPipe's `ObjectDetector` loads as they are, each verified with
+            LiteRT and MediaPipe on the test split, and run on a few test images.
+            Pascal VOC, COCO JSON, YOLO folders and detection CSVs are recognised from their layout
+            (`docs/detection.md`).
+        """),
+        md("""
+            ## What it cannot do offline
+
+            No COCO-pretrained detector is reachable offline: the neck and head start from scratch on
+            top of the **ImageNet** MobileNetV2 (`WEIGHTS = "imagenet"` downloads it once; offline,
+            point `WEIGHTS` at `mobilenet_v2_1.0_224_imagenet_no_top.h5`). With a few hundred images
+            that is the main cost against detectors fine-tuned from COCO. To start from other
+            backbone weights (a COCO-pretrained MobileNetV2, say), set `WEIGHTS` to their Keras
+            weights file; it must fit `keras.applications.MobileNetV2(include_top=False)` layer by
+            layer. MediaPipe's NMS is class-agnostic at IoU 0.3, which suppresses some touching
+            objects (BCCD's overlapping red cells).
+        """),
+        install_cell(),
+        INSTALL_NOTE,
+        md("""
+            ## Parameters
+
+            `DATA` is a detection folder or CSV. The BCCD fixture sits in `../shared/data/bccd` of a
+            tlkeras checkout; when `DATA` is not found the notebook writes a tiny synthetic VOC set
+            (coloured boxes on noise) so that it still runs end to end. `MAX_IMAGES` keeps only the
+            first images of each split of a VOC folder (a quick look). The epochs and sizes below are
+            the detection defaults.
+        """),
+        code('''
+            DATA = "../shared/data/bccd"  # VOC / COCO / YOLO folder or detection CSV (absent: a tiny synthetic set)
+            MAX_IMAGES = None             # VOC only: keep the first N images of each split (None: all)
+            BACKBONE = "mobilenet_v2"     # mobilenet_v2 or mobilenet (v1)
+            ALPHA = None                  # width multiplier (None: 1.0)
+            WEIGHTS = "imagenet"          # imagenet, none, or a Keras weights file for the backbone
+            IMAGE_SIZE = 320              # a multiple of 32
+            BATCH_SIZE = 16
+            PHASE1_EPOCHS = 40            # neck and head on cached backbone features
+            PHASE2_EPOCHS = 12            # the top backbone blocks train too, on augmented views
+            UNFREEZE = "blocks:12"
+            EXPORT_VARIANTS = ("float32", "float16", "int8")
+            SCORE_THRESHOLD = 0.3         # for the drawn detections
+            WORK_DIR = "tlkeras_detection"
+            SEED = 42
+        ''', tags=("parameters",)),
+        code('''
+            import io
+            import logging
+            import shutil
+            from pathlib import Path
+
+            import numpy as np
+            from IPython.display import Image, Markdown, display
+            from matplotlib.figure import Figure
+            from matplotlib.patches import Rectangle
+            from PIL import Image as PILImage
+
+            import tlkeras
+            from tlkeras import DataConfig, ModelConfig, RunConfig, TrainConfig, train_model
+            from tlkeras.core.detection.readers import read_detection_data
+
+            WORK = Path(WORK_DIR)
+            WORK.mkdir(parents=True, exist_ok=True)
+            logging.getLogger("tensorflow").setLevel(logging.ERROR)
+            print("tlkeras", tlkeras.__version__)
+        '''),
+        LOCATE_CELL,
+        md("## Find the data (or make a tiny set)"),
+        code('''
+            def synthetic_voc(root, n=36, seed=0):
+                """A Pascal VOC folder of noise images with 1-3 red or blue rectangles, split 50/25/25."""
+                rng = np.random.default_rng(seed)
+                for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+                    (root / sub).mkdir(parents=True, exist_ok=True)
+                names = []
+                for i in range(n):
+                    image = rng.integers(70, 130, (96, 128, 3)).astype("uint8")
+                    objects = ""
+                    for _ in range(rng.integers(1, 4)):
+                        k, bw, bh = int(rng.integers(0, 2)), int(rng.integers(24, 50)), int(rng.integers(24, 50))
+                        x0, y0 = int(rng.integers(0, 128 - bw)), int(rng.integers(0, 96 - bh))
+                        image[y0:y0 + bh, x0:x0 + bw] = ((230, 40, 40), (40, 60, 230))[k]
+                        objects += (f"<object><name>{('red', 'blue')[k]}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+                                    f"<xmax>{x0 + bw}</xmax><ymax>{y0 + bh}</ymax></bndbox></object>")
+                    name = f"img{i:03d}"
+                    PILImage.fromarray(image).save(root / "JPEGImages" / f"{name}.png")
+                    (root / "Annotations" / f"{name}.xml").write_text(
+                        f"<annotation><filename>{name}.png</filename><size><width>128</width><height>96</height>"
+                        f"<depth>3</depth></size>{objects}</annotation>")
+                    names.append(name)
+                cut = (n // 2, n * 3 // 4)
+                for split, part in (("train", names[:cut[0]]), ("val", names[cut[0]:cut[1]]), ("test", names[cut[1]:])):
+                    (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\\n".join(part) + "\\n")
+                return root
+
+
+            def first_of_each_split(voc, target, count):
+                """A copy of the VOC folder ``voc`` with the first ``count`` images of each split file."""
+                if target.exists():
+                    shutil.rmtree(target)
+                for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+                    (target / sub).mkdir(parents=True)
+                for split_file in sorted((voc / "ImageSets" / "Main").glob("*.txt")):
+                    ids = split_file.read_text().split()[:count]
+                    (target / "ImageSets" / "Main" / split_file.name).write_text("\\n".join(ids) + "\\n")
+                    for name in ids:
+                        shutil.copy(voc / "Annotations" / f"{name}.xml", target / "Annotations")
+                        for image in (voc / "JPEGImages").glob(f"{name}.*"):
+                            shutil.copy(image, target / "JPEGImages")
+                return target
+
+
+            source = locate(DATA)
+            if source is None:
+                print(f"{DATA} is not here: writing a tiny synthetic VOC set (coloured boxes on noise) instead")
+                source = synthetic_voc(WORK / "synthetic_voc")
+            if MAX_IMAGES and (source / "ImageSets" / "Main").is_dir():
+                source = first_of_each_split(source, WORK / "subset", MAX_IMAGES)
+            data = read_detection_data(source)
+            summary = data.summary()
+            print(f"{source}: {summary['layout']}, classes {', '.join(data.class_names)}")
+            print(f"images train {summary['train']}, val {summary['val']}, test {summary['test']}; boxes {summary['boxes']}")
+            print("repaired on reading:", summary["quirks"])
+        '''),
+        code('''
+            COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple")
+
+
+            def show_boxes(items, columns=4):
+                """items: (image path, [(xmin, ymin, xmax, ymax, class id, score or None)], title)."""
+                rows = -(-len(items) // columns)
+                fig = Figure(figsize=(3.2 * columns, 2.8 * rows))
+                for i, (path, boxes, title) in enumerate(items):
+                    ax = fig.add_subplot(rows, columns, i + 1)
+                    ax.imshow(PILImage.open(path).convert("RGB"))
+                    for x0, y0, x1, y1, k, score in boxes:
+                        colour = COLOURS[int(k) % len(COLOURS)]
+                        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=colour, linewidth=1.2))
+                        label = data.class_names[int(k)] + ("" if score is None else f" {score:.2f}")
+                        ax.text(x0, y0, label, color="white", fontsize=6, bbox={"facecolor": colour, "pad": 1, "linewidth": 0})
+                    ax.set_title(title, fontsize=8)
+                    ax.axis("off")
+                figure_png(fig)
+
+
+            show_boxes([(s.path, [(*b, k, None) for b, k in zip(s.boxes, s.labels)], Path(s.path).name) for s in data.train[:4]])
+        '''),
+        md("""
+            ## Train in two phases
+
+            Phase 1 trains the FPN neck and the SSDLite head on the frozen backbone, on backbone
+            features computed once per training image and its mirror image; phase 2 also trains the
+            top backbone blocks (BatchNorm frozen) on augmented views (flip, scale jitter / crop,
+            colour). The kept weights are the best val AP50 seen in either phase. The run folder
+            holds the model, `metrics.json`, `detection.json` (anchors, box coder) and `report.html`.
+        """),
+        code('''
+            config = RunConfig(
+                data=DataConfig(source=str(source), image_size=IMAGE_SIZE, batch_size=BATCH_SIZE),
+                model=ModelConfig(task="detection", backbone=BACKBONE, alpha=ALPHA, weights=WEIGHTS),
+                train=TrainConfig(phase1_epochs=PHASE1_EPOCHS, phase2_epochs=PHASE2_EPOCHS, unfreeze=UNFREEZE, verbose=1),
+                output_dir=str(WORK / "runs"),
+                seed=SEED,
+            )
+            result = train_model(config)
+            run_dir = result.run_dir
+            print("run directory:", run_dir)
+            print({stage: f"{seconds:.1f} s" for stage, seconds in result.timings.items()})
+        '''),
+        md("""
+            ## Metrics
+
+            COCO metrics from pycocotools on val and on the test split: AP (IoU .50:.95), AP50, AP75,
+            AR100 and AP per class. Predictions are post-processed as MediaPipe's ObjectDetector does
+            (score >= 0.05, class-agnostic NMS at IoU 0.3, at most 100), so these are the numbers an
+            app gets. `report.html` in the run folder adds precision-recall curves and a gallery.
+        """),
+        code('''
+            metrics = result.metrics
+            display(markdown_table(
+                ["split", "AP", "AP50", "AP75", "AR100"],
+                [[split, *(f"{metrics[key][k]:.3f}" for k in ("AP", "AP50", "AP75", "AR100"))]
+                 for split, key in (("val", "val"), (metrics["final_split"], "final"))],
+            ))
+            display(markdown_table(
+                ["class", "AP", "AP50", "boxes"],
+                [[name, f"{m['AP']:.3f}", f"{m['AP50']:.3f}", m.get("boxes", "")] for name, m in metrics["final"]["per_class"].items()],
+            ))
+            fig = Figure(figsize=(5, 3.5))
+            ax = fig.add_subplot(1, 1, 1)
+            curves = metrics["final"].get("pr_curve_50", {})  # absent when the model detected nothing
+            for name, precision in curves.items():
+                ax.plot(np.linspace(0, 1, len(precision)), np.maximum(precision, 0), label=name)
+            ax.set(xlabel="recall", ylabel="precision", title="precision-recall at IoU 0.5", xlim=(0, 1), ylim=(0, 1.02))
+            if curves:
+                ax.legend(fontsize=8)
+            else:
+                ax.text(0.5, 0.5, "no detections", ha="center")
+            figure_png(fig)
+        '''),
+        md("""
+            ## Export for MediaPipe's ObjectDetector
+
+            Each variant takes raw pixels (uint8 for int8) and has two float32 outputs (box
+            encodings and class scores for every anchor); the anchors, box coder and labels are in
+            the file's metadata (written with MediaPipe's own writer), so `ObjectDetector` decodes
+            and suppresses them itself. Every variant is checked on the test split: LiteRT's AP50
+            within 1 point of Keras (3 for int8), MediaPipe's within 1 point of LiteRT's; a variant
+            that fails a check fails the export and nothing is written.
+        """),
+        code('''
+            from tlkeras import ExportOptions, export_run
+
+            exported = export_run(run_dir, WORK / "export" / run_dir.name,
+                                  ExportOptions(variants=EXPORT_VARIANTS, overwrite=True), progress=print)
+            bundle = exported.bundle_dir
+            variants = exported.metadata["variants"]
+            display(markdown_table(
+                ["variant", "KB", "LiteRT AP50", "MediaPipe AP50", "verified on"],
+                [[name, f"{v['bytes'] / 1024:.0f}", f"{v['metrics']['AP50']:.3f}",
+                  f"{v['mediapipe']['AP50']:.3f}" if "AP50" in (v.get("mediapipe") or {}) else "not checked",
+                  ", ".join(v["verified_on"])] for name, v in variants.items()],
+            ))
+            print("bundle:", bundle)
+        '''),
+        md("""
+            ## Detect with MediaPipe
+
+            The exported file in MediaPipe Tasks' `ObjectDetector` (the same API on Android, iOS and
+            the web) on a few test images: predictions with a score of at least `SCORE_THRESHOLD`
+            (left) against the true boxes (right).
+        """),
+        code('''
+            model_file = bundle / variants[EXPORT_VARIANTS[-1]]["file"]
+            samples = (data.test or data.val)[:3]
+            try:
+                import mediapipe as mp
+                from mediapipe.tasks.python import BaseOptions, vision
+
+                detector = vision.ObjectDetector.create_from_options(vision.ObjectDetectorOptions(
+                    base_options=BaseOptions(model_asset_path=str(model_file)), score_threshold=SCORE_THRESHOLD, max_results=100))
+                items = []
+                for s in samples:
+                    found = detector.detect(mp.Image.create_from_file(str(s.path))).detections
+                    boxes = [(d.bounding_box.origin_x, d.bounding_box.origin_y, d.bounding_box.origin_x + d.bounding_box.width,
+                              d.bounding_box.origin_y + d.bounding_box.height, data.class_names.index(d.categories[0].category_name),
+                              d.categories[0].score) for d in found]
+                    items += [(s.path, boxes, f"{model_file.name}: {len(boxes)} found"), (s.path, [(*b, k, None) for b, k in zip(s.boxes, s.labels)], "true boxes")]
+                print(f"MediaPipe ObjectDetector ran {model_file.name} on {len(samples)} images")
+                show_boxes(items, columns=2)
+            except ImportError:
+                print("pip install mediapipe to run the ObjectDetector here; the .tflite carries its anchors and labels")
+        '''),
+        md("""
+            From a terminal: `python -m tlkeras.train --data ../shared/data/bccd --weights <weights.h5>`,
+            `python -m tlkeras.evaluate runs/<name>` and `python -m tlkeras.export runs/<name>`.
+        """),
+    ])
+
+
+def segmentation():
+    return notebook([
+        md(f"""
+            # Segmentation: cell nuclei to a MediaPipe ImageSegmenter `.tflite`
+
+            {badge("07_segmentation.ipynb")}
+
+            Images and masks (here microscopy images with their nucleus masks) become a per-pixel
+            classifier: a MobileNetV2 encoder with ImageNet weights and a light U-Net decoder,
+            trained in two phases, scored with IoU per class, mIoU and Dice, exported to float32,
+            float16 and int8 `.tflite` files for MediaPipe's `ImageSegmenter`, each checked with
+            LiteRT and MediaPipe on the test split, and run on a few test images.
+        """),
+        install_cell(),
+        INSTALL_NOTE,
+        md("""
+            ## Parameters
+
+            `DATA` is a folder with `images/` and `masks/` (directly or under `train/ val/ test/`);
+            masks are PNGs of class ids, class 0 the background, `labels.txt` names them. The nuclei
+            fixture sits in `../shared/data/nuclei` of a tlkeras checkout; when `DATA` is not found the
+            notebook writes a tiny synthetic set (bright blobs on a dark background) so that it still
+            runs end to end. `MAX_IMAGES` keeps only the first images of each split. The epochs and
+            sizes below are the segmentation defaults. `WEIGHTS = "imagenet"` downloads the
+            MobileNetV2 weights once; offline, point it at `mobilenet_v2_1.0_224_imagenet_no_top.h5`.
+        """),
+        code('''
+            DATA = "../shared/data/nuclei"  # images/ + masks/ folder (absent: a tiny synthetic set)
+            MAX_IMAGES = None               # keep the first N images of each split (None: all)
+            BACKBONE = "mobilenet_v2"       # the encoder (MobileNetV2 only, for now)
+            WEIGHTS = "imagenet"            # imagenet or a Keras weights file for the encoder
+            IMAGE_SIZE = 256                # a multiple of 32
+            BATCH_SIZE = 16
+            PHASE1_EPOCHS = 8               # the decoder on the frozen encoder
+            PHASE2_EPOCHS = 6               # the encoder too, at a 10x lower rate
+            EXPORT_VARIANTS = ("float32", "float16", "int8")
+            MAX_DROP = 2.0                  # mIoU points int8 may lose against Keras
+            VERIFY_WEB = True               # also run MediaPipe for Web in headless Chromium when it is installed
+            WORK_DIR = "tlkeras_segmentation"
+            SEED = 42
+        ''', tags=("parameters",)),
+        code('''
+            import io
+            import logging
+            import shutil
+            from pathlib import Path
+
+            import numpy as np
+            from IPython.display import Image, Markdown, display
+            from matplotlib.figure import Figure
+            from PIL import Image as PILImage
+
+            import tlkeras
+            from tlkeras import DataConfig, ModelConfig, RunConfig, TrainConfig, train_model
+
+            WORK = Path(WORK_DIR)
+            WORK.mkdir(parents=True, exist_ok=True)
+            logging.getLogger("tensorflow").setLevel(logging.ERROR)
+            print("tlkeras", tlkeras.__version__)
+        '''),
+        LOCATE_CELL,
+        md("## Find the data (or make a tiny set)"),
+        code('''
+            def synthetic_blobs(root, counts=(("train", 16), ("val", 6), ("test", 6)), size=96, seed=0):
+                """train/ val/ test/ folders of dark noise images with bright discs (class 1) and their masks."""
+                rng = np.random.default_rng(seed)
+                yy, xx = np.mgrid[:size, :size]
+                for split, n in counts:
+                    for sub in ("images", "masks"):
+                        (root / split / sub).mkdir(parents=True, exist_ok=True)
+                    for i in range(n):
+                        mask = np.zeros((size, size), np.uint8)
+                        for _ in range(rng.integers(2, 6)):
+                            cy, cx, r = *rng.integers(8, size - 8, 2), rng.integers(5, 14)
+                            mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1
+                        image = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+                        image[mask == 1] += np.array([150, 90, 170], np.uint8)
+                        PILImage.fromarray(image).save(root / split / "images" / f"{i:03d}.png")
+                        PILImage.fromarray(mask).save(root / split / "masks" / f"{i:03d}.png")
+                (root / "labels.txt").write_text("background\\nnucleus\\n")
+                return root
+
+
+            def first_of_each_split(folder, target, count):
+                """A copy of ``folder`` with the first ``count`` image/mask pairs of each split."""
+                if target.exists():
+                    shutil.rmtree(target)
+                target.mkdir(parents=True)
+                if (folder / "labels.txt").is_file():
+                    shutil.copy(folder / "labels.txt", target)
+                splits = [d for d in ("train", "val", "test") if (folder / d / "images").is_dir()] or [""]
+                for split in splits:
+                    for sub in ("images", "masks"):
+                        (target / split / sub).mkdir(parents=True)
+                    for image in sorted((folder / split / "images").iterdir())[:count]:
+                        shutil.copy(image, target / split / "images")
+                        for mask in (folder / split / "masks").glob(image.stem + ".*"):
+                            shutil.copy(mask, target / split / "masks")
+                return target
+
+
+            source = locate(DATA)
+            if source is None:
+                print(f"{DATA} is not here: writing a tiny synthetic set (bright discs on noise) instead")
+                source = synthetic_blobs(WORK / "synthetic_blobs")
+            if MAX_IMAGES:
+                source = first_of_each_split(source, WORK / "subset", MAX_IMAGES)
+            pairs = {split: sorted((source / split / "images").iterdir()) for split in ("train", "val", "test") if (source / split / "images").is_dir()}
+            labels = (source / "labels.txt").read_text().split() if (source / "labels.txt").is_file() else None
+            print(f"{source}: classes {labels}; " + ", ".join(f"{split} {len(files)}" for split, files in pairs.items()))
+
+
+            def mask_of(image_path):
+                return next((image_path.parent.parent / "masks").glob(image_path.stem + ".*"))
+
+
+            def overlay(image, mask, colour=(255, 40, 40)):
+                """The image with the pixels of class > 0 tinted."""
+                out = np.asarray(image.convert("RGB").resize(mask.shape[::-1]), np.float32)
+                out[mask > 0] = 0.5 * out[mask > 0] + 0.5 * np.array(colour)
+                return out.astype(np.uint8)
+
+
+            def show(images, titles, columns=4):
+                rows = -(-len(images) // columns)
+                fig = Figure(figsize=(2.6 * columns, 2.8 * rows))
+                for i, (image, title) in enumerate(zip(images, titles)):
+                    ax = fig.add_subplot(rows, columns, i + 1)
+                    ax.imshow(image)
+                    ax.set_title(title, fontsize=8)
+                    ax.axis("off")
+                figure_png(fig)
+
+
+            first = next(iter(pairs.values()))[:4]
+            show([overlay(PILImage.open(p), np.asarray(PILImage.open(mask_of(p)))) for p in first], [p.name for p in first])
+        '''),
+        md("""
+            ## Train in two phases
+
+            Phase 1 trains the decoder on the frozen encoder (Adam, cosine); phase 2 unfreezes the
+            encoder's non-BatchNorm layers at a 10x lower rate and is kept only when its best val
+            mIoU beats phase 1's. Loss: pixel cross-entropy + (1 - soft Dice). Image and mask are
+            augmented together (flips, zoom-in crops; nearest on the mask).
+        """),
+        code('''
+            config = RunConfig(
+                data=DataConfig(source=str(source), image_size=IMAGE_SIZE, batch_size=BATCH_SIZE),
+                model=ModelConfig(task="segmentation", backbone=BACKBONE, weights=WEIGHTS),
+                train=TrainConfig(phase1_epochs=PHASE1_EPOCHS, phase2_epochs=PHASE2_EPOCHS, verbose=2),
+                output_dir=str(WORK / "runs"),
+                seed=SEED,
+            )
+            result = train_model(config)
+            run_dir = result.run_dir
+            print("run directory:", run_dir)
+            print({stage: f"{seconds:.1f} s" for stage, seconds in result.timings.items()})
+        '''),
+        md("""
+            ## Metrics
+
+            `metrics.json`: mIoU, pixel accuracy, IoU per class and, for two classes, Dice, on val and
+            on the test split; `report.html` in the run folder shows the test images with true and
+            predicted masks, worst first.
+        """),
+        code('''
+            metrics = result.metrics
+            final = metrics["final"]
+            print(f"val mIoU {metrics['val']['miou']:.3f}; {metrics['final_split']} mIoU {final['miou']:.3f}, "
+                  f"pixel accuracy {final['pixel_accuracy']:.3f}" + (f", Dice {final['dice']:.3f}" if "dice" in final else ""))
+            display(markdown_table(["class", "IoU"], [[name, f"{iou:.3f}"] for name, iou in final["per_class_iou"].items()]))
+        '''),
+        md("""
+            ## Export for MediaPipe's ImageSegmenter
+
+            Each variant takes raw pixels (uint8 for int8) and returns per-class probabilities with
+            an explicit background channel; labels are packed in with MediaPipe's own metadata
+            writer. Every variant is checked on the test split: LiteRT's masks against Keras' (float
+            within 1 mIoU point, int8 within `MAX_DROP`), then MediaPipe's `ImageSegmenter` within 1
+            point of Keras. `allow_drop=True` writes the bundle even when a variant misses its gate.
+        """),
+        code('''
+            from tlkeras import ExportOptions, export_run
+
+            exported = export_run(run_dir, WORK / "export" / run_dir.name,
+                                  ExportOptions(variants=EXPORT_VARIANTS, max_drop=MAX_DROP, allow_drop=True, overwrite=True,
+                                                verify_web=VERIFY_WEB), progress=print)
+            bundle = exported.bundle_dir
+            variants = exported.metadata["variants"]
+            display(markdown_table(
+                ["variant", "KB", "LiteRT mIoU", "MediaPipe mIoU", "verified on"],
+                [[name, f"{v['bytes'] / 1024:.0f}", f"{v['metrics']['miou']:.3f}",
+                  f"{v['mediapipe']['miou']:.3f}" if "miou" in (v.get("mediapipe") or {}) else "not checked",
+                  ", ".join(v["verified_on"])] for name, v in variants.items()],
+            ))
+            if exported.failed:
+                print("missed their gate:", exported.failed)
+            print("bundle:", bundle)
+        '''),
+        md("""
+            ## Segment with MediaPipe
+
+            The exported file in MediaPipe Tasks' `ImageSegmenter` (the same API on Android, iOS and
+            the web) on a few test images: its category mask (left) against the true mask (right).
+        """),
+        code('''
+            model_file = bundle / variants[EXPORT_VARIANTS[-1]]["file"]
+            tests = (pairs.get("test") or pairs.get("val") or next(iter(pairs.values())))[:3]
+            try:
+                import mediapipe as mp
+                from mediapipe.tasks.python import BaseOptions, vision
+
+                segmenter = vision.ImageSegmenter.create_from_options(vision.ImageSegmenterOptions(
+                    base_options=BaseOptions(model_asset_path=str(model_file)), output_category_mask=True))
+                images, titles = [], []
+                for path in tests:
+                    predicted = segmenter.segment(mp.Image.create_from_file(str(path))).category_mask.numpy_view()
+                    truth = np.asarray(PILImage.open(mask_of(path)))
+                    images += [overlay(PILImage.open(path), predicted), overlay(PILImage.open(path), truth, (40, 200, 40))]
+                    titles += [f"{model_file.name}: {int((predicted > 0).sum())} px", "true mask"]
+                print(f"MediaPipe ImageSegmenter ran {model_file.name} on {len(tests)} images")
+                show(images, titles, columns=2)
+            except ImportError:
+                print("pip install mediapipe to run the ImageSegmenter here; the .tflite carries its labels")
+        '''),
+        md("""
+            From a terminal: `python -m tlkeras.train --data ../shared/data/nuclei --weights <weights.h5>`,
+            `python -m tlkeras.evaluate runs/<name>` and `python -m tlkeras.export runs/<name>`.
+        """),
+    ])
+
+
 NOTEBOOKS = {
     "01_quickstart.ipynb": (quickstart, "images to a two-phase fine-tuned model, evaluation, int8 export, a LiteRT prediction"),
     "02_hyperparameter_search.ipynb": (hyperparameter_search, "a KerasTuner search, the trials table and plot, retraining the best"),
     "03_compress_and_export.ipynb": (compress_and_export, "pruning, QAT and PQAT, export of every model, benchmark table and size-vs-accuracy plot"),
     "04_tfhub_backbone.ipynb": (tfhub_backbone, "the quickstart flow with a TF-Hub (Kaggle Models) backbone"),
     "05_text_classifier.ipynb": (text_classifier, "a TF-Hub BERT (or word vectors offline) fine-tuned on sentences, exported and checked in MediaPipe's TextClassifier"),
+    "06_object_detection.ipynb": (object_detection, "BCCD blood cells to an SSD-style detector, COCO metrics, float/int8 export checked in MediaPipe's ObjectDetector, drawn detections"),
+    "07_segmentation.ipynb": (segmentation, "nuclei images and masks to a U-Net-lite segmenter, mIoU per class, export checked in MediaPipe's ImageSegmenter, drawn masks"),
 }
 
 
@@ -766,6 +1300,9 @@ def readme() -> str:
         "folder. The defaults use real data (TensorFlow Datasets' `tf_flowers`) and pretrained weights, so",
         "they need network; on a machine without it, point `DATA` at an image folder, `WEIGHTS` at a",
         "weights file (or `none`) and, in `04`, `HUB_HANDLE` at a downloaded SavedModel directory.",
+        "`06` (object detection) and `07` (segmentation) read the BCCD and nuclei fixtures from",
+        "`../shared/data` of a checkout (`DATA`); without them they write a tiny synthetic set, so they",
+        "run anywhere. Offline, point their `WEIGHTS` at `mobilenet_v2_1.0_224_imagenet_no_top.h5`.",
         "",
         "The notebooks are generated by `tools/make_notebooks.py` and committed without outputs: edit the",
         "generator, then run `python tools/make_notebooks.py`. `tests/test_notebooks.py` executes every",
