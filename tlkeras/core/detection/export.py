@@ -38,6 +38,7 @@ VARIANTS = ("float32", "float16", "int8")
 INT8_MAX_DROP = 0.03  # AP50 points (as a fraction) int8 may lose against Keras
 MEDIAPIPE_MAX_DIFF = 0.01  # AP50 MediaPipe and LiteRT may differ by on the same file
 FLOAT_MAX_DIFF = 0.01
+WEB_IMAGES = 6  # test images the browser check runs (each variant, original sizes)
 
 
 @dataclass
@@ -196,7 +197,9 @@ def export_run(task, run_dir, target, options=None, data_source=None, progress: 
             say(f"{name}: {entry['bytes'] / 1024:.0f} KB, LiteRT AP50 {entry['metrics']['AP50']:.3f}, "
                 f"MediaPipe AP50 {format(entry['mediapipe']['AP50'], '.3f') if 'AP50' in (entry.get('mediapipe') or {}) else 'n/a'}, "
                 f"verified on {entry['verified_on']}")
-        metadata = _describe(run_dir, config, class_names, detection, split, keras_metrics, variants, failed, anchors)
+        web = _verify_web(variants, tmp, samples, class_names, NMS, load_rgb, failed, say) if getattr(options, "verify_web", True) \
+            else {"checked": False, "why": "verify_web is off"}
+        metadata = _describe(run_dir, config, class_names, detection, split, keras_metrics, variants, failed, anchors, web)
         shutil.copyfile(run_dir / "labels.txt", tmp / "labels.txt")
         shutil.copyfile(run_dir / "detection.json", tmp / "detection.json")
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, default=_json) + "\n", encoding="utf-8")
@@ -277,7 +280,47 @@ def _verify_mediapipe(entry, path, decoded, class_names, nms, load_rgb, coco_met
                           f"on the same pixels by {100 * diff:.1f} points")
 
 
-def _describe(run_dir, config, class_names, detection, split, keras_metrics, variants, failed, anchors) -> dict:
+def _verify_web(variants: dict, folder: Path, samples, class_names, nms, load_rgb, failed: dict, say) -> dict:
+    """The browser check: every variant in MediaPipe Tasks for Web's ObjectDetector (headless Chromium)
+    on the first :data:`WEB_IMAGES` images of the split, against MediaPipe Python's detections on the
+    same images; ``mediapipe-web`` joins ``verified_on`` when they are equal (same categories, boxes
+    within a few pixels, scores within a small tolerance). Without Chromium, the npm package or
+    MediaPipe Python the check is skipped and says why (the bundle does not depend on it)."""
+    from tlkeras.core.browser import BrowserUnavailable
+    from tlkeras.core.detection.mediapipe_io import mediapipe_available, mediapipe_detect
+    from tlkeras.core.detection.web import BOX_TOLERANCE_PX, SCORE_TOLERANCE, compare_detections, web_detections
+
+    if not mediapipe_available():
+        return {"checked": False, "why": "mediapipe (Python) is not installed: nothing to compare the browser's detections with"}
+    names = [n for n, e in variants.items() if (e.get("mediapipe") or {}).get("loaded")]
+    chosen = list(samples[:WEB_IMAGES])
+    images = [np.ascontiguousarray(load_rgb(s)) for s in chosen]
+    settings = {"score_threshold": nms["score_threshold"], "max_results": nms["max_results"]}
+    try:
+        found, version = web_detections({n: (folder / f"{n}.tflite").read_bytes() for n in names}, images, class_names=class_names, **settings)
+    except (TLKerasError, BrowserUnavailable, RuntimeError, OSError, TimeoutError) as exc:
+        say(f"browser check skipped: {exc}")
+        return {"checked": False, "why": str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}
+    result = {"checked": True, "package": f"@mediapipe/tasks-vision {version}", "browser": "headless Chromium", "images": len(images),
+              "tolerance": {"box_px": BOX_TOLERANCE_PX, "score": SCORE_TOLERANCE}}
+    for name in names:
+        python = mediapipe_detect(folder / f"{name}.tflite", chosen, load_rgb=load_rgb, class_names=class_names, **settings)
+        same = compare_detections(found[name], python, nms["score_threshold"])
+        variants[name]["mediapipe"]["web"] = same
+        say(f"{name}: MediaPipe Web {'equals' if same['equal'] else 'differs from'} MediaPipe Python on {len(images)} images "
+            f"({same['matched']}/{same['detections']} matched, boxes within {same['max_box_diff_px']:.2f} px, scores {same['max_score_diff']:.4f})")
+        if same["equal"]:
+            variants[name]["verified_on"].append("mediapipe-web")
+        else:
+            why = (f"MediaPipe Web's detections differ from MediaPipe Python's ({same['unmatched']} unmatched, "
+                   f"scores up to {same['max_score_diff']:.3f} apart)")
+            failed.setdefault(name, why)
+            variants[name]["within_threshold"] = False
+            variants[name]["error"] = variants[name]["error"] or why
+    return result
+
+
+def _describe(run_dir, config, class_names, detection, split, keras_metrics, variants, failed, anchors, web) -> dict:
     from tlkeras.core.versions import versions
 
     recommended = "int8" if "int8" in variants and not variants["int8"].get("error") else next(iter(variants), None)
@@ -294,5 +337,5 @@ def _describe(run_dir, config, class_names, detection, split, keras_metrics, var
         "evaluation": {"primary_metric": "AP50", "split": split, "count": keras_metrics["images"], "keras": keras_metrics,
                        "nms": detection["nms"]},
         "variants": variants, "recommended": recommended, "unknown_threshold": None, "calibration": None, "micro": None,
-        "saved_model": None, "onnx": None, "trainable": None, "web": None, "passed": not failed, "failed": dict(failed),
+        "saved_model": None, "onnx": None, "trainable": None, "web": web, "passed": not failed, "failed": dict(failed),
     }
