@@ -1166,7 +1166,8 @@ def segmentation():
 
             def overlay(image, mask, colour=(255, 40, 40)):
                 """The image with the pixels of class > 0 tinted."""
-                out = np.asarray(image.convert("RGB").resize(mask.shape[::-1]), np.float32)
+                mask = np.asarray(mask).reshape(np.shape(mask)[:2])  # MediaPipe's category mask is H x W x 1
+                out = np.asarray(image.convert("RGB").resize((mask.shape[1], mask.shape[0])), np.float32)
                 out[mask > 0] = 0.5 * out[mask > 0] + 0.5 * np.array(colour)
                 return out.astype(np.uint8)
 
