@@ -178,8 +178,9 @@ class ModelConfig:
     """The backbone and the new head.
 
     Attributes:
-        backbone: a registered backbone name (see ``tlkeras.list_backbones()``) or
-            ``hub:<handle-or-SavedModel-dir>`` for a TF-Hub feature-vector model.
+        backbone: a registered backbone name (see ``tlkeras.list_backbones()``),
+            ``hub:<handle-or-SavedModel-dir>`` for a TF-Hub feature-vector model, or
+            ``hf:<folder|zip|package>`` for a Hugging Face BERT-family checkpoint (docs/bert.md).
         weights: ``imagenet`` (Keras' download cache), ``none`` (random init) or a path to a
             weights file made for this backbone.
         alpha: width multiplier for the MobileNet families (None: the family's default, 1.0).
