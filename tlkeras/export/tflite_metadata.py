@@ -16,13 +16,11 @@ Packaging note: ``mediapipe`` 1.2.3's ``metadata`` module imports a compiled hel
 ``import mediapipe.tasks.python.metadata.metadata_writers`` fails with ModuleNotFoundError. That
 helper only computes the metadata's minimum parser version. tlkeras writes only fields of metadata
 schema 1.0.0 (checked in :func:`_minimum_parser_version`) and provides that one function when the
-wheel lacks it.
+wheel lacks it (:mod:`tlkeras.core.mediapipe_metadata`, shared with the segmentation and detection exports).
 """
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any, Sequence
 
 import numpy as np
@@ -69,32 +67,11 @@ def _minimum_parser_version(buffer: bytes) -> str:
 
 
 def _import_writers():
-    """MediaPipe's metadata writer modules, with the parser-version helper its wheel may lack."""
-    try:
-        import mediapipe  # noqa: F401
-    except ImportError:
-        raise TLKerasError(_MISSING) from None
-    name = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
-    try:
-        __import__(name)
-    except ImportError:
-        # Parent packages the wheel lacks are created empty, top down; then the one function.
-        parts = name.split(".")
-        for i in range(3, len(parts)):
-            parent = ".".join(parts[:i])
-            if parent not in sys.modules:
-                try:
-                    __import__(parent)
-                except ImportError:
-                    sys.modules[parent] = types.ModuleType(parent)
-                    setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], sys.modules[parent])
-        module = types.ModuleType(name)
-        module.GetMinimumMetadataParserVersion = _minimum_parser_version
-        sys.modules[name] = module
-        setattr(sys.modules[".".join(parts[:-1])], parts[-1], module)
-    from mediapipe.tasks.python.metadata.metadata_writers import metadata_info, metadata_writer
+    """MediaPipe's metadata writer modules, with the parser-version helper its wheel may lack
+    (:mod:`tlkeras.core.mediapipe_metadata`; a stand-in answers with :func:`_minimum_parser_version`)."""
+    from tlkeras.core.mediapipe_metadata import writer_modules
 
-    return metadata_writer, metadata_info
+    return writer_modules(_MISSING, "metadata_writer", "metadata_info", default=_minimum_parser_version)
 
 
 def available() -> bool:

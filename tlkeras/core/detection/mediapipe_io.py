@@ -7,15 +7,14 @@ tensor, and the ``DETECTOR_METADATA`` custom metadata (fixed anchors and the YXH
 
 Packaging note: ``mediapipe``'s metadata module imports a compiled helper
 (``mediapipe.tasks.cc.metadata.python._pywrap_metadata_version``) its wheel does not ship. The helper
-only computes the minimum metadata parser version; the detector metadata uses custom metadata (a
-schema 1.5.0 field), so while writing, the helper answers 1.5.0 (and nothing newer is written).
+only computes the minimum metadata parser version; :mod:`tlkeras.core.mediapipe_metadata` provides a
+stand-in that, while the detector metadata is written, answers from the fields used: custom metadata
+(schema 1.5.0).
 """
 
 from __future__ import annotations
 
 import contextlib
-import sys
-import types
 
 import numpy as np
 
@@ -23,48 +22,18 @@ from tlkeras.errors import TLKerasError
 
 __all__ = ["write_detector_metadata", "mediapipe_detect", "mediapipe_available"]
 
-_HELPER = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
 _MISSING = "the detector's TFLite metadata needs the mediapipe package (pip install mediapipe)"
-
-
-def _parser_version(buffer: bytes) -> str:
-    return "1.5.0"  # custom metadata (1.5.0) is the newest field the detector writer uses
 
 
 @contextlib.contextmanager
 def _writers():
-    """MediaPipe's writer modules, with the parser-version helper answering for detector metadata."""
-    try:
-        import mediapipe  # noqa: F401
-    except ImportError:
-        raise TLKerasError(_MISSING) from None
-    try:
-        __import__(_HELPER)
-    except ImportError:
-        parts = _HELPER.split(".")
-        for i in range(3, len(parts)):
-            parent = ".".join(parts[:i])
-            if parent not in sys.modules:
-                try:
-                    __import__(parent)
-                except ImportError:
-                    sys.modules[parent] = types.ModuleType(parent)
-                    setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], sys.modules[parent])
-        module = types.ModuleType(_HELPER)
-        module.GetMinimumMetadataParserVersion = _parser_version
-        sys.modules[_HELPER] = module
-        setattr(sys.modules[".".join(parts[:-1])], parts[-1], module)
-    helper = sys.modules[_HELPER]
-    shimmed = getattr(helper, "__file__", None) is None  # a stand-in (ours or the export stage's)
-    previous = helper.GetMinimumMetadataParserVersion
-    if shimmed:
-        helper.GetMinimumMetadataParserVersion = _parser_version
-    try:
-        from mediapipe.tasks.python.metadata.metadata_writers import metadata_info, metadata_writer, object_detector
+    """MediaPipe's writer modules, with a stand-in parser-version helper (where the wheel lacks it)
+    answering from the fields written: custom metadata, 1.5.0."""
+    from tlkeras.core.mediapipe_metadata import answering, minimum_parser_version, writer_modules
 
-        yield object_detector, metadata_writer, metadata_info
-    finally:
-        helper.GetMinimumMetadataParserVersion = previous
+    modules = writer_modules(_MISSING, "object_detector", "metadata_writer", "metadata_info")
+    with answering(minimum_parser_version):
+        yield modules
 
 
 def mediapipe_available() -> bool:

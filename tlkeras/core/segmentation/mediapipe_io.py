@@ -2,15 +2,13 @@
 
 Packaging note (as in the classification export): ``mediapipe`` 1.2.3's ``metadata`` module imports a
 compiled helper (``mediapipe.tasks.cc.metadata.python._pywrap_metadata_version``) that its wheel
-does not ship; it only computes the metadata's minimum parser version. When the wheel lacks it, the
-one function is provided here: the image segmenter's metadata uses custom metadata
-(``SEGMENTER_METADATA``, schema 1.5.0), so that is the version written.
+does not ship; it only computes the metadata's minimum parser version. When the wheel lacks it,
+:mod:`tlkeras.core.mediapipe_metadata` provides a stand-in; while the segmenter's metadata is written
+it answers from the fields used: custom metadata (``SEGMENTER_METADATA``, schema 1.5.0).
 """
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,41 +21,10 @@ _MISSING = ("the ImageSegmenter metadata writer needs the mediapipe package (pip
             "without it a segmentation bundle cannot be read by MediaPipe Tasks")
 
 
-def _parser_version(buffer: bytes) -> str:
-    from mediapipe.tasks.metadata import metadata_schema_py_generated as schema
-
-    meta = schema.ModelMetadata.GetRootAsModelMetadata(bytes(buffer), 0)
-    for i in range(meta.SubgraphMetadataLength()):
-        if meta.SubgraphMetadata(i).CustomMetadataLength():
-            return "1.5.0"
-    return "1.0.0"
-
-
 def _import_writer():
-    try:
-        import mediapipe  # noqa: F401
-    except ImportError:
-        raise TLKerasError(_MISSING) from None
-    name = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
-    try:
-        __import__(name)
-    except ImportError:
-        parts = name.split(".")
-        for i in range(3, len(parts)):
-            parent = ".".join(parts[:i])
-            if parent not in sys.modules:
-                try:
-                    __import__(parent)
-                except ImportError:
-                    sys.modules[parent] = types.ModuleType(parent)
-                    setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], sys.modules[parent])
-        module = types.ModuleType(name)
-        module.GetMinimumMetadataParserVersion = _parser_version
-        sys.modules[name] = module
-        setattr(sys.modules[".".join(parts[:-1])], parts[-1], module)
-    from mediapipe.tasks.python.metadata.metadata_writers import image_segmenter, metadata_writer
+    from tlkeras.core.mediapipe_metadata import writer_modules
 
-    return image_segmenter, metadata_writer
+    return writer_modules(_MISSING, "image_segmenter", "metadata_writer")
 
 
 def available() -> bool:
@@ -87,14 +54,17 @@ def add_segmenter_metadata(content: bytes, class_names: Sequence[str]) -> bytes:
     Raises:
         TLKerasError: mediapipe missing, or the writer refuses the model (its first line).
     """
+    from tlkeras.core.mediapipe_metadata import answering, minimum_parser_version
+
     image_segmenter, metadata_writer = _import_writer()
     try:
-        writer = image_segmenter.MetadataWriter.create(
-            bytearray(content), input_norm_mean=[0.0], input_norm_std=[1.0],
-            labels=metadata_writer.Labels().add(list(class_names)), activation=image_segmenter.Activation.NONE)
-        # The subclass's populate() also renders JSON from a schema file the wheel may lack; the
-        # model bytes come from the base class either way.
-        out, _ = metadata_writer.MetadataWriterBase.populate(writer)
+        with answering(minimum_parser_version):  # SEGMENTER_METADATA is custom metadata: 1.5.0
+            writer = image_segmenter.MetadataWriter.create(
+                bytearray(content), input_norm_mean=[0.0], input_norm_std=[1.0],
+                labels=metadata_writer.Labels().add(list(class_names)), activation=image_segmenter.Activation.NONE)
+            # The subclass's populate() also renders JSON from a schema file the wheel may lack; the
+            # model bytes come from the base class either way.
+            out, _ = metadata_writer.MetadataWriterBase.populate(writer)
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TLKerasError(f"writing the ImageSegmenter metadata failed: {first}") from None
