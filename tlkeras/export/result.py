@@ -7,15 +7,14 @@ every bundle export (:mod:`tlkeras.export.pipeline`);
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tlkeras.config import TASK_OF_HEAD
-from tlkeras.core.tasks import Task, get_task
-from tlkeras.errors import ExportCheckFailed, TLKerasError
+from tlkeras.core.results import ExportCheckError, ExportResult
+from tlkeras.core.tasks import Task
+from tlkeras.core.tasks import task_of_head as head_task
+from tlkeras.errors import TLKerasError
 
 __all__ = ["ExportResult", "ExportCheckError", "primary_metric", "compare_outputs", "unknown_threshold", "finish_export", "head_task", "has_classes",
            "OUTPUT_MEANING"]
@@ -29,11 +28,6 @@ OUTPUT_MEANING = {
 }
 
 
-def head_task(head: str) -> Task:
-    """The task a classification-family ``head`` value (``softmax`` / ``sigmoid`` / ``regression``) names."""
-    return get_task(TASK_OF_HEAD.get(head, head))
-
-
 def has_classes(task: Task) -> bool:
     """Whether a task's outputs are scores over named classes that two models can agree on.
 
@@ -41,41 +35,6 @@ def has_classes(task: Task) -> bool:
     MediaPipe classifier; the others (regression) get a feature output and no MediaPipe check.
     """
     return type(task).agreement is not Task.agreement
-
-
-@dataclass
-class ExportResult:
-    """What :func:`export_model` wrote and measured.
-
-    Attributes:
-        bundle_dir: the bundle directory.
-        metadata: the content of metadata.json.
-        failed: variants whose drop exceeded ``max_drop`` or that LiteRT could not run, with why.
-        reports: quantization-report CSV paths by variant.
-    """
-
-    bundle_dir: Path
-    metadata: dict[str, Any]
-    failed: dict[str, str] = field(default_factory=dict)
-    reports: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failed
-
-    def variant_path(self, name: str) -> Path:
-        return self.bundle_dir / self.metadata["variants"][name]["file"]
-
-
-class ExportCheckError(ExportCheckFailed):
-    """A variant lost more than ``max_drop`` points (or did not run); the bundle was written.
-
-    ``result`` holds the :class:`ExportResult`; the CLI exits with code 3.
-    """
-
-    def __init__(self, message: str, result: ExportResult):
-        super().__init__(message, exit_code=3)
-        self.result = result
 
 
 def primary_metric(head: str) -> str:

@@ -15,7 +15,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +27,7 @@ from tlkeras.core.metrics import evaluate_model
 from tlkeras.core.models import build_model, build_text_classifier, check_model_config, trainable_backbone_layers
 from tlkeras.core.pending import wait_for_decoding
 from tlkeras.core.plots import write_reports
+from tlkeras.core.results import TrainResult
 from tlkeras.core.stream import shard_count
 from tlkeras.core.tasks import get_task, task_for_data
 from tlkeras.core.text.data import detect_modality
@@ -38,31 +38,6 @@ from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, direc
 from tlkeras.train.recipe import fit_two_phase, uses_feature_cache
 
 __all__ = ["TrainResult", "train_model", "write_report", "select_strategy", "precision_policy", "is_chief"]
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train_model` made.
-
-    Attributes:
-        model: the trained Keras model (compiled).
-        history: per-epoch metrics of both phases (``phase`` says which).
-        metrics: ``{"val": ..., "final": ..., "final_split": "test"|"val"}`` from scikit-learn.
-        timings: wall seconds per stage (``phase1``, ``phase2``, ``data``, ``total``).
-        run_dir: the run directory (None when not written).
-        config: the config used (with the resolved image size and recipe defaults).
-        info: what ``run.json`` holds (versions, data counts, recipe, selection, ...).
-        data: the data the run trained and was evaluated on (for reports).
-    """
-
-    model: Any
-    history: dict[str, list]
-    metrics: dict[str, Any]
-    timings: dict[str, float]
-    run_dir: Path | None
-    config: RunConfig
-    info: dict[str, Any] = field(default_factory=dict)
-    data: DataBundle | None = None
 
 
 def select_strategy(mode: str = "auto"):

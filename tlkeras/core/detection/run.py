@@ -8,27 +8,12 @@ layout, box coder and NMS settings: what an export and an app need to decode the
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from tlkeras.core.results import TrainResult
 from tlkeras.errors import TLKerasError
 
-__all__ = ["DetectionResult", "train_detector", "evaluate_run", "load_run", "read_data_for"]
-
-
-@dataclass
-class DetectionResult:
-    """What a detection training returns (the attributes of the train stage's TrainResult)."""
-
-    model: Any
-    history: dict
-    metrics: dict
-    timings: dict
-    run_dir: Path | None
-    config: Any
-    info: dict
-    data: Any
+__all__ = ["train_detector", "evaluate_run", "load_run", "read_data_for"]
 
 
 def read_data_for(config, task=None):
@@ -54,7 +39,7 @@ def _check_target(config):
     return final
 
 
-def train_detector(task, config, data=None, *, write: bool = True, callbacks=None, resume: bool = False, report_writer=None) -> DetectionResult:
+def train_detector(task, config, data=None, *, write: bool = True, callbacks=None, resume: bool = False, report_writer=None) -> TrainResult:
     """Trains a detector on ``data`` (or ``config.data.source``) and writes its run folder.
 
     Raises:
@@ -115,7 +100,7 @@ def train_detector(task, config, data=None, *, write: bool = True, callbacks=Non
             def report(path):
                 write_report(path, metrics, data.split(final_split), final_dets, load_rgb, title=f"Detection run {config.name}")
         _write_run(final, model, config, data, history, metrics, info, detection, report)
-    return DetectionResult(model, history, metrics, timings, final, config, info, data)
+    return TrainResult(model, history, metrics, timings, final, config, info, data)
 
 
 def _write_run(final: Path, model, config, data, history, metrics, info, detection, report=None) -> None:

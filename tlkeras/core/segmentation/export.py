@@ -18,7 +18,6 @@ The bundle folder is assembled under a temporary name and renamed when complete.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,14 +26,15 @@ import numpy as np
 from tlkeras._backend import tf
 from tlkeras.core import litert
 from tlkeras.core.bundle_format import describe, new_variant, record_file, validate_metadata
+from tlkeras.core.results import ExportCheckError, ExportResult
 from tlkeras.core.segmentation import mediapipe_io
 from tlkeras.core.segmentation.fit import predict_masks
 from tlkeras.core.segmentation.metrics import agreement, mask_metrics
 from tlkeras.core.segmentation.run import load_segmentation_run, run_data
-from tlkeras.errors import ExportCheckFailed, RunDirectoryError, TLKerasError
+from tlkeras.errors import RunDirectoryError, TLKerasError
 from tlkeras.runs import atomic_write_bytes, atomic_write_text, staged_directory, write_json
 
-__all__ = ["SegExportResult", "export_segmentation_run", "convert", "SEG_VARIANTS", "MEDIAPIPE_MAX_DROP"]
+__all__ = ["export_segmentation_run", "convert", "SEG_VARIANTS", "MEDIAPIPE_MAX_DROP"]
 
 SEG_VARIANTS = ("float32", "float16", "int8")
 # How the export options' variant names map onto the three segmentation files.
@@ -44,31 +44,6 @@ _DESCRIPTIONS = {"float32": "float32 weights and activations; the reference conv
                  "int8": "full-integer int8 with uint8 input and output (raw uint8 pixels in)"}
 MEDIAPIPE_MAX_DROP = 1.0  # points of mIoU MediaPipe's mask may lose against Keras
 REPRESENTATIVE_MAX = 100
-
-
-@dataclass
-class SegExportResult:
-    """What the export wrote and measured (the fields of the export stage's ExportResult)."""
-
-    bundle_dir: Path
-    metadata: dict[str, Any]
-    failed: dict[str, str] = field(default_factory=dict)
-    reports: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failed
-
-    def variant_path(self, name: str) -> Path:
-        return self.bundle_dir / self.metadata["variants"][name]["file"]
-
-
-class SegExportCheckError(ExportCheckFailed):
-    """A variant missed its gate; the bundle was written (exit code 3). ``result`` holds it."""
-
-    def __init__(self, message: str, result: SegExportResult):
-        super().__init__(message, exit_code=3)
-        self.result = result
 
 
 def _chosen_variants(options) -> tuple[str, ...]:
@@ -128,7 +103,7 @@ def _check_target(target: Path, overwrite: bool) -> None:
 
 
 def export_segmentation_run(run_dir, target, options=None, data_source: str | None = None,
-                            progress: Callable[[str], None] | None = None) -> SegExportResult:
+                            progress: Callable[[str], None] | None = None) -> ExportResult:
     """Exports and verifies a segmentation run into the bundle folder ``target``.
 
     Writes ``<variant>.tflite`` per variant, ``labels.txt``, ``metadata.json`` (variants with file,
@@ -136,7 +111,7 @@ def export_segmentation_run(run_dir, target, options=None, data_source: str | No
 
     Raises:
         TLKerasError: a bad run folder or data, mediapipe missing, a conversion that fails.
-        SegExportCheckError: a variant missed its gate (the bundle is written; exit code 3),
+        ExportCheckError: a variant missed its gate (the bundle is written; exit code 3),
             unless ``options.allow_drop``.
     """
     say = progress or (lambda _line: None)
@@ -177,10 +152,10 @@ def export_segmentation_run(run_dir, target, options=None, data_source: str | No
         atomic_write_text(tmp / "labels.txt", "\n".join(labels) + "\n")
         write_json(tmp / "metadata.json", meta)
         atomic_write_text(tmp / "README.md", _readme(meta))
-    result = SegExportResult(target, meta, failed)
+    result = ExportResult(target, meta, failed)
     if failed and not getattr(options, "allow_drop", False):
         first = next(iter(failed.items()))
-        raise SegExportCheckError(f"{first[0]}: {first[1]}; the bundle was written to {target} (pass --allow-drop to accept it)", result)
+        raise ExportCheckError(f"{first[0]}: {first[1]}; the bundle was written to {target} (pass --allow-drop to accept it)", result)
     return result
 
 

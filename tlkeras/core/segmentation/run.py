@@ -11,12 +11,12 @@ import contextlib
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tlkeras._backend import keras, tf
 from tlkeras.config import RunConfig, TrainConfig, load_config, save_config
+from tlkeras.core.results import TrainResult
 from tlkeras.core.segmentation.data import SegData, load_segmentation
 from tlkeras.core.segmentation.fit import RECIPE, fit_two_phase, predict_masks
 from tlkeras.core.segmentation.metrics import mask_metrics
@@ -34,21 +34,7 @@ from tlkeras.runs import (
     write_json,
 )
 
-__all__ = ["SegTrainResult", "train_segmentation", "evaluate_segmentation_run", "load_segmentation_run"]
-
-
-@dataclass
-class SegTrainResult:
-    """What a segmentation run made (the same fields as the train stage's TrainResult)."""
-
-    model: Any
-    history: dict[str, list]
-    metrics: dict[str, Any]
-    timings: dict[str, float]
-    run_dir: Path | None
-    config: RunConfig
-    info: dict[str, Any] = field(default_factory=dict)
-    data: SegData | None = None
+__all__ = ["train_segmentation", "evaluate_segmentation_run", "load_segmentation_run"]
 
 
 def resolve_recipe(config: RunConfig) -> dict[str, Any]:
@@ -116,7 +102,7 @@ def _evaluate(model, data: SegData, batch: int) -> dict[str, Any]:
 
 
 def train_segmentation(task, config: RunConfig, data: SegData | None = None, *, write: bool = True, callbacks=None,
-                       resume: bool = False, report_writer=None) -> SegTrainResult:
+                       resume: bool = False, report_writer=None) -> TrainResult:
     """Loads the data, trains both phases, evaluates on val and test and writes the run folder.
 
     Side effects: seeds Python, NumPy and TensorFlow from ``config.seed``; writes
@@ -180,7 +166,7 @@ def train_segmentation(task, config: RunConfig, data: SegData | None = None, *, 
             write_json(run_dir / "run.json", info)
             if config.report:
                 _report(run_dir, model, data, metrics, config, fitted.selection)
-    return SegTrainResult(model, fitted.history, metrics, timings, stage.final if write else None, config, info, data)
+    return TrainResult(model, fitted.history, metrics, timings, stage.final if write else None, config, info, data)
 
 
 def _report(run_dir: Path, model, data: SegData, metrics: dict, config: RunConfig, selection: dict) -> None:
