@@ -813,9 +813,10 @@ def object_detection():
 
             `DATA` is a detection folder or CSV. The BCCD fixture sits in `../shared/data/bccd` of a
             tlkeras checkout; when `DATA` is not found the notebook writes a tiny synthetic VOC set
-            (coloured boxes on noise) so that it still runs end to end. `MAX_IMAGES` keeps only the
-            first images of each split of a VOC folder (a quick look). The epochs and sizes below are
-            the detection defaults.
+            (coloured boxes on noise) so that it still runs end to end. Elsewhere (Colab), BCCD is
+            `!git clone https://github.com/Shenggan/BCCD_Dataset` with `DATA = "BCCD_Dataset/BCCD"`.
+            `MAX_IMAGES` keeps only the first images of each split of a VOC folder (a quick look).
+            The epochs and sizes below are the detection defaults.
         """),
         code('''
             DATA = "../shared/data/bccd"  # VOC / COCO / YOLO folder or detection CSV (absent: a tiny synthetic set)
