@@ -243,21 +243,34 @@ def test_training_writes_a_run_that_reloads_and_evaluates(detection_run):
         get_task("detection").train(result.config)
 
 
-@pytest.mark.slow
-def test_export_is_verified_by_litert_and_mediapipe(detection_run, tmp_path):
+@pytest.fixture(scope="session")
+def detection_bundle(detection_run, tmp_path_factory):
+    """The shared run exported once (float32 and int8), every check on: LiteRT, MediaPipe Python and,
+    where Chromium and @mediapipe/tasks-vision are installed, MediaPipe Web."""
     from types import SimpleNamespace
 
+    result, _ = detection_run
+    options = SimpleNamespace(variants=("float32", "int8"), overwrite=False, representative_size=16, verify_mediapipe=True, seed=0)
+    return get_task("detection").export_run(result.run_dir, tmp_path_factory.mktemp("det-export") / "bundle", options=options), options
+
+
+@pytest.mark.slow
+def test_export_is_verified_by_litert_and_mediapipe(detection_run, detection_bundle):
     from ai_edge_litert.interpreter import Interpreter
 
     from tlkeras.core.detection.mediapipe_io import mediapipe_available
 
     result, root = detection_run
-    options = SimpleNamespace(variants=("float32", "int8"), overwrite=False, representative_size=16, verify_mediapipe=True, seed=0)
-    out = get_task("detection").export_run(result.run_dir, tmp_path / "bundle", options=options)
+    out, options = detection_bundle
     bundle = out.bundle_dir
-    assert sorted(p.name for p in bundle.iterdir()) == ["detection.json", "float32.tflite", "int8.tflite", "labels.txt", "metadata.json"]
+    assert sorted(p.name for p in bundle.iterdir()) == ["detection.json", "float32.tflite", "int8.tflite", "labels.txt", "metadata.json", "model_card.md"]
     meta = json.loads((bundle / "metadata.json").read_text())
     assert meta["passed"] and meta["task"]["name"] == "detection"
+    card = (bundle / "model_card.md").read_text()
+    assert "Object detector" in card and f"| int8 | {meta['variants']['int8']['bytes'] / 1024:.0f} KB | uint8 | {meta['variants']['int8']['metrics']['AP50']:.3f}" in card
+    from tlkeras.export.card import model_card
+
+    assert model_card(meta) == card  # the export stage's card asks the bundle's task
     for name, entry in meta["variants"].items():
         assert "litert" in entry["verified_on"], entry
         if mediapipe_available():
@@ -272,6 +285,84 @@ def test_export_is_verified_by_litert_and_mediapipe(detection_run, tmp_path):
     assert meta["variants"]["float32"]["metrics"]["max_abs_diff_location"] < 1e-3
     with pytest.raises(TLKerasError, match="already exists"):
         get_task("detection").export_run(result.run_dir, bundle, options=options)
+
+
+@pytest.mark.slow
+def test_browser_detections_equal_mediapipe_python(detection_bundle):
+    """MediaPipe Web's ObjectDetector in headless Chromium (the export's browser check): the same
+    detections as MediaPipe Python on the same images, or a recorded reason it could not run."""
+    from tlkeras.core.browser import BrowserUnavailable, find_chromium
+    from tlkeras.core.mediapipe_web import find_tasks_vision
+
+    out, _ = detection_bundle
+    meta = json.loads((out.bundle_dir / "metadata.json").read_text())
+    web = meta["web"]
+    try:
+        find_chromium()
+        find_tasks_vision()
+    except (BrowserUnavailable, TLKerasError) as exc:
+        assert web["checked"] is False and web["why"], web  # skipped, and metadata.json says why
+        pytest.skip(f"no browser check here: {exc}")
+    assert web["checked"] and web["package"].startswith("@mediapipe/tasks-vision") and web["images"] >= 1, web
+    for name, entry in meta["variants"].items():
+        same = entry["mediapipe"]["web"]
+        assert same["equal"] and same["unmatched"] == 0 and same["matched"] > 0, (name, same)
+        assert same["max_box_diff_px"] <= 2.0 and same["max_score_diff"] <= 0.02, (name, same)
+        assert "mediapipe-web" in entry["verified_on"], entry["verified_on"]
+
+
+@pytest.mark.slow
+def test_metadata_parser_versions_do_not_leak_between_tasks(detection_bundle):
+    """The shared stand-in for mediapipe's missing version helper (tlkeras.core.mediapipe_metadata):
+    the detector's custom metadata declares 1.5.0, and an image classifier written afterwards in the
+    same process still declares 1.0.0."""
+    from mediapipe.tasks.python.metadata import metadata
+
+    from tlkeras._backend import keras, tf
+    from tlkeras.export import tflite_metadata
+
+    def declared(content):
+        return json.loads(metadata.MetadataDisplayer.with_model_buffer(bytes(content)).get_metadata_json())["min_parser_version"]
+
+    out, _ = detection_bundle
+    assert declared((out.bundle_dir / "int8.tflite").read_bytes()) == "1.5.0"
+    image = keras.Input((4, 4, 3), batch_size=1)
+    model = keras.Model(image, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(image)))
+    content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    classifier = tflite_metadata.add_metadata(content, name="t", description="d", version="v1", author="tests", class_names=["a", "b"])
+    assert declared(classifier) == "1.0.0"
+
+
+def test_detection_comparison_catches_moved_boxes_and_other_classes():
+    from tlkeras.core.detection.web import compare_detections
+
+    boxes, scores, classes = np.array([[10.0, 10, 40, 40], [50, 50, 90, 80]]), np.array([0.9, 0.6]), np.array([0, 1])
+    python = [(boxes, scores, classes)]
+    assert compare_detections([(boxes + 0.5, scores + 0.001, classes)], python, 0.3)["equal"]
+    assert not compare_detections([(boxes + [0, 0, 5, 0], scores, classes)], python, 0.3)["equal"]  # a box 5 px wider
+    assert not compare_detections([(boxes, scores, classes[::-1])], python, 0.3)["equal"]  # other categories
+    assert not compare_detections([(boxes, scores - 0.1, classes)], python, 0.3)["equal"]  # other scores
+    assert not compare_detections([(boxes[:1], scores[:1], classes[:1])], python, 0.3)["equal"]  # a missing detection
+    # A detection at the score threshold may be cut on one side only.
+    assert compare_detections([(boxes[:1], scores[:1], classes[:1])], [(boxes, np.array([0.9, 0.31]), classes)], 0.3)["equal"]
+
+
+@pytest.mark.slow
+def test_benchmark_reports_size_latency_and_ap_per_variant(detection_bundle, capsys):
+    from tlkeras.benchmark.__main__ import main
+
+    out, _ = detection_bundle
+    meta = json.loads((out.bundle_dir / "metadata.json").read_text())
+    target = out.bundle_dir.parent / "bench"
+    assert main([str(out.bundle_dir), "--iterations", "5", "--warmup", "1", "--rounds", "1", "--threads", "1", "--output-dir", str(target)]) == 0
+    table = capsys.readouterr().out
+    assert "| AP |" in table and "MediaPipe AP50" in table
+    rows = {r["variant"]: r for r in json.loads((target / "benchmark.json").read_text())["rows"]}
+    assert set(rows) == {"float32", "int8"}
+    for name, row in rows.items():
+        entry = meta["variants"][name]
+        assert row["bytes"] == (out.bundle_dir / entry["file"]).stat().st_size and row["latency"]["1"]["p50_ms"] > 0
+        assert row["AP50"] == entry["metrics"]["AP50"] and row["task_metrics"]["AP"] == entry["metrics"]["AP"]
 
 
 def test_coco_and_yolo_readers(tmp_path):

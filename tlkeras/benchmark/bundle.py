@@ -118,6 +118,7 @@ def benchmark_bundle(bundle_dir: str | os.PathLike, options: BenchmarkOptions | 
             times[key].append(litert.time_invokes(interpreter, count))
 
     key_metric = meta["evaluation"]["primary_metric"]
+    task_metrics = _task_metrics(meta)
     rows = []
     for name in names:
         content = contents[name]
@@ -143,6 +144,7 @@ def benchmark_bundle(bundle_dir: str | os.PathLike, options: BenchmarkOptions | 
             "f1_macro": metrics.get("f1_macro"),
             "agreement": metrics.get("agreement"),
             "drop_points": metrics.get("drop_points"),
+            "task_metrics": task_metrics(info),
         })
     base = next((r for r in rows if r["variant"] == "float32"), None)
     first = str(options.threads[0])
@@ -163,6 +165,17 @@ def benchmark_bundle(bundle_dir: str | os.PathLike, options: BenchmarkOptions | 
     }
 
 
+def _task_metrics(meta: dict):
+    """The bundle's task's extra columns per variant (``Task.bundle_metrics``, e.g. detection's AP50 and AP), else none."""
+    from tlkeras.core.tasks import get_task
+
+    try:
+        task = get_task(str((meta.get("task") or {}).get("name")))
+    except TLKerasError:  # an older bundle or a task name this version does not know
+        return lambda info: {}
+    return getattr(task, "bundle_metrics", lambda info: {})
+
+
 def _f(value, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
@@ -174,7 +187,8 @@ def format_markdown(result: dict[str, Any]) -> str:
     head = ["variant", "size KB", "gzip KB", "× float32 size"]
     for t in threads:
         head += [f"p50 ms ({t}T)", f"p90 ms ({t}T)"]
-    head += [f"× float32 p50 ({threads[0]}T)", key, "agreement", "drop (points)"]
+    extra = list(dict.fromkeys(k for r in result["rows"] for k in r.get("task_metrics") or {}))
+    head += [f"× float32 p50 ({threads[0]}T)", key, "agreement", "drop (points)"] + [k for k in extra if k != key]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["rows"]:
         cells = [r["variant"], f"{r['bytes'] / 1024:.0f}", f"{r['gzip_bytes'] / 1024:.0f}", _f(r["size_ratio"], ".3f")]
@@ -182,6 +196,7 @@ def format_markdown(result: dict[str, Any]) -> str:
             lat = r["latency"][str(t)]
             cells += [f"{lat['p50_ms']:.3f}", f"{lat['p90_ms']:.3f}"]
         cells += [_f(r["latency_ratio"], ".2f"), _f(r.get(key), ".3f"), _f(r.get("agreement"), ".3f"), _f(r.get("drop_points"), ".2f")]
+        cells += [_f((r.get("task_metrics") or {}).get(k), ".3f") for k in extra if k != key]
         lines.append("| " + " | ".join(cells) + " |")
     machine = result["machine"]
     keras_value = result["keras"].get(key)

@@ -12,7 +12,16 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def model_card(meta: dict[str, Any]) -> str:
-    """The Markdown model card of a bundle, from its metadata.json content (image or text)."""
+    """The Markdown model card of a bundle, from its metadata.json content (image or text; a task
+    with its own card, such as detection, writes it through ``Task.model_card``)."""
+    from tlkeras.core.tasks import task_names
+
+    name = (meta.get("task") or {}).get("name")
+    if name in task_names():
+        from tlkeras.core.tasks import get_task
+
+        if hasattr(get_task(name), "model_card"):
+            return get_task(name).model_card(meta)
     ev = meta["evaluation"]
     key = ev["primary_metric"]
     source = meta.get("source_run") or {}

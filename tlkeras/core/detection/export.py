@@ -14,7 +14,13 @@ Each variant is verified on the test split (val when the data has none):
   pycocotools, gives an AP50 within 1 point of the same model file decoded by LiteRT (the float
   variants therefore within about 1 point of Keras as well).
 
-The bundle (``<variant>.tflite``, ``labels.txt``, ``detection.json``, ``metadata.json``) is written
+- ``mediapipe-web``: MediaPipe Tasks for Web's ObjectDetector in headless Chromium
+  (:mod:`tlkeras.core.detection.web`) on the first :data:`WEB_IMAGES` images gives the same
+  detections as MediaPipe Python (same categories, boxes within 2 px, scores within 0.02); skipped,
+  with the reason in ``metadata.json``'s ``web`` entry, without Chromium or ``@mediapipe/tasks-vision``.
+
+The bundle (``<variant>.tflite``, ``labels.txt``, ``detection.json``, ``metadata.json``,
+``model_card.md``) is written
 to a hidden temporary folder beside ``target`` and renamed into place when complete.
 """
 
@@ -203,6 +209,9 @@ def export_run(task, run_dir, target, options=None, data_source=None, progress: 
         shutil.copyfile(run_dir / "labels.txt", tmp / "labels.txt")
         shutil.copyfile(run_dir / "detection.json", tmp / "detection.json")
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, default=_json) + "\n", encoding="utf-8")
+        from tlkeras.core.detection.card import detection_card
+
+        (tmp / "model_card.md").write_text(detection_card(json.loads(json.dumps(metadata, default=_json))), encoding="utf-8")
         if failed:
             raise TLKerasError(f"export checks failed: {'; '.join(f'{k}: {v}' for k, v in failed.items())}; nothing was written")
         if target.exists():

@@ -45,3 +45,17 @@ class Detection(Task):
         from tlkeras.core.detection.export import export_run
 
         return export_run(self, run_dir, target, options=options, data_source=data_source, progress=progress)
+
+    def bundle_metrics(self, variant: dict) -> dict:
+        """The columns ``python -m tlkeras.benchmark`` adds for one variant of a detection bundle
+        (its ``metadata.json`` entry): AP50 and AP (COCO's mAP@[.5:.95]) as LiteRT decoded the file
+        and as MediaPipe's ObjectDetector saw the original images (None when not measured)."""
+        metrics, mediapipe = variant.get("metrics") or {}, variant.get("mediapipe") or {}
+        return {"AP50": metrics.get("AP50"), "AP": metrics.get("AP"),
+                "MediaPipe AP50": mediapipe.get("AP50"), "MediaPipe AP": mediapipe.get("AP")}
+
+    def model_card(self, meta: dict) -> str:
+        """See :func:`tlkeras.core.detection.card.detection_card` (``metadata.json`` content in, Markdown out)."""
+        from tlkeras.core.detection.card import detection_card
+
+        return detection_card(meta)
