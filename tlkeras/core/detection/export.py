@@ -302,6 +302,8 @@ def _verify_web(variants: dict, folder: Path, samples, class_names, nms, load_rg
     if not mediapipe_available():
         return {"checked": False, "why": "mediapipe (Python) is not installed: nothing to compare the browser's detections with"}
     names = [n for n, e in variants.items() if (e.get("mediapipe") or {}).get("loaded")]
+    if not names:
+        return {"checked": False, "why": "no variant ran in MediaPipe Python (verify_mediapipe off, or it refused the files)"}
     chosen = list(samples[:WEB_IMAGES])
     images = [np.ascontiguousarray(load_rgb(s)) for s in chosen]
     settings = {"score_threshold": nms["score_threshold"], "max_results": nms["max_results"]}
