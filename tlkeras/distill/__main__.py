@@ -34,8 +34,29 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_config_flags(parser)
     parser.add_argument("--quiet", dest="train.verbose", action="store_const", const=0, default=argparse.SUPPRESS,
                         help="no per-epoch progress (the same as --verbose 0); the result lines still print")
+    # The issue's spelling: --student word_embedding is --backbone word_embedding.
+    parser.add_argument("--student", dest="model.backbone", default=argparse.SUPPRESS, help="the same as --backbone (e.g. word_embedding "
+                        "for a text teacher)")
     parser.set_defaults(config=None)
     return parser
+
+
+# The fields tlkeras.core.backbones.apply_recipe_defaults fills from the backbone's family.
+_RECIPE = (("train", "phase2_lr_factor"), ("train", "unfreeze"), ("data", "batch_size"), ("model", "dropout"),
+           ("train", "warmup_epochs"), ("train", "batchnorm"))
+
+
+def _recipe_for_student(config, teacher: Path, explicit: set) -> None:
+    """A text student on another encoder than its teacher's: the family recipe fields the teacher's
+    config.yaml holds (e.g. BERT's phase-2 learning rate) are unset again, so the student gets its own
+    family's, unless given on the command line. Side effect: changes ``config`` in place."""
+    from tlkeras.config import load_config
+
+    if load_config(teacher / "config.yaml").model.backbone == config.model.backbone:
+        return
+    for section, attr in _RECIPE:
+        if f"{section}.{attr}" not in explicit:
+            setattr(getattr(config, section), attr, None)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -52,13 +73,25 @@ def _main(argv: Sequence[str] | None) -> int:
     if not args.config:
         args.config = str(teacher / "config.yaml")
     config = cli.config_from_args(args)
-    if "name" not in explicit:
+    text = config.data.modality == "text"
+    if text:
+        _recipe_for_student(config, teacher, explicit)
+    if "name" not in explicit and text:
+        config.name = f"{teacher.resolve().name}-student-{config.model.backbone}"
+    elif "name" not in explicit:
         size = config.data.image_size or "default"
         width = f"-a{config.model.alpha:g}" if "model.alpha" in explicit and config.model.alpha else ""
         config.name = f"{teacher.resolve().name}-student-{size}px{width}"
     result = distill(teacher, config, options)
     m = result.metrics
     d = m["distillation"]
+    if d.get("modality") == "text":
+        print(f"teacher {d['teacher_backbone']}: {m['final_split']} accuracy {d['teacher_final']['accuracy']:.3f} ({d['teacher_params']:,} parameters)")
+        print(f"student {d['student_backbone']}: {m['final_split']} accuracy {m['final']['accuracy']:.3f} | val {m['val']['accuracy']:.3f} "
+              f"({d['student_params']:,} parameters); agrees with the teacher on {d['train_agreement']:.1%} of the training texts")
+        if result.run_dir is not None:
+            print(f"run directory: {result.run_dir}")
+        return 0
     print(f"teacher {d['teacher_image_size']}px: {m['final_split']} accuracy {d['teacher_final']['accuracy']:.3f} "
           f"({d['teacher_params']:,} parameters)")
     print(f"student {d['student_image_size']}px: {m['final_split']} accuracy {m['final']['accuracy']:.3f} | "

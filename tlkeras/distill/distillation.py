@@ -64,11 +64,14 @@ class DistillOptions:
             (0: off). The teacher labels each mixed image, so the student sees the teacher's
             answers on images it was never trained on ("consistent teaching"); the hard-label
             term mixes the labels the same way.
+        unlabelled: text teachers only: a UTF-8 file of unlabelled texts, one per line, that the
+            teacher labels for the student's fine-tuning (their hard-label target is the teacher's).
     """
 
     temperature: float = 4.0
     soft_weight: float = 0.7
     mixup: float = 0.0
+    unlabelled: str | None = None
 
     def validate(self) -> "DistillOptions":
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
@@ -538,6 +541,14 @@ def distill(teacher_run: str | Path, config: RunConfig | None = None, options: D
         raise TLKerasError("the student needs a softmax head like its teacher")
     if write and config.name and (Path(config.output_dir) / config.name).exists():
         raise TLKerasError(f"{Path(config.output_dir) / config.name} already exists; choose another --name or remove it")
+    if teacher_cfg.data.modality == "text":  # raw strings in: the word-model student (tlkeras/distill/text.py)
+        from tlkeras.distill.text import distill_text, read_unlabelled
+
+        extra = read_unlabelled(options.unlabelled) if options.unlabelled else None
+        return distill_text(teacher_run, load_run_model(teacher_run), teacher_cfg, labels, config, options, data=data,
+                            unlabelled=extra, write=write, callbacks=callbacks)
+    if config.model.backbone in ("word_embedding",) or str(config.model.backbone).startswith("hf:"):
+        raise TLKerasError(f"the teacher {teacher_run} is an image classifier; a text student ({config.model.backbone}) needs a text teacher")
     s_size = check_model_config(config.model, config.data.image_size)
     t0 = time.perf_counter()
     teacher = load_run_model(teacher_run)
