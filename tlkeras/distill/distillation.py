@@ -546,7 +546,8 @@ def distill(teacher_run: str | Path, config: RunConfig | None = None, options: D
 
         extra = read_unlabelled(options.unlabelled) if options.unlabelled else None
         return distill_text(teacher_run, load_run_model(teacher_run), teacher_cfg, labels, config, options, data=data,
-                            unlabelled=extra, write=write, callbacks=callbacks)
+                            unlabelled=extra, write=write, callbacks=callbacks,
+                            parts=(_Distiller, logits_model))
     if config.model.backbone in ("word_embedding",) or str(config.model.backbone).startswith("hf:"):
         raise TLKerasError(f"the teacher {teacher_run} is an image classifier; a text student ({config.model.backbone}) needs a text teacher")
     s_size = check_model_config(config.model, config.data.image_size)

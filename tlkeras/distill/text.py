@@ -54,9 +54,7 @@ def read_unlabelled(path: str | Path) -> list[str]:
     return texts
 
 
-def _logits(model, texts, batch_size: int) -> np.ndarray:
-    from tlkeras.distill.distillation import logits_model
-
+def _logits(logits_model, model, texts, batch_size: int) -> np.ndarray:
     out = logits_model(model).predict(tf.constant([str(t) for t in texts]), batch_size=batch_size, verbose=0)
     return np.asarray(out, np.float32)
 
@@ -73,16 +71,16 @@ def _check_student(config: RunConfig) -> None:
                            f"pass --backbone word_embedding")
 
 
-def _fit(student, teacher, data: DataBundle, config: RunConfig, options, extra: list[str], callbacks) -> tuple[dict, dict, Any]:
+def _fit(student, teacher, data: DataBundle, config: RunConfig, options, extra: list[str], callbacks, parts) -> tuple[dict, dict, Any]:
     """Phase 1 (word probe on the labels) and phase 2 (distillation) of the student; returns (history, timings, selection)."""
     from tlkeras.core.data import class_weights, encode_labels
     from tlkeras.core.models import feature_extractor, freeze_backbone
     from tlkeras.core.text.probe import fit_word_probe
-    from tlkeras.distill.distillation import _Distiller, logits_model
     from tlkeras.train.optim import compile_model, epoch_seed, final_learning_rate, make_optimizer, steps_per_epoch
     from tlkeras.train.phase import PhaseHistory
     from tlkeras.train.recipe import fine_tune, open_and_fine_tune
 
+    distiller, logits_model = parts
     tc, bs, n = config.train, config.data.batch_size, data.num_outputs
     weights = class_weights(data, config.data.class_weight)
     history, timings = PhaseHistory(), {}
@@ -97,14 +95,14 @@ def _fit(student, teacher, data: DataBundle, config: RunConfig, options, extra: 
         history.add(logs, 1)
     timings["phase1"] = time.perf_counter() - start
     texts = [str(t) for t in data.train.x] + list(extra)
-    t_train = _logits(teacher, texts, bs)
+    t_train = _logits(logits_model, teacher, texts, bs)
     y = encode_labels(data.train.y, "softmax", n).astype(np.float32)
     if extra:  # no label: the hard term's target is the teacher's own (T = 1) probability vector
         soft = tf.nn.softmax(t_train[len(data.train):]).numpy()
         y = np.concatenate([y, soft.astype(np.float32)])
     train = tf.data.Dataset.from_tensor_slices(((tf.constant(texts), t_train), y))
     val_texts = [str(t) for t in data.val.x]
-    val_ds = tf.data.Dataset.from_tensor_slices(((tf.constant(val_texts), _logits(teacher, val_texts, bs)),
+    val_ds = tf.data.Dataset.from_tensor_slices(((tf.constant(val_texts), _logits(logits_model, teacher, val_texts, bs)),
                                                  encode_labels(data.val.y, "softmax", n).astype(np.float32))).batch(bs)
     steps = steps_per_epoch(len(texts), bs)
     # As the image distillation: select on hard-label val accuracy (a soft-target student's val
@@ -115,7 +113,7 @@ def _fit(student, teacher, data: DataBundle, config: RunConfig, options, extra: 
         return train.shuffle(len(texts), seed=epoch_seed(config.seed, 2, epoch)).batch(bs).prefetch(tf.data.AUTOTUNE)
 
     def fit2():
-        trainer = _Distiller(logits_model(student), None, None, options, tc.label_smoothing)
+        trainer = distiller(logits_model(student), None, None, options, tc.label_smoothing)
         return fine_tune(trainer, make_ds, val_ds, config, history, steps=steps,
                          compile=lambda lr: trainer.compile(optimizer=make_optimizer(tc.optimizer, lr, tc.weight_decay)),
                          monitor=monitor, class_weight=None, callbacks=callbacks)
@@ -126,7 +124,8 @@ def _fit(student, teacher, data: DataBundle, config: RunConfig, options, extra: 
 
 
 def distill_text(teacher_run: Path, teacher, teacher_cfg: RunConfig, labels: list[str], config: RunConfig, options, *,
-                 data: DataBundle | None = None, unlabelled: list[str] | None = None, write: bool = True, callbacks: list | None = None):
+                 data: DataBundle | None = None, unlabelled: list[str] | None = None, write: bool = True, callbacks: list | None = None,
+                 parts):
     """Distils a loaded text teacher into a word-model student and writes its run directory.
 
     Args:
@@ -136,6 +135,8 @@ def distill_text(teacher_run: Path, teacher, teacher_cfg: RunConfig, labels: lis
         data: the labelled texts (default: ``config.data.source`` with the teacher's split).
         unlabelled: extra texts the teacher labels for phase 2 (also in the student's vocabulary).
         write: write ``<output_dir>/<name>/`` like ``tlkeras.train`` (``metrics.json`` holds ``distillation``).
+        parts: ``(trainer class, logits_model)`` of :mod:`tlkeras.distill.distillation`, passed in by
+            its ``distill`` (which calls this), so this module does not import it back.
 
     Returns:
         A :class:`tlkeras.train.run.TrainResult` for the student.
@@ -174,7 +175,7 @@ def distill_text(teacher_run: Path, teacher, teacher_cfg: RunConfig, labels: lis
     recipe = apply_recipe_defaults(config, train_count=len(data.train) + len(extra), num_classes=data.num_outputs)
     t_data = time.perf_counter() - t0
     student = build_text_classifier(config.model, data.num_outputs, [str(t) for t in data.train.x] + extra, length, seed=config.seed)
-    history, timings, selection = _fit(student, teacher, data, config, options, extra, callbacks)
+    history, timings, selection = _fit(student, teacher, data, config, options, extra, callbacks, parts)
     bs = config.data.batch_size
     split_name, split = data.eval_split
     metrics: dict[str, Any] = {
