@@ -41,22 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# The fields tlkeras.core.backbones.apply_recipe_defaults fills from the backbone's family.
-_RECIPE = (("train", "phase2_lr_factor"), ("train", "unfreeze"), ("data", "batch_size"), ("model", "dropout"),
-           ("train", "warmup_epochs"), ("train", "batchnorm"))
-
-
 def _recipe_for_student(config, teacher: Path, explicit: set) -> None:
-    """A text student on another encoder than its teacher's: the family recipe fields the teacher's
-    config.yaml holds (e.g. BERT's phase-2 learning rate) are unset again, so the student gets its own
-    family's, unless given on the command line. Side effect: changes ``config`` in place."""
-    from tlkeras.config import load_config
+    """A text student on another encoder than its teacher's trains with its own encoder's recipe: the
+    model and training fields of the teacher's config.yaml (e.g. BERT's 2 epochs at 6e-5 with AdamW)
+    go back to their defaults, unless given on the command line; the data and the seed stay the
+    teacher's. Side effect: changes ``config`` in place."""
+    import dataclasses
+
+    from tlkeras.config import ModelConfig, TrainConfig, load_config
 
     if load_config(teacher / "config.yaml").model.backbone == config.model.backbone:
         return
-    for section, attr in _RECIPE:
-        if f"{section}.{attr}" not in explicit:
-            setattr(getattr(config, section), attr, None)
+    for section, cls in (("model", ModelConfig), ("train", TrainConfig)):
+        fresh = cls()
+        for f in dataclasses.fields(cls):
+            if f"{section}.{f.name}" not in explicit and f.name not in ("backbone", "head", "task", "verbose"):
+                setattr(getattr(config, section), f.name, getattr(fresh, f.name))
+    # The batch size is a recipe field of the encoder's family (unset: its default).
+    if "data.batch_size" not in explicit:
+        config.data.batch_size = None
 
 
 def _main(argv: Sequence[str] | None) -> int:
