@@ -426,3 +426,65 @@ def test_augmented_batches_repeat_per_seed(tmp_path):
         np.testing.assert_array_equal(c1, c2)
     assert not np.array_equal(first[0][0], other[0][0])  # another epoch, other views
     assert all((c >= 0).any() for _, _, c in first)  # every batch has positive anchors
+
+
+_NO_TF = """
+import runpy, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "tf_keras", "keras", "tlkeras"):
+            raise ImportError(name + " is blocked in this test")
+sys.meta_path.insert(0, Block())
+sys.argv = ["detect.py"] + sys.argv[1:]
+runpy.run_path({script!r}, run_name="__main__")
+"""
+DETECT = Path(__file__).resolve().parents[1] / "export" / "detect.py"
+
+
+@pytest.mark.slow
+def test_app_side_script_detects_as_tlkeras_decodes_without_tensorflow(detection_run, detection_bundle, tmp_path):
+    """export/detect.py (LiteRT, NumPy, Pillow only) lays out the same anchors and returns the same
+    detections as tlkeras' own MediaPipe-matched post-processing of the same file."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tlkeras.core.detection.anchors import AnchorConfig, make_anchors, postprocess
+
+    _, root = detection_run
+    out, _ = detection_bundle
+    bundle = out.bundle_dir
+    settings = json.loads((bundle / "detection.json").read_text())
+    spec = importlib.util.spec_from_file_location("detect_app", DETECT)
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    layout = AnchorConfig.from_dict(settings["anchors"])
+    np.testing.assert_allclose(app.make_anchors(settings["anchors"]), make_anchors(layout), atol=1e-6)
+    images = sorted((root / "JPEGImages").glob("*.png"))[-4:]
+    for variant in ("int8", "float32"):
+        done = subprocess.run([sys.executable, "-c", _NO_TF.format(script=str(DETECT)), str(bundle), *map(str, images), "--variant", variant, "--json"],
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        lines = [json.loads(line) for line in done.stdout.splitlines()]
+        assert len(lines) == len(images) and sum(len(line["detections"]) for line in lines) >= len(images), lines
+        interpreter = Interpreter(model_path=str(bundle / out.metadata["variants"][variant]["file"]))
+        interpreter.allocate_tensors()
+        inp, outs = interpreter.get_input_details()[0], interpreter.get_output_details()
+        for path, line in zip(images, lines):
+            image = Image.open(path).convert("RGB")
+            pixels = np.asarray(image.resize((layout.image_size,) * 2, Image.BILINEAR), np.uint8)
+            interpreter.set_tensor(inp["index"], pixels[None].astype(inp["dtype"]))
+            interpreter.invoke()
+            location, logits = (interpreter.get_tensor(o["index"])[0] for o in outs)
+            boxes, scores, classes = postprocess(location, logits, make_anchors(layout), layout.box_scales, **settings["nms"])
+            found = line["detections"]
+            assert len(found) == len(scores) and line["variant"] == variant
+            w, h = image.size
+            for d, box, score, cls in zip(found, boxes, scores, classes):
+                assert d["label"] == settings["class_names"][int(cls)] and d["score"] == pytest.approx(float(score), abs=1e-6)
+                expected = np.clip([box[1] * w, box[0] * h, box[3] * w, box[2] * h], 0, [w, h, w, h])
+                np.testing.assert_allclose(d["box"], expected, atol=1e-3)
+    bad = subprocess.run([sys.executable, str(DETECT), str(tmp_path), str(images[0])], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "detection.json" in bad.stderr
