@@ -4,6 +4,10 @@ The student starts from the teacher's ``config.yaml`` (data, recipe, seed); ever
 ``tlkeras.train`` flag overrides it (``--image-size``, ``--alpha``, ``--backbone``, ``--weights``,
 ``--phase1-epochs``, ...). The student is written as an ordinary run directory
 (default ``<output-dir>/<teacher>-student-<size>px``), ready for ``python -m tlkeras.export``.
+
+A text teacher (word model, ``hf:`` BERT) distils into the word model: ``--student word_embedding``
+(the same as ``--backbone``), ``--unlabelled texts.txt`` optional (tlkeras/distill/text.py); the run is
+``<output-dir>/<teacher>-student-word_embedding``.
 """
 
 from __future__ import annotations
