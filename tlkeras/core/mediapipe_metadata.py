@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 
 from tlkeras.errors import TLKerasError
 
-__all__ = ["HELPER", "ensure_helper", "is_stand_in", "answering", "minimum_parser_version", "writer_modules"]
+__all__ = ["HELPER", "ensure_helper", "is_stand_in", "answering", "minimum_parser_version", "writer_modules", "mediapipe_version"]
 
 HELPER = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
 _WRITERS = "mediapipe.tasks.python.metadata.metadata_writers"
@@ -117,3 +117,13 @@ def writer_modules(missing: str, *names: str, default: Callable[[bytes], str] | 
     """
     ensure_helper(missing, default)
     return tuple(importlib.import_module(f"{_WRITERS}.{name}") for name in names)
+
+
+def mediapipe_version() -> str | None:
+    """The installed ``mediapipe`` wheel's version (None when it is not installed)."""
+    try:
+        from importlib.metadata import version
+
+        return version("mediapipe")
+    except Exception:  # noqa: BLE001 - not installed
+        return None

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tlkeras.core.mediapipe_metadata import mediapipe_version  # noqa: F401  (public here)
 from tlkeras.errors import TLKerasError
 
 __all__ = ["available", "add_metadata", "populate_metadata", "verify_mediapipe", "mediapipe_agreement", "open_classifier", "MEDIAPIPE_MIN_AGREEMENT", "mediapipe_version"]
@@ -81,15 +82,6 @@ def available() -> bool:
     except (TLKerasError, ImportError):
         return False
     return True
-
-
-def mediapipe_version() -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version("mediapipe")
-    except Exception:  # noqa: BLE001 - not installed
-        return None
 
 
 def add_metadata(

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tlkeras.core.mediapipe_metadata import mediapipe_version  # noqa: F401  (public here)
 from tlkeras.errors import TLKerasError
 
 __all__ = ["available", "mediapipe_version", "add_segmenter_metadata", "mediapipe_masks"]
@@ -35,15 +36,6 @@ def available() -> bool:
     except (TLKerasError, ImportError):
         return False
     return True
-
-
-def mediapipe_version() -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version("mediapipe")
-    except Exception:  # noqa: BLE001 - not installed
-        return None
 
 
 def add_segmenter_metadata(content: bytes, class_names: Sequence[str]) -> bytes:
