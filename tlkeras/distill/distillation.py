@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from tlkeras._backend import keras, tf
-from tlkeras.config import RunConfig, load_config, save_config
+from tlkeras.config import RunConfig, load_config
 from tlkeras.core.data import DataBundle, Split, class_weights, load_data, make_dataset
 from tlkeras.core.tasks import task_of
 from tlkeras.errors import TLKerasError
@@ -524,8 +524,7 @@ def distill(teacher_run: str | Path, config: RunConfig | None = None, options: D
     from tlkeras.core.loading import load_run_model
     from tlkeras.core.metrics import evaluate_model
     from tlkeras.core.models import build_model, check_model_config, trainable_backbone_layers
-    from tlkeras.core.plots import write_reports
-    from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, read_labels, staged_directory, write_json
+    from tlkeras.runs import default_run_name, read_labels
     from tlkeras.train.run import TrainResult
 
     options = (options or DistillOptions()).validate()
@@ -606,12 +605,7 @@ def distill(teacher_run: str | Path, config: RunConfig | None = None, options: D
                 "data": {"source": data.source, "train": len(data.train), "val": len(data.val),
                          "test": len(data.test) if data.test is not None else 0},
                 "recipe": recipe, "selection": fitted.selection, "timings": timings}
-        with staged_directory(run_dir) as stage:
-            save_config(config, stage / "config.yaml")
-            with atomic_path(stage / "model.keras") as tmp:
-                student.save(tmp)
-            atomic_write_text(stage / "labels.txt", "\n".join(labels) + "\n")
-            write_json(stage / "history.json", history)
-            write_json(stage / "run.json", info)
-            write_reports(stage, metrics, labels, "softmax", history)
+        from tlkeras.distill.text import write_student_run
+
+        write_student_run(run_dir, config, student, labels, history, metrics, info)
     return TrainResult(student, history, metrics, timings, run_dir, config, {"teacher": str(teacher_run)})

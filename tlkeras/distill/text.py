@@ -150,9 +150,8 @@ def distill_text(teacher_run: Path, teacher, teacher_cfg: RunConfig, labels: lis
     from tlkeras.core.backbones import apply_recipe_defaults
     from tlkeras.core.metrics import evaluate_model
     from tlkeras.core.models import build_text_classifier
-    from tlkeras.core.plots import write_reports
     from tlkeras.core.text.data import load_text_data
-    from tlkeras.runs import atomic_path, atomic_write_text, default_run_name, staged_directory, write_json
+    from tlkeras.runs import default_run_name
     from tlkeras.train.run import TrainResult, check_text_config
 
     _check_student(config)
@@ -203,12 +202,24 @@ def distill_text(teacher_run: Path, teacher, teacher_cfg: RunConfig, labels: lis
         info = {"distillation": metrics["distillation"], "recipe": recipe, "selection": selection, "timings": timings,
                 "data": {"source": data.source, "train": len(data.train), "val": len(data.val),
                          "test": len(data.test) if data.test is not None else 0, "unlabelled": len(extra)}}
-        with staged_directory(run_dir) as stage:
-            save_config(config, stage / "config.yaml")
-            with atomic_path(stage / "model.keras") as tmp:
-                student.save(tmp)
-            atomic_write_text(stage / "labels.txt", "\n".join(labels) + "\n")
-            write_json(stage / "history.json", history)
-            write_json(stage / "run.json", info)
-            write_reports(stage, metrics, labels, "softmax", history)
+        write_student_run(run_dir, config, student, labels, history, metrics, info)
     return TrainResult(student, history, metrics, timings, run_dir, config, {"teacher": str(teacher_run)})
+
+
+def write_student_run(run_dir: Path, config, student, labels: list[str], history: dict, metrics: dict, info: dict) -> None:
+    """Writes a student's run folder (config, model, labels, history, run.json, metrics and plots).
+
+    Side effects: assembles the folder beside ``run_dir`` and renames it into place, so an
+    interrupted write leaves no half-written run.
+    """
+    from tlkeras.core.plots import write_reports
+    from tlkeras.runs import atomic_path, atomic_write_text, staged_directory, write_json
+
+    with staged_directory(run_dir) as stage:
+        save_config(config, stage / "config.yaml")
+        with atomic_path(stage / "model.keras") as tmp:
+            student.save(tmp)
+        atomic_write_text(stage / "labels.txt", "\n".join(labels) + "\n")
+        write_json(stage / "history.json", history)
+        write_json(stage / "run.json", info)
+        write_reports(stage, metrics, labels, "softmax", history)
