@@ -177,7 +177,8 @@ def needs_web_runtime(modality: str = "image") -> None:
 # hostile-input world or the browser bundles, are built once).
 _SPREAD = {"test_notebooks", "test_quickstart", "test_resume"}
 # The longest files start first, so no worker is left alone with one at the end.
-_FIRST = ["test_notebooks", "test_quickstart", "test_resume", "test_optimize", "test_text", "test_web", "test_tune", "test_export"]
+_FIRST = ["test_notebooks", "test_quickstart", "test_resume", "test_detection", "test_optimize", "test_segmentation", "test_text",
+          "test_hf_bert", "test_web", "test_tune", "test_export"]
 
 
 def pytest_collection_modifyitems(config, items):
