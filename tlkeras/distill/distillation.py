@@ -38,6 +38,7 @@ from tlkeras._backend import keras, tf
 from tlkeras.config import RunConfig, load_config
 from tlkeras.core.data import DataBundle, Split, class_weights, load_data, make_dataset
 from tlkeras.core.tasks import task_of
+from tlkeras.distill.split import inherit_teacher_split
 from tlkeras.errors import TLKerasError
 
 __all__ = [
@@ -558,11 +559,7 @@ def distill(teacher_run: str | Path, config: RunConfig | None = None, options: D
     if data is None:
         if config.data.source is None:
             raise TLKerasError(f"no data source: the teacher {teacher_run} was trained on the embedded demo; pass data (config.data.source)")
-        if config.data.source == teacher_cfg.data.source and config.data.split_seed is None:
-            # The teacher's split: a student seed that reshuffled it would validate and test
-            # on images the teacher trained on. Stored in the student's config, so evaluating
-            # the student run sees the same split.
-            config.data.split_seed = teacher_cfg.data.split_seed if teacher_cfg.data.split_seed is not None else teacher_cfg.seed
+        inherit_teacher_split(config, teacher_cfg)
         data = load_data(replace(config.data, image_size=t_size), t_size, "softmax", config.seed)
     if data.class_names != labels:
         raise TLKerasError(f"the data's classes {data.class_names} differ from the teacher's {labels}")

@@ -23,6 +23,7 @@ import numpy as np
 from tlkeras._backend import tf
 from tlkeras.config import RunConfig, save_config
 from tlkeras.core.data import DataBundle
+from tlkeras.distill.split import inherit_teacher_split
 from tlkeras.errors import TLKerasError
 
 __all__ = ["is_text_model", "read_unlabelled", "distill_text"]
@@ -163,9 +164,7 @@ def distill_text(teacher_run: Path, teacher, teacher_cfg: RunConfig, labels: lis
     if data is None:
         if config.data.source is None:
             raise TLKerasError(f"no data source: pass --data (the teacher {teacher_run} names none)")
-        if config.data.source == teacher_cfg.data.source and config.data.split_seed is None:
-            # The teacher's split, stored in the student's config so evaluating it sees the same texts.
-            config.data.split_seed = teacher_cfg.data.split_seed if teacher_cfg.data.split_seed is not None else teacher_cfg.seed
+        inherit_teacher_split(config, teacher_cfg)
         data = load_text_data(replace(config.data), "softmax", config.seed)
     if data.class_names != labels:
         raise TLKerasError(f"the data's classes {data.class_names} differ from the teacher's {labels}")
